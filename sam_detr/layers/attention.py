@@ -1,0 +1,79 @@
+"""Multi-head attention over inputs that are already projected (Conditional DETR, SAM-DETR)."""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MultiheadAttentionNoProj"]
+
+
+class MultiheadAttentionNoProj(nn.Module):
+    """Multi-head attention with no input projections: only `out_proj` (vdim -> vdim) is learned.
+
+    Queries and keys have `embed_dim` channels (`embed_dim // num_heads` per head) and values `vdim`
+    (`vdim // num_heads` per head), so a head may match on more channels than it returns (SAM-DETR
+    matches on 256 per head and returns 32). A key with only `embed_dim // num_heads` channels is shared
+    by all heads without being copied.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, vdim: Optional[int] = None):
+        super().__init__()
+        vdim = embed_dim if vdim is None else vdim
+        if embed_dim % num_heads or vdim % num_heads:
+            raise ValueError(f"embed_dim ({embed_dim}) and vdim ({vdim}) must be divisible by num_heads ({num_heads})")
+        self.embed_dim = embed_dim
+        self.vdim = vdim
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.out_proj = nn.Linear(vdim, vdim)
+        nn.init.constant_(self.out_proj.bias, 0.0)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: Optional[torch.Tensor] = None,
+        attn_mask: Optional[torch.Tensor] = None,
+        attn_bias: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            query: (Lq, N, embed_dim).
+            key: (S, N, embed_dim), or (S, N, embed_dim // num_heads) for a key shared by all heads.
+            value: (S, N, vdim).
+            key_padding_mask: (N, S) bool, True where a key is padding.
+            attn_mask: (Lq, S) or (N * num_heads, Lq, S); bool (True blocks) or float (added).
+            attn_bias: (N * num_heads, Lq, S) float, added after the masks (SMCA's Gaussian).
+        Returns:
+            (Lq, N, vdim)
+        """
+        Lq, N, E = query.shape
+        S = key.shape[0]
+        H = self.num_heads
+        head_dim = E // H
+        q = (query * float(head_dim) ** -0.5).reshape(Lq, N * H, head_dim).transpose(0, 1)
+        if key.shape[-1] == head_dim and head_dim != E:
+            # (N, H*Lq, hd) @ (N, hd, S): one product per image instead of one per head
+            q_shared = q.reshape(N, H * Lq, head_dim)
+            k = key.permute(1, 2, 0)
+            logits = torch.bmm(q_shared, k).view(N * H, Lq, S)
+        else:
+            k = key.reshape(S, N * H, head_dim).permute(1, 2, 0)
+            logits = torch.bmm(q, k)
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:
+                logits = logits.masked_fill(attn_mask, float("-inf"))
+            else:
+                logits = logits + attn_mask
+        if key_padding_mask is not None:
+            logits = logits.view(N, H, Lq, S).masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+            logits = logits.view(N * H, Lq, S)
+        if attn_bias is not None:
+            logits = logits + attn_bias
+        weights = F.softmax(logits, dim=-1)
+        weights = F.dropout(weights, p=self.dropout, training=self.training)
+        v = value.reshape(S, N * H, self.vdim // H).transpose(0, 1)
+        out = torch.bmm(weights, v).transpose(0, 1).reshape(Lq, N, self.vdim)
+        return self.out_proj(out)

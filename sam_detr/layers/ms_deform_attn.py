@@ -1,0 +1,184 @@
+"""Multi-scale deformable attention (Deformable DETR): the op, its PyTorch path and the module.
+
+Shapes, with N the batch, S the number of value tokens over all levels, M heads of D channels, Lq
+queries, L levels and P points per level and head:
+
+    value               (N, S, M, D)
+    spatial_shapes      (L, 2) int64, (H_l, W_l) of each level
+    level_start_index   (L,) int64, offset of each level in S
+    sampling_locations  (N, Lq, M, L, P, 2), (x, y) normalised to [0, 1] over the padded level
+    attention_weights   (N, Lq, M, L, P)
+    output              (N, Lq, M * D)
+
+A location (x, y) samples pixel coordinates (x * W_l - 0.5, y * H_l - 0.5) bilinearly with zero padding,
+i.e. `grid_sample(align_corners=False)` on `2 * loc - 1`, as the official kernel does.
+"""
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+
+from . import _ext
+
+__all__ = ["ms_deform_attn", "ms_deform_attn_pytorch", "MSDeformAttnFunction", "MSDeformAttn"]
+
+
+def ms_deform_attn_pytorch(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """The reference computation in plain PyTorch (one `grid_sample` per level); see the module doc."""
+    del level_start_index  # the levels are contiguous in S, in order
+    N, S, M, D = value.shape
+    _, Lq, _, L, P, _ = sampling_locations.shape
+    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    value_list = value.split([h * w for h, w in shapes], dim=1)
+    sampling_grids = 2 * sampling_locations - 1
+    sampled = []
+    for lvl, (h, w) in enumerate(shapes):
+        # (N, H*W, M, D) -> (N*M, D, H, W)
+        value_l = value_list[lvl].flatten(2).transpose(1, 2).reshape(N * M, D, h, w)
+        # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
+        grid_l = sampling_grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
+        sampled.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
+    # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
+    weights = attention_weights.transpose(1, 2).reshape(N * M, 1, Lq, L * P)
+    output = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(N, M * D, Lq)
+    return output.transpose(1, 2).contiguous()
+
+
+class MSDeformAttnFunction(Function):
+    """Autograd wrapper of the compiled kernels (`sam_detr._C`). Its name is what fvcore sees."""
+
+    @staticmethod
+    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+        ext = _ext.get_extension()
+        output = ext.ms_deform_attn_forward(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        )
+        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
+        ext = _ext.get_extension()
+        grad_value, grad_loc, grad_attn = ext.ms_deform_attn_backward(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output.contiguous()
+        )
+        return grad_value, None, None, grad_loc, grad_attn
+
+
+def ms_deform_attn(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Multi-scale deformable attention; the compiled kernel where it was built for the device."""
+    if _ext.kernel_available(value.device):
+        return MSDeformAttnFunction.apply(
+            value.contiguous(),
+            spatial_shapes.contiguous(),
+            level_start_index.contiguous(),
+            sampling_locations.contiguous(),
+            attention_weights.contiguous(),
+        )
+    _ext.warn_fallback("ms_deform_attn", value.device)
+    return ms_deform_attn_pytorch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+
+class MSDeformAttn(nn.Module):
+    """The Deformable DETR attention module, with the official parameter names and initialisation.
+
+    Args:
+        d_model: channels C of queries and values (C = n_heads * head dim).
+        n_levels: L, n_heads: M, n_points: P.
+    """
+
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model = d_model
+        self.n_levels = n_levels
+        self.n_heads = n_heads
+        self.n_points = n_points
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self._reset_parameters()
+
+    def _reset_parameters(self):
+        nn.init.constant_(self.sampling_offsets.weight, 0.0)
+        # head h starts along direction 2*pi*h/M on the unit square; point i at distance i + 1
+        thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.n_heads, 1, 1, 2)
+        grid = grid.repeat(1, self.n_levels, self.n_points, 1)
+        for i in range(self.n_points):
+            grid[:, :, i, :] *= i + 1
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.view(-1))
+        nn.init.constant_(self.attention_weights.weight, 0.0)
+        nn.init.constant_(self.attention_weights.bias, 0.0)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.constant_(self.value_proj.bias, 0.0)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.constant_(self.output_proj.bias, 0.0)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        input_flatten: torch.Tensor,
+        input_spatial_shapes: torch.Tensor,
+        input_level_start_index: torch.Tensor,
+        input_padding_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            query: (N, Lq, C).
+            reference_points: (N, Lq, L, 2) points (x, y) or (N, Lq, L, 4) boxes (cx, cy, w, h),
+                normalised to [0, 1] over each padded level.
+            input_flatten: (N, S, C), the levels flattened and concatenated.
+            input_spatial_shapes: (L, 2) int64 (H_l, W_l); input_level_start_index: (L,) int64.
+            input_padding_mask: (N, S) bool, True on padding (those values are zeroed).
+        Returns:
+            (N, Lq, C)
+        """
+        N, Lq, _ = query.shape
+        _, S, _ = input_flatten.shape
+        value = self.value_proj(input_flatten)
+        if input_padding_mask is not None:
+            value = value.masked_fill(input_padding_mask[..., None], 0.0)
+        value = value.view(N, S, self.n_heads, self.d_model // self.n_heads)
+        offsets = self.sampling_offsets(query).view(N, Lq, self.n_heads, self.n_levels, self.n_points, 2)
+        weights = self.attention_weights(query).view(N, Lq, self.n_heads, self.n_levels * self.n_points)
+        weights = F.softmax(weights, -1).view(N, Lq, self.n_heads, self.n_levels, self.n_points)
+        if reference_points.shape[-1] == 2:
+            normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
+            locations = (
+                reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+            )
+        elif reference_points.shape[-1] == 4:
+            locations = (
+                reference_points[:, :, None, :, None, :2]
+                + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5
+            )
+        else:
+            raise ValueError(
+                f"reference_points must end in 2 (points) or 4 (boxes), got shape {tuple(reference_points.shape)}"
+            )
+        output = ms_deform_attn(value, input_spatial_shapes, input_level_start_index, locations, weights)
+        return self.output_proj(output)

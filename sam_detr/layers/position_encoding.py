@@ -1,0 +1,91 @@
+"""Sine position encodings: of a feature map (from its padding mask), and of points and boxes."""
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["PositionEmbeddingSine", "sine_embed", "points_sine_embed", "boxes_sine_embed"]
+
+
+def _dim_t(num_feats: int, temperature: float, device) -> torch.Tensor:
+    dim_t = torch.arange(num_feats, dtype=torch.float32, device=device)
+    return temperature ** (2 * (dim_t // 2) / num_feats)
+
+
+def _interleave_sin_cos(x: torch.Tensor) -> torch.Tensor:
+    """(..., F) angles -> (..., F): sin of the even features and cos of the odd ones, interleaved."""
+    return torch.stack((x[..., 0::2].sin(), x[..., 1::2].cos()), dim=-1).flatten(-2)
+
+
+class PositionEmbeddingSine(nn.Module):
+    """The DETR sine encoding of a feature map, computed from its padding mask.
+
+    Row and column indices count valid pixels (1-based). With `normalize`, each is mapped to
+    `(index + offset) / (last index + eps) * scale`: `offset=0` is DETR's and Conditional DETR's rule,
+    `offset=-0.5` is Deformable DETR's (also SAM-DETR's, MS-DETR's and Plain-DETR's).
+
+    Args:
+        num_pos_feats: features per axis; the output has 2 * num_pos_feats channels, Y first.
+    """
+
+    def __init__(
+        self,
+        num_pos_feats: int = 128,
+        temperature: float = 10000,
+        normalize: bool = True,
+        scale: float = 2 * math.pi,
+        offset: float = 0.0,
+        eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.num_pos_feats = num_pos_feats
+        self.temperature = temperature
+        self.normalize = normalize
+        self.scale = scale
+        self.offset = offset
+        self.eps = eps
+
+    def forward(self, mask: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            mask: (B, H, W) bool, True on padding.
+        Returns:
+            (B, 2 * num_pos_feats, H, W) float32.
+        """
+        not_mask = ~mask
+        y_embed = not_mask.cumsum(1, dtype=torch.float32)
+        x_embed = not_mask.cumsum(2, dtype=torch.float32)
+        if self.normalize:
+            y_embed = (y_embed + self.offset) / (y_embed[:, -1:, :] + self.eps) * self.scale
+            x_embed = (x_embed + self.offset) / (x_embed[:, :, -1:] + self.eps) * self.scale
+        dim_t = _dim_t(self.num_pos_feats, self.temperature, mask.device)
+        pos_x = _interleave_sin_cos(x_embed[:, :, :, None] / dim_t)
+        pos_y = _interleave_sin_cos(y_embed[:, :, :, None] / dim_t)
+        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+
+    def extra_repr(self) -> str:
+        return f"num_pos_feats={self.num_pos_feats}, normalize={self.normalize}, offset={self.offset}"
+
+
+def sine_embed(
+    coords: torch.Tensor, num_feats: int = 128, temperature: float = 10000, scale: float = 2 * math.pi
+) -> torch.Tensor:
+    """Sine embedding of each coordinate, concatenated in the given order.
+
+    Args:
+        coords: (..., K), usually in [0, 1].
+    Returns:
+        (..., K * num_feats)
+    """
+    dim_t = _dim_t(num_feats, temperature, coords.device)
+    return _interleave_sin_cos((coords * scale)[..., None] / dim_t).flatten(-2)
+
+
+def points_sine_embed(points: torch.Tensor, num_feats: int = 128, temperature: float = 10000) -> torch.Tensor:
+    """(..., 2) points (x, y) -> (..., 2 * num_feats), Y first (Conditional DETR, SAM-DETR)."""
+    return sine_embed(points.flip(-1), num_feats, temperature)
+
+
+def boxes_sine_embed(boxes: torch.Tensor, num_feats: int = 128, temperature: float = 10000) -> torch.Tensor:
+    """(..., 4) boxes (cx, cy, w, h) -> (..., 4 * num_feats) in that order (Deformable DETR proposals)."""
+    return sine_embed(boxes, num_feats, temperature)

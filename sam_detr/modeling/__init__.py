@@ -1,0 +1,1 @@
+"""Detectron2 models: the shared DETR pipeline and one meta-architecture per method."""

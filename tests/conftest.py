@@ -1,0 +1,40 @@
+"""Shared test configuration.
+
+Markers (see pyproject.toml): `detectron2` tests are skipped where detectron2 is not installed, `cuda`
+tests without a CUDA device, `coco_mini` tests where ../shared/data/coco_val2017_mini is absent.
+A module that imports detectron2 at its top starts with
+`pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)` (import it from conftest).
+"""
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COCO_MINI = Path(os.environ.get("SAM_DETR_COCO_MINI", REPO_ROOT.parent / "shared" / "data" / "coco_val2017_mini"))
+
+HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
+DETECTRON2_MISSING = (
+    "detectron2 is not installed; it is not on PyPI: install it from "
+    "https://github.com/facebookresearch/detectron2 (see README.md, Install)"
+)
+HAS_CUDA = torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    skips = {
+        "detectron2": (not HAS_DETECTRON2, DETECTRON2_MISSING),
+        "cuda": (not HAS_CUDA, "no CUDA device"),
+        "coco_mini": (not (COCO_MINI / "annotations" / "instances_val2017.json").is_file(), f"{COCO_MINI} is absent"),
+    }
+    for item in items:
+        for name, (skip, reason) in skips.items():
+            if skip and name in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def coco_mini_dir() -> Path:
+    return COCO_MINI

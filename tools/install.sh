@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One-command install of sam_detr and what it needs, into the Python that runs this script
+# (python3, or $PYTHON). Safe to run again: each step is skipped when its package is already there.
+#
+#   1. torch and its matching torchvision, where absent   ($TORCH_SPEC, default torch==2.14.1 torchvision==0.29.1)
+#   2. the other dependencies                              (requirements.txt)
+#   3. detectron2, where absent, from its source repository (it is not on PyPI)
+#   4. this package, with its compiled extension sam_detr._C (CUDA kernels too when CUDA is
+#      available or FORCE_CUDA=1; TORCH_CUDA_ARCH_LIST picks the architectures)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+PIP="$PY -m pip"
+TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+D2_REPO=${D2_REPO:-https://github.com/facebookresearch/detectron2.git}
+
+say() { printf '[install] %s\n' "$*"; }
+
+if $PY -c "import torch, torchvision" >/dev/null 2>&1; then
+  say "torch $($PY -c 'import torch; print(torch.__version__)') and torchvision already installed"
+else
+  say "installing $TORCH_SPEC"
+  $PIP install $TORCH_SPEC
+fi
+
+say "installing the other dependencies (requirements.txt)"
+$PIP install -q -r requirements.txt
+
+if $PY -c "import detectron2, detectron2._C" >/dev/null 2>&1; then
+  say "detectron2 $($PY -c 'import detectron2; print(detectron2.__version__)') already installed"
+elif git ls-remote --exit-code "$D2_REPO" HEAD >/dev/null 2>&1; then
+  say "installing detectron2 from $D2_REPO (compiles its C++ ops: a few minutes)"
+  $PIP install --no-build-isolation "git+$D2_REPO"
+else
+  cat <<MSG
+[install] ------------------------------------------------------------------------------------
+[install] detectron2 is NOT installed: its repository ($D2_REPO) cannot be reached.
+[install] detectron2 is not on PyPI. Install it from a copy of its source, then run this again:
+[install]     git clone $D2_REPO            (on a machine that can reach it)
+[install]     $PY -m pip install --no-build-isolation ./detectron2
+[install] Until then sam_detr.layers works, and the tests that need detectron2 are skipped.
+[install] ------------------------------------------------------------------------------------
+MSG
+fi
+
+if [[ -z "${CUDA_HOME:-}" && -x /usr/local/cuda/bin/nvcc ]]; then
+  # torch guesses CUDA_HOME from nvcc's location, which is wrong when nvcc is a wrapper elsewhere
+  export CUDA_HOME=/usr/local/cuda
+fi
+say "building sam_detr and its extension sam_detr._C (FORCE_CUDA=${FORCE_CUDA:-0})"
+$PIP install --no-build-isolation --no-deps -e .
+$PY -c "import sam_detr._C as C; print('[install] sam_detr._C imported; CUDA kernels:', C.with_cuda())"
