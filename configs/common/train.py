@@ -1,0 +1,20 @@
+# Training options read by tools/lazyconfig_train_net.py (sam_detr.engine.train_net).
+import torch
+
+train = dict(
+    output_dir="./output",
+    init_checkpoint="",
+    # epochs become iterations: epochs * (dataloader.train_images // dataloader.train.total_batch_size);
+    # set max_iter instead (and epochs=None) to count iterations directly
+    epochs=None,
+    max_iter=None,
+    amp=dict(enabled=False, precision="float16"),
+    # the official models clip the gradient norm of all parameters at 0.1
+    clip_grad=dict(enabled=True, max_norm=0.1, norm_type=2.0),
+    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    checkpointer=dict(period=5000, max_to_keep=100),
+    eval_period=5000,
+    log_period=20,
+    device="cuda" if torch.cuda.is_available() else "cpu",
+    seed=-1,
+)

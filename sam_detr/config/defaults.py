@@ -1,0 +1,47 @@
+"""yacs config keys, for building the meta-architectures with Detectron2's `build_model(cfg)`.
+
+The LazyConfig files under configs/ are the primary way to configure this package; these keys let the
+registered meta-architectures be built from a classic `CfgNode` as well:
+
+    cfg = get_cfg(); add_detr_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "DETR"; model = build_model(cfg)
+"""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_detr_config"]
+
+
+def add_detr_config(cfg: CN) -> CN:
+    """Adds cfg.MODEL.DETR (shared by every method here) and sets the official input format."""
+    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
+    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+    cfg.INPUT.FORMAT = "RGB"
+    cfg.MODEL.BACKBONE.NAME = "build_detr_resnet_backbone"
+    cfg.MODEL.BACKBONE.FREEZE_AT = 2
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+
+    cfg.MODEL.DETR = CN()
+    cfg.MODEL.DETR.NUM_CLASSES = 80
+    cfg.MODEL.DETR.IN_FEATURES = ["res5"]
+    cfg.MODEL.DETR.HIDDEN_DIM = 256
+    cfg.MODEL.DETR.NHEADS = 8
+    cfg.MODEL.DETR.ENC_LAYERS = 6
+    cfg.MODEL.DETR.DEC_LAYERS = 6
+    cfg.MODEL.DETR.DIM_FEEDFORWARD = 2048
+    cfg.MODEL.DETR.DROPOUT = 0.1
+    cfg.MODEL.DETR.NUM_QUERIES = 100
+    cfg.MODEL.DETR.SIZE_DIVISIBILITY = 0
+    cfg.MODEL.DETR.NUM_SELECT = 100
+    # matching costs and loss weights; CLASS_LOSS is "softmax" (DETR) or "focal" (the others)
+    cfg.MODEL.DETR.CLASS_LOSS = "softmax"
+    cfg.MODEL.DETR.COST_CLASS = 1.0
+    cfg.MODEL.DETR.COST_BBOX = 5.0
+    cfg.MODEL.DETR.COST_GIOU = 2.0
+    cfg.MODEL.DETR.CLASS_WEIGHT = 1.0
+    cfg.MODEL.DETR.BBOX_WEIGHT = 5.0
+    cfg.MODEL.DETR.GIOU_WEIGHT = 2.0
+    cfg.MODEL.DETR.EOS_COEF = 0.1
+    cfg.MODEL.DETR.FOCAL_ALPHA = 0.25
+    cfg.MODEL.DETR.FOCAL_GAMMA = 2.0
+    return cfg

@@ -1,0 +1,109 @@
+"""Training and evaluation with LazyConfig files, in Detectron2's flow (see tools/lazyconfig_train_net.py).
+
+Every knob lives under `cfg.train`:
+    output_dir, init_checkpoint, device, seed
+    epochs | max_iter       epochs become iterations: epochs * (dataloader.train_images // total_batch_size)
+    amp.enabled, amp.precision ("float16" | "bfloat16")
+    clip_grad.enabled, clip_grad.max_norm, clip_grad.norm_type
+    ddp.*                   DistributedDataParallel options
+    checkpointer.period, checkpointer.max_to_keep, eval_period, log_period
+"""
+import logging
+import os
+from typing import Optional
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+
+from ..solver import iterations_per_epoch
+from .hooks import GradientClipHook
+
+__all__ = ["main", "do_train", "do_test", "resolve_max_iter", "build_ddp_model"]
+
+logger = logging.getLogger("detectron2")
+
+
+def resolve_max_iter(cfg) -> int:
+    """Sets and returns cfg.train.max_iter, from cfg.train.epochs when that is given."""
+    epochs = cfg.train.get("epochs", None)
+    if epochs is not None:
+        num_images = cfg.dataloader.get("train_images", None)
+        if num_images is None:
+            raise ValueError("train.epochs needs dataloader.train_images (the number of images in one epoch)")
+        per_epoch = iterations_per_epoch(num_images, cfg.dataloader.train.total_batch_size)
+        cfg.train.max_iter = int(epochs * per_epoch)
+        logger.info(f"{epochs} epochs of {per_epoch} iterations: max_iter = {cfg.train.max_iter}")
+    if cfg.train.get("max_iter", None) is None:
+        raise ValueError("set train.epochs or train.max_iter")
+    return cfg.train.max_iter
+
+
+def build_ddp_model(cfg, model: torch.nn.Module) -> torch.nn.Module:
+    """DDP when there are several workers; on CPU, DDP takes no device ids."""
+    kwargs = dict(cfg.train.get("ddp", {}))
+    if torch.device(cfg.train.device).type != "cuda":
+        kwargs["device_ids"] = None
+    return create_ddp_model(model, **kwargs)
+
+
+def do_test(cfg, model) -> Optional[dict]:
+    if "evaluator" not in cfg.dataloader:
+        return None
+    ret = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    print_csv_format(ret)
+    return ret
+
+
+def do_train(args, cfg) -> None:
+    max_iter = resolve_max_iter(cfg)
+    model = instantiate(cfg.model)
+    logger.info("Model:\n{}".format(model))
+    model.to(cfg.train.device)
+
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+
+    model = build_ddp_model(cfg, model)
+    if cfg.train.amp.enabled:
+        precision = getattr(torch, cfg.train.amp.get("precision", "float16"))
+        trainer = AMPTrainer(model, train_loader, optimizer, precision=precision)
+    else:
+        trainer = SimpleTrainer(model, train_loader, optimizer)
+    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    clip = cfg.train.get("clip_grad", {})
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            GradientClipHook(clip.max_norm, clip.get("norm_type", 2.0)) if clip.get("enabled", False) else None,
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            hooks.PeriodicWriter(default_writers(cfg.train.output_dir, max_iter), period=cfg.train.log_period)
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    # the checkpoint stores the iteration that just finished
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, max_iter)
+
+
+def main(args):
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    default_setup(cfg, args)
+    if args.eval_only:
+        model = instantiate(cfg.model)
+        model.to(cfg.train.device)
+        model = build_ddp_model(cfg, model)
+        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        return do_test(cfg, model)
+    do_train(args, cfg)
+    return None

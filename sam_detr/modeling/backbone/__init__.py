@@ -1,0 +1,1 @@
+from .resnet import build_detr_resnet_backbone, build_resnet_backbone

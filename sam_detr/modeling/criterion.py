@@ -1,0 +1,185 @@
+"""The set-prediction loss shared by every DETR-style method."""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers.box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
+from .matcher import HungarianMatcher
+
+__all__ = ["SetCriterion", "sigmoid_focal_loss"]
+
+Indices = List[Tuple[torch.Tensor, torch.Tensor]]
+
+
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, num_boxes: float, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """Focal loss of (B, Q, K) logits against (B, Q, K) one-hot targets, normalised as the official code.
+
+    The official code takes the mean over queries, sums over batch and classes, divides by num_boxes and
+    then multiplies by Q: in effect a sum over (batch, query, class) divided by num_boxes.
+    """
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss.mean(1).sum() / num_boxes * logits.shape[1]
+
+
+def _event_storage():
+    """The active Detectron2 EventStorage, or None outside a trainer."""
+    from detectron2.utils.events import get_event_storage
+
+    try:
+        return get_event_storage()
+    except AssertionError:
+        return None
+
+
+class SetCriterion(nn.Module):
+    """Matches every decoder layer's predictions to the targets and computes the weighted losses.
+
+    Losses: "class" (`loss_ce`: sigmoid focal loss, or softmax cross-entropy with a down-weighted
+    no-object class) and "boxes" (`loss_bbox`: L1 on normalised (cx, cy, w, h); `loss_giou`: 1 - GIoU),
+    each divided by the number of target boxes averaged over all workers. The outputs of decoder layer i
+    (`aux_outputs[i]`) give `<loss>_{i}` and a two-stage encoder (`enc_outputs`, matched against
+    class-agnostic targets) gives `<loss>_enc`, all weighted like the final layer.
+
+    Args:
+        num_classes: K. Focal models predict K logits; softmax models K + 1, the last being "no object".
+        weight_dict: weight of each loss ("loss_ce", "loss_bbox", "loss_giou").
+        class_loss_type: "focal" or "softmax".
+        eos_coef: weight of the no-object class in the softmax cross-entropy.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: HungarianMatcher,
+        weight_dict: Dict[str, float],
+        losses: Sequence[str] = ("class", "boxes"),
+        class_loss_type: str = "focal",
+        eos_coef: float = 0.1,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ):
+        super().__init__()
+        if class_loss_type not in ("focal", "softmax"):
+            raise ValueError(f"class_loss_type must be 'focal' or 'softmax', got {class_loss_type!r}")
+        loss_keys = {"class": ["loss_ce"], "boxes": ["loss_bbox", "loss_giou"]}
+        for name in losses:
+            if name not in loss_keys:
+                raise ValueError(f"unknown loss {name!r}; choose from {sorted(loss_keys)}")
+            missing = [k for k in loss_keys[name] if k not in weight_dict]
+            if missing:
+                raise ValueError(f"weight_dict has no weight for {missing}")
+        self.num_classes = num_classes
+        self.matcher = matcher
+        self.weight_dict = dict(weight_dict)
+        self.losses = tuple(losses)
+        self.class_loss_type = class_loss_type
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        if class_loss_type == "softmax":
+            empty_weight = torch.ones(num_classes + 1)
+            empty_weight[-1] = eos_coef
+            self.register_buffer("empty_weight", empty_weight, persistent=False)
+
+    def loss_class(self, outputs, targets, indices: Indices, num_boxes: float) -> Dict[str, torch.Tensor]:
+        logits = outputs["pred_logits"]  # (B, Q, K) or (B, Q, K + 1)
+        batch_idx, src_idx = _src_permutation_idx(indices)
+        matched = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
+        target_classes[batch_idx, src_idx] = matched
+        if self.class_loss_type == "softmax":
+            loss = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)
+        else:
+            onehot = torch.zeros(
+                (*logits.shape[:2], logits.shape[2] + 1), dtype=logits.dtype, device=logits.device
+            )
+            onehot.scatter_(2, target_classes.unsqueeze(-1), 1)
+            loss = sigmoid_focal_loss(logits, onehot[:, :, :-1], num_boxes, self.focal_alpha, self.focal_gamma)
+        return {"loss_ce": loss}
+
+    def loss_boxes(self, outputs, targets, indices: Indices, num_boxes: float) -> Dict[str, torch.Tensor]:
+        batch_idx, src_idx = _src_permutation_idx(indices)
+        src_boxes = outputs["pred_boxes"][batch_idx, src_idx]
+        target_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)], dim=0)
+        loss_bbox = F.l1_loss(src_boxes, target_boxes, reduction="none").sum() / num_boxes
+        giou = paired_generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(target_boxes))
+        return {"loss_bbox": loss_bbox, "loss_giou": (1 - giou).sum() / num_boxes}
+
+    def num_boxes(self, targets: List[Dict[str, torch.Tensor]], device: torch.device) -> float:
+        """The number of target boxes per worker, averaged over all workers, at least 1."""
+        num = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+        world_size = 1
+        if dist.is_available() and dist.is_initialized():
+            world_size = dist.get_world_size()
+            dist.all_reduce(num)
+        return torch.clamp(num / world_size, min=1).item()
+
+    def group_losses(
+        self,
+        outputs: Dict[str, torch.Tensor],
+        targets: List[Dict[str, torch.Tensor]],
+        num_boxes: float,
+        suffix: str = "",
+        indices: Optional[Indices] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """Weighted losses of one set of predictions ("pred_logits", "pred_boxes"), keys ending in suffix."""
+        if indices is None:
+            indices = self.matcher(outputs, targets)
+        losses = {}
+        for name in self.losses:
+            fn = self.loss_class if name == "class" else self.loss_boxes
+            for key, value in fn(outputs, targets, indices, num_boxes).items():
+                losses[key + suffix] = value * self.weight_dict[key]
+        return losses
+
+    def forward(
+        self, outputs: Dict[str, torch.Tensor], targets: List[Dict[str, torch.Tensor]]
+    ) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            outputs: "pred_logits" (B, Q, K[+1]), "pred_boxes" (B, Q, 4) normalised (cx, cy, w, h), and
+                optionally "aux_outputs" (a list of such dicts, one per earlier decoder layer) and
+                "enc_outputs" (one such dict).
+            targets: per image, "labels" (T,) int64 and "boxes" (T, 4) normalised (cx, cy, w, h).
+        Returns:
+            the weighted losses, to be summed.
+        """
+        num_boxes = self.num_boxes(targets, outputs["pred_logits"].device)
+        indices = self.matcher(outputs, targets)
+        losses = self.group_losses(outputs, targets, num_boxes, indices=indices)
+        for i, aux in enumerate(outputs.get("aux_outputs", [])):
+            losses.update(self.group_losses(aux, targets, num_boxes, suffix=f"_{i}"))
+        if "enc_outputs" in outputs:
+            binary = [{"labels": torch.zeros_like(t["labels"]), "boxes": t["boxes"]} for t in targets]
+            losses.update(self.group_losses(outputs["enc_outputs"], binary, num_boxes, suffix="_enc"))
+        self._log_metrics(outputs, targets, indices)
+        return losses
+
+    @torch.no_grad()
+    def _log_metrics(self, outputs, targets, indices: Indices) -> None:
+        storage = _event_storage()
+        if storage is None or "class" not in self.losses:
+            return
+        batch_idx, src_idx = _src_permutation_idx(indices)
+        matched = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+        if len(matched):
+            pred = outputs["pred_logits"][batch_idx, src_idx].argmax(-1)
+            storage.put_scalar("class_error", 100.0 - 100.0 * (pred == matched).float().mean().item())
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, class_loss_type={self.class_loss_type!r}, weights={self.weight_dict}"
+
+
+def _src_permutation_idx(indices: Indices) -> Tuple[torch.Tensor, torch.Tensor]:
+    batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
+    src_idx = torch.cat([src for src, _ in indices])
+    return batch_idx, src_idx

@@ -1,0 +1,2 @@
+from .detr import DETR
+from .detr_base import DETRBase

@@ -1,0 +1,65 @@
+"""DETR (Carion et al. 2020), as facebookresearch/detr: the baseline of every method here."""
+from typing import Dict, List
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY
+from torch import nn
+
+from ...layers import MLP, PositionEmbeddingSine
+from ..transformer import DetrTransformer
+from .detr_base import DETRBase
+
+__all__ = ["DETR"]
+
+
+@META_ARCH_REGISTRY.register()
+class DETR(DETRBase):
+    """Learned queries decoded by a plain encoder-decoder over the last backbone level; softmax classes.
+
+    Args:
+        transformer: the encoder-decoder; its width is the model's.
+        num_queries: detection slots per image.
+        (the other arguments: see `DETRBase`; `criterion` must use the softmax class loss.)
+    """
+
+    @configurable
+    def __init__(self, *, transformer: DetrTransformer, num_queries: int = 100, **kwargs):
+        super().__init__(**kwargs)
+        if self.criterion.class_loss_type != "softmax":
+            raise ValueError("DETR predicts a 'no object' class: its criterion needs class_loss_type='softmax'")
+        hidden = transformer.d_model
+        self.transformer = transformer
+        self.position_embedding = PositionEmbeddingSine(hidden // 2, normalize=True)
+        self.input_proj = nn.Conv2d(self.in_channels[-1], hidden, kernel_size=1)
+        self.query_embed = nn.Embedding(num_queries, hidden)
+        self.class_embed = nn.Linear(hidden, self.num_classes + 1)
+        self.bbox_embed = MLP(hidden, hidden, 4, 3)
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict:
+        d = cfg.MODEL.DETR
+        return {
+            **super().from_config(cfg),
+            "transformer": DetrTransformer(
+                d_model=d.HIDDEN_DIM,
+                nhead=d.NHEADS,
+                num_encoder_layers=d.ENC_LAYERS,
+                num_decoder_layers=d.DEC_LAYERS,
+                dim_feedforward=d.DIM_FEEDFORWARD,
+                dropout=d.DROPOUT,
+            ),
+            "num_queries": d.NUM_QUERIES,
+        }
+
+    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+        src, mask = features[-1], masks[-1]
+        pos = self.position_embedding(mask).to(src.dtype)
+        hs = self.transformer(self.input_proj(src), mask, self.query_embed.weight, pos)  # (L, B, Q, C)
+        logits = self.class_embed(hs)
+        boxes = self.bbox_embed(hs).sigmoid()
+        return {
+            "pred_logits": logits[-1],
+            "pred_boxes": boxes[-1],
+            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])],
+        }

@@ -1,0 +1,174 @@
+"""What every DETR-style detector shares: images -> padding masks -> backbone -> head -> losses or Instances."""
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.modeling import Backbone, build_backbone, detector_postprocess
+from detectron2.structures import ImageList, Instances
+from torch import nn
+
+from ...layers.box_ops import box_xyxy_to_cxcywh
+from ..criterion import SetCriterion
+from ..matcher import HungarianMatcher
+from ..postprocess import softmax_postprocess, topk_postprocess
+
+__all__ = ["DETRBase"]
+
+# torchvision's ImageNet statistics in RGB on the 0-255 scale, as the official models normalise
+IMAGENET_PIXEL_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class DETRBase(nn.Module):
+    """Base of the DETR-style meta-architectures.
+
+    It normalises and batches the images as the official code does (zero padding at the bottom/right up
+    to the batch maximum, optionally rounded up to `size_divisibility`), builds one padding mask per
+    backbone level, turns `Instances` into normalised (cx, cy, w, h) targets, and returns the criterion's
+    losses in training or `[{"instances": Instances}]` in inference. A method implements `forward_head`.
+
+    Args:
+        backbone: a d2 backbone; `in_features` are the levels passed to the head, finest first.
+        criterion: the set criterion; its `class_loss_type` also picks the post-processing (top-k over
+            queries x classes for focal models, softmax arg-max for softmax models).
+        pixel_mean, pixel_std: per-channel normalisation of the input images (RGB, 0-255).
+        size_divisibility: pad the batch to a multiple of this (0: no rounding, as the official code).
+        num_select: detections kept per image by the top-k post-processing.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        in_features: Sequence[str],
+        criterion: SetCriterion,
+        pixel_mean: Sequence[float] = IMAGENET_PIXEL_MEAN,
+        pixel_std: Sequence[float] = IMAGENET_PIXEL_STD,
+        size_divisibility: int = 0,
+        num_select: int = 100,
+    ):
+        super().__init__()
+        shapes = backbone.output_shape()
+        missing = [f for f in in_features if f not in shapes]
+        if missing:
+            raise ValueError(f"in_features {missing} are not backbone outputs {list(shapes)}")
+        self.backbone = backbone
+        self.in_features = list(in_features)
+        self.in_channels = [shapes[f].channels for f in in_features]
+        self.criterion = criterion
+        self.size_divisibility = size_divisibility
+        self.num_select = num_select
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict:
+        """The arguments every method shares, from cfg.MODEL (see `sam_detr.config.add_detr_config`)."""
+        d = cfg.MODEL.DETR
+        matcher = HungarianMatcher(
+            cost_class=d.COST_CLASS,
+            cost_bbox=d.COST_BBOX,
+            cost_giou=d.COST_GIOU,
+            class_cost_type=d.CLASS_LOSS,
+            focal_alpha=d.FOCAL_ALPHA,
+            focal_gamma=d.FOCAL_GAMMA,
+        )
+        criterion = SetCriterion(
+            num_classes=d.NUM_CLASSES,
+            matcher=matcher,
+            weight_dict={"loss_ce": d.CLASS_WEIGHT, "loss_bbox": d.BBOX_WEIGHT, "loss_giou": d.GIOU_WEIGHT},
+            class_loss_type=d.CLASS_LOSS,
+            eos_coef=d.EOS_COEF,
+            focal_alpha=d.FOCAL_ALPHA,
+            focal_gamma=d.FOCAL_GAMMA,
+        )
+        return {
+            "backbone": build_backbone(cfg),
+            "in_features": d.IN_FEATURES,
+            "criterion": criterion,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "size_divisibility": d.SIZE_DIVISIBILITY,
+            "num_select": d.NUM_SELECT,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def num_classes(self) -> int:
+        return self.criterion.num_classes
+
+    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+        """The method itself.
+
+        Args:
+            features: per level of `in_features`, (B, C_l, H_l, W_l).
+            masks: per level, (B, H_l, W_l) bool, True on padding.
+        Returns:
+            "pred_logits" (B, Q, K or K + 1) and "pred_boxes" (B, Q, 4) normalised (cx, cy, w, h) of the
+            last decoder layer, "aux_outputs" (one such dict per earlier layer), and whatever else the
+            method's criterion reads (e.g. "enc_outputs").
+        """
+        raise NotImplementedError
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs: d2's format: per image, "image" (3, H, W) in RGB, "instances" (training),
+                and "height"/"width", the size the detections are returned at.
+        Returns:
+            in training, a dict of weighted losses; in inference, `[{"instances": Instances}]`.
+        """
+        images, mask = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        features = [features[f] for f in self.in_features]
+        masks = [self.resize_mask(mask, f.shape[-2:]) for f in features]
+        outputs = self.forward_head(features, masks)
+        if self.training:
+            return self.criterion(outputs, self.prepare_targets(batched_inputs))
+        results = self.inference(outputs, images.image_sizes)
+        processed = []
+        for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):
+            height = inputs.get("height", image_size[0])
+            width = inputs.get("width", image_size[1])
+            processed.append({"instances": detector_postprocess(result, height, width)})
+        return processed
+
+    def preprocess_image(self, batched_inputs: List[Dict]) -> Tuple[ImageList, torch.Tensor]:
+        """Normalised images zero-padded into one batch, and the (B, H, W) mask, True on padding."""
+        for i, x in enumerate(batched_inputs):
+            if "image" not in x:
+                raise KeyError(f"input {i} (image_id {x.get('image_id', '?')}) has no 'image'")
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        images = ImageList.from_tensors(images, self.size_divisibility)
+        B, _, H, W = images.tensor.shape
+        mask = torch.ones((B, H, W), dtype=torch.bool, device=self.device)
+        for i, (h, w) in enumerate(images.image_sizes):
+            mask[i, :h, :w] = False
+        return images, mask
+
+    @staticmethod
+    def resize_mask(mask: torch.Tensor, size) -> torch.Tensor:
+        """(B, H, W) image mask -> (B, h, w) mask of a feature level, by nearest sampling as the official code."""
+        return F.interpolate(mask[None].float(), size=size).to(torch.bool)[0]
+
+    def prepare_targets(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
+        """Per image, "labels" (T,) and "boxes" (T, 4) in (cx, cy, w, h) normalised by the unpadded size."""
+        targets = []
+        for i, x in enumerate(batched_inputs):
+            if "instances" not in x:
+                raise KeyError(f"training input {i} (image_id {x.get('image_id', '?')}) has no 'instances'")
+            instances: Instances = x["instances"].to(self.device)
+            h, w = instances.image_size
+            scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
+            boxes = box_xyxy_to_cxcywh(instances.gt_boxes.tensor / scale)
+            targets.append({"labels": instances.gt_classes, "boxes": boxes})
+        return targets
+
+    def inference(self, outputs: Dict, image_sizes: List[Tuple[int, int]]) -> List[Instances]:
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        if self.criterion.class_loss_type == "softmax":
+            return softmax_postprocess(logits, boxes, image_sizes)
+        return topk_postprocess(logits, boxes, image_sizes, self.num_select)

@@ -1,0 +1,1 @@
+from .detr_transformer import DetrTransformer, TransformerEncoder, TransformerEncoderLayer

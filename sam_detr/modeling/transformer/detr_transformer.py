@@ -1,0 +1,140 @@
+"""The DETR encoder-decoder (post-norm), with facebookresearch/detr's parameter names.
+
+Its encoder layer is also the single-scale encoder of Conditional DETR and SAM-DETR. Tensors are
+sequence-first, as in the official code: (S, B, C) for the flattened feature map, (Q, B, C) for queries.
+"""
+import copy
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["TransformerEncoderLayer", "TransformerEncoder", "DetrTransformer"]
+
+
+def _clones(module: nn.Module, n: int) -> nn.ModuleList:
+    return nn.ModuleList(copy.deepcopy(module) for _ in range(n))
+
+
+def _with_pos(x: torch.Tensor, pos: Optional[torch.Tensor]) -> torch.Tensor:
+    return x if pos is None else x + pos
+
+
+class TransformerEncoderLayer(nn.Module):
+    """Self-attention (queries and keys carry the position) then FFN, each followed by add & norm."""
+
+    def __init__(self, d_model: int = 256, nhead: int = 8, dim_feedforward: int = 2048, dropout: float = 0.1):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def forward(self, src, key_padding_mask=None, pos=None):
+        """src, pos: (S, B, C); key_padding_mask: (B, S) True on padding -> (S, B, C)"""
+        q = k = _with_pos(src, pos)
+        src = self.norm1(src + self.dropout1(self.self_attn(q, k, src, key_padding_mask=key_padding_mask)[0]))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
+        return self.norm2(src + self.dropout2(ffn))
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, layer: nn.Module, num_layers: int):
+        super().__init__()
+        self.layers = _clones(layer, num_layers)
+
+    def forward(self, src, key_padding_mask=None, pos=None):
+        """src, pos: (S, B, C); key_padding_mask: (B, S) -> (S, B, C)"""
+        for layer in self.layers:
+            src = layer(src, key_padding_mask=key_padding_mask, pos=pos)
+        return src
+
+
+class TransformerDecoderLayer(nn.Module):
+    """DETR's decoder layer: self-attention, cross-attention to the memory, FFN; post-norm."""
+
+    def __init__(self, d_model: int = 256, nhead: int = 8, dim_feedforward: int = 2048, dropout: float = 0.1):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+
+    def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None):
+        """tgt, query_pos: (Q, B, C); memory, pos: (S, B, C); memory_key_padding_mask: (B, S) -> (Q, B, C)"""
+        q = k = _with_pos(tgt, query_pos)
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt)[0]))
+        attn = self.multihead_attn(
+            _with_pos(tgt, query_pos), _with_pos(memory, pos), memory, key_padding_mask=memory_key_padding_mask
+        )[0]
+        tgt = self.norm2(tgt + self.dropout2(attn))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
+        return self.norm3(tgt + self.dropout3(ffn))
+
+
+class TransformerDecoder(nn.Module):
+    """Returns every layer's output through the shared final norm: (num_layers, Q, B, C)."""
+
+    def __init__(self, layer: nn.Module, num_layers: int, d_model: int):
+        super().__init__()
+        self.layers = _clones(layer, num_layers)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None):
+        intermediate = []
+        for layer in self.layers:
+            tgt = layer(tgt, memory, memory_key_padding_mask=memory_key_padding_mask, pos=pos, query_pos=query_pos)
+            intermediate.append(self.norm(tgt))
+        return torch.stack(intermediate)
+
+
+class DetrTransformer(nn.Module):
+    def __init__(
+        self,
+        d_model: int = 256,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.d_model = d_model
+        self.encoder = TransformerEncoder(
+            TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout), num_encoder_layers
+        )
+        self.decoder = TransformerDecoder(
+            TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout), num_decoder_layers, d_model
+        )
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, src, mask, query_embed, pos):
+        """
+        Args:
+            src: (B, C, H, W) projected features; mask: (B, H, W) True on padding;
+            query_embed: (Q, C) learned query positions; pos: (B, C, H, W).
+        Returns:
+            (num_decoder_layers, B, Q, C) decoder outputs.
+        """
+        B = src.shape[0]
+        src = src.flatten(2).permute(2, 0, 1)
+        pos = pos.flatten(2).permute(2, 0, 1)
+        mask = mask.flatten(1)
+        query_pos = query_embed.unsqueeze(1).repeat(1, B, 1)
+        memory = self.encoder(src, key_padding_mask=mask, pos=pos)
+        hs = self.decoder(torch.zeros_like(query_pos), memory, memory_key_padding_mask=mask, pos=pos, query_pos=query_pos)
+        return hs.transpose(1, 2)
