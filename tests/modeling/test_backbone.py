@@ -1,0 +1,79 @@
+import pytest
+import torch
+import torchvision
+
+pytest.importorskip("detectron2", reason="sam_detr.modeling needs detectron2")
+
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.modeling import build_backbone  # noqa: E402
+
+from sam_detr.checkpoint.resnet import convert_torchvision_resnet  # noqa: E402
+from sam_detr.config import add_detr_config  # noqa: E402
+from sam_detr.modeling import build_resnet_backbone  # noqa: E402
+
+
+def _torchvision(depth, dc5):
+    kwargs = {"replace_stride_with_dilation": [False, False, True]} if dc5 else {}
+    model = getattr(torchvision.models, f"resnet{depth}")(weights=None, **kwargs).eval()
+    g = torch.Generator().manual_seed(depth)
+    with torch.no_grad():  # BN statistics far from identity, so that a wrong mapping shows
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.uniform_(-0.2, 0.2, generator=g)
+                m.running_mean.uniform_(-0.2, 0.2, generator=g)
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+    return model
+
+
+@pytest.mark.parametrize("depth,dc5", [(18, False), (50, False), (50, True)])
+def test_equals_torchvision_with_converted_weights(depth, dc5):
+    tv = _torchvision(depth, dc5)
+    ours = build_resnet_backbone(depth, out_features=["res3", "res4", "res5"], dc5=dc5).eval()
+    incompatible = ours.load_state_dict(convert_torchvision_resnet(tv.state_dict()), strict=False)
+    assert not incompatible.unexpected_keys and not incompatible.missing_keys
+    x = torch.randn(1, 3, 75, 99)
+    with torch.no_grad():
+        feats = ours(x)
+        t = tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))
+        t = tv.layer1(t)
+        expected = {}
+        expected["res3"] = t = tv.layer2(t)
+        expected["res4"] = t = tv.layer3(t)
+        expected["res5"] = tv.layer4(t)
+    for name, value in expected.items():
+        torch.testing.assert_close(feats[name], value, rtol=1e-4, atol=1e-4)
+    strides = {k: v.stride for k, v in ours.output_shape().items()}
+    assert strides == {"res3": 8, "res4": 16, "res5": 16 if dc5 else 32}
+
+
+def test_official_frozen_stages():
+    model = build_resnet_backbone(50, freeze_at=2)
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {n.split(".")[0] for n, p in model.named_parameters() if not p.requires_grad}
+    assert trainable == {"res3", "res4", "res5"} and frozen == {"stem", "res2"}
+    # the conv weights of layer2-4 only: FrozenBN affine terms are buffers, as in the official models
+    tv = torchvision.models.resnet50(weights=None)
+    expected = sum(
+        p.numel() for n, p in tv.named_parameters() if n.startswith(("layer2", "layer3", "layer4")) and p.dim() == 4
+    )
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected == 23_232_512
+
+
+def test_converter_names_unknown_keys():
+    with pytest.raises(KeyError, match="layer1.0.foo"):
+        convert_torchvision_resnet({"layer1.0.foo.weight": torch.zeros(1)})
+    assert convert_torchvision_resnet({"fc.weight": torch.zeros(1), "bn1.num_batches_tracked": torch.zeros(1)}) == {}
+
+
+def test_yacs_builder_dc5_and_errors():
+    cfg = add_detr_config(get_cfg())
+    cfg.MODEL.RESNETS.RES5_DILATION = 2
+    assert build_backbone(cfg).output_shape()["res5"].stride == 16
+    cfg.MODEL.RESNETS.RES5_DILATION = 4
+    with pytest.raises(ValueError, match="RES5_DILATION"):
+        build_backbone(cfg)
+    with pytest.raises(ValueError, match="depth"):
+        build_resnet_backbone(depth=42)
+    with pytest.raises(ValueError, match="DC5"):
+        build_resnet_backbone(depth=18, dc5=True)

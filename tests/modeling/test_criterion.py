@@ -1,0 +1,136 @@
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("detectron2", reason="sam_detr.modeling needs detectron2")
+
+from sam_detr.layers import box_cxcywh_to_xyxy, generalized_box_iou  # noqa: E402
+from sam_detr.modeling import HungarianMatcher, SetCriterion  # noqa: E402
+from sam_detr.modeling.criterion import sigmoid_focal_loss  # noqa: E402
+
+WEIGHTS = {"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+
+
+def _outputs(B, Q, K, generator, aux=0):
+    def one():
+        boxes = torch.cat([torch.rand(B, Q, 2, generator=generator) * 0.5 + 0.25,
+                           torch.rand(B, Q, 2, generator=generator) * 0.3 + 0.05], -1)
+        return {"pred_logits": torch.randn(B, Q, K, generator=generator, requires_grad=True),
+                "pred_boxes": boxes.requires_grad_()}
+    out = one()
+    out["aux_outputs"] = [one() for _ in range(aux)]
+    return out
+
+
+def _targets():
+    return [
+        {"labels": torch.tensor([2, 0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3], [0.3, 0.6, 0.1, 0.1]])},
+        {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)},
+    ]
+
+
+def _focal_reference(logits, target_classes, num_boxes, alpha=0.25, gamma=2.0):
+    """Sum over (image, query, class) of the focal term, / num_boxes, written element by element."""
+    total = 0.0
+    B, Q, K = logits.shape
+    for b in range(B):
+        for q in range(Q):
+            for k in range(K):
+                x = float(logits[b, q, k])
+                t = 1.0 if target_classes[b][q] == k else 0.0
+                p = 1 / (1 + math.exp(-x))
+                ce = -(t * math.log(p) + (1 - t) * math.log(1 - p))
+                p_t = p * t + (1 - p) * (1 - t)
+                a_t = alpha * t + (1 - alpha) * (1 - t)
+                total += a_t * ce * (1 - p_t) ** gamma
+    return total / num_boxes
+
+
+def test_focal_losses_match_reference_and_normalisation():
+    g = torch.Generator().manual_seed(0)
+    outputs = _outputs(2, 5, 4, g, aux=2)
+    targets = _targets()
+    criterion = SetCriterion(4, HungarianMatcher(), WEIGHTS)
+    losses = criterion(outputs, targets)
+    assert set(losses) == {f"{k}{s}" for k in WEIGHTS for s in ("", "_0", "_1")}
+    indices = HungarianMatcher()(outputs, targets)
+    num_boxes = 2.0
+    target_classes = [[4] * 5, [4] * 5]
+    for (src, tgt) in [indices[0]]:
+        for s, t in zip(src.tolist(), tgt.tolist()):
+            target_classes[0][s] = int(targets[0]["labels"][t])
+    ref = _focal_reference(outputs["pred_logits"].detach(), target_classes, num_boxes)
+    assert losses["loss_ce"].item() == pytest.approx(2.0 * ref, rel=1e-5)
+    src, tgt = indices[0]
+    pred = outputs["pred_boxes"][0, src].detach()
+    gt = targets[0]["boxes"][tgt]
+    l1 = (pred - gt).abs().sum() / num_boxes
+    giou = (1 - torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(gt)))).sum() / num_boxes
+    assert losses["loss_bbox"].item() == pytest.approx(5.0 * l1.item(), rel=1e-6)
+    assert losses["loss_giou"].item() == pytest.approx(2.0 * giou.item(), rel=1e-6)
+    sum(losses.values()).backward()
+    assert outputs["pred_logits"].grad.abs().sum() > 0
+    assert outputs["aux_outputs"][1]["pred_boxes"].grad.abs().sum() > 0
+
+
+def test_softmax_loss_uses_no_object_weight():
+    g = torch.Generator().manual_seed(1)
+    outputs = _outputs(2, 4, 4, g)  # 3 classes + no-object
+    targets = _targets()
+    criterion = SetCriterion(3, HungarianMatcher(1, 5, 2, class_cost_type="softmax"), WEIGHTS,
+                             class_loss_type="softmax", eos_coef=0.1)
+    losses = criterion(outputs, targets)
+    indices = criterion.matcher(outputs, targets)
+    target = torch.full((2, 4), 3)
+    target[0, indices[0][0]] = targets[0]["labels"][indices[0][1]]
+    logp = outputs["pred_logits"].detach().log_softmax(-1)
+    w = torch.where(target == 3, 0.1, 1.0)
+    ref = -(w * logp.gather(-1, target[..., None])[..., 0]).sum() / w.sum()
+    assert losses["loss_ce"].item() == pytest.approx(2.0 * ref.item(), rel=1e-6)
+
+
+def test_empty_batch_and_encoder_outputs():
+    g = torch.Generator().manual_seed(2)
+    outputs = _outputs(1, 3, 2, g)
+    outputs["enc_outputs"] = _outputs(1, 7, 2, g)
+    empty = [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}]
+    losses = SetCriterion(2, HungarianMatcher(), WEIGHTS)(outputs, empty)
+    assert losses["loss_bbox"].item() == 0 and losses["loss_giou"].item() == 0
+    # num_boxes is clamped to 1: every logit is a negative
+    ref = _focal_reference(outputs["pred_logits"].detach(), [[2] * 3], 1.0)
+    assert losses["loss_ce"].item() == pytest.approx(2.0 * ref, rel=1e-5)
+    assert {"loss_ce_enc", "loss_bbox_enc", "loss_giou_enc"} <= set(losses)
+
+
+def test_encoder_targets_are_class_agnostic():
+    torch.manual_seed(3)
+    outputs = _outputs(1, 3, 4, torch.Generator().manual_seed(3))
+    enc = _outputs(1, 6, 4, torch.Generator().manual_seed(4))
+    outputs["enc_outputs"] = enc
+    targets = [{"labels": torch.tensor([3]), "boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]])}]
+    criterion = SetCriterion(4, HungarianMatcher(), WEIGHTS)
+    losses = criterion(outputs, targets)
+    binary = [{"labels": torch.tensor([0]), "boxes": targets[0]["boxes"]}]
+    expected = criterion.group_losses(enc, binary, 1.0, suffix="_enc")
+    for k, v in expected.items():
+        torch.testing.assert_close(losses[k], v)
+
+
+def test_sigmoid_focal_loss_is_sum_over_queries():
+    logits = torch.randn(2, 5, 3)
+    targets = torch.zeros(2, 5, 3)
+    targets[0, 1, 2] = 1
+    loss = sigmoid_focal_loss(logits, targets, num_boxes=4.0)
+    p = logits.sigmoid()
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    a_t = 0.25 * targets + 0.75 * (1 - targets)
+    torch.testing.assert_close(loss, (a_t * ce * (1 - p_t) ** 2).sum() / 4.0)
+
+
+def test_configuration_errors():
+    with pytest.raises(ValueError, match="no weight"):
+        SetCriterion(3, HungarianMatcher(), {"loss_ce": 1.0})
+    with pytest.raises(ValueError, match="unknown loss"):
+        SetCriterion(3, HungarianMatcher(), WEIGHTS, losses=("class", "masks"))

@@ -1,0 +1,110 @@
+import pytest
+import torch
+
+pytest.importorskip("detectron2", reason="sam_detr.modeling needs detectron2")
+
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.structures import Boxes, Instances  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+from sam_detr.config import add_detr_config  # noqa: E402
+from sam_detr.modeling import DETR, HungarianMatcher, SetCriterion, build_resnet_backbone  # noqa: E402
+from sam_detr.modeling.transformer import DetrTransformer  # noqa: E402
+
+
+def tiny_detr(num_classes=5):
+    return DETR(
+        backbone=build_resnet_backbone(18, out_features=["res5"], norm="BN", freeze_at=0),
+        in_features=["res5"],
+        transformer=DetrTransformer(d_model=32, nhead=4, num_encoder_layers=1, num_decoder_layers=2,
+                                    dim_feedforward=64, dropout=0.0),
+        num_queries=7,
+        criterion=SetCriterion(
+            num_classes,
+            HungarianMatcher(1, 5, 2, class_cost_type="softmax"),
+            {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0},
+            class_loss_type="softmax",
+        ),
+    )
+
+
+def _inputs():
+    a = {"image": torch.randint(0, 256, (3, 67, 93), dtype=torch.uint8), "height": 134, "width": 186}
+    a["instances"] = Instances((67, 93), gt_boxes=Boxes(torch.tensor([[3.0, 4.0, 40.0, 50.0], [50.0, 10.0, 90.0, 30.0]])),
+                               gt_classes=torch.tensor([1, 4]))
+    b = {"image": torch.randint(0, 256, (3, 45, 101), dtype=torch.uint8)}
+    b["instances"] = Instances((45, 101), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64))
+    return [a, b]
+
+
+def test_parameter_count_equals_official():
+    cfg = add_detr_config(get_cfg())
+    cfg.MODEL.META_ARCHITECTURE = "DETR"
+    cfg.MODEL.DETR.NUM_CLASSES = 91  # facebookresearch/detr's COCO head: 91 ids + no-object
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    assert isinstance(model, DETR)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 41_302_368
+
+
+def test_training_step_with_empty_ground_truth():
+    torch.manual_seed(0)
+    model = tiny_detr().train()
+    with EventStorage() as storage:
+        losses = model(_inputs())
+        assert set(losses) == {f"{k}{s}" for k in ("loss_ce", "loss_bbox", "loss_giou") for s in ("", "_0")}
+        total = sum(losses.values())
+        assert torch.isfinite(total)
+        total.backward()
+        assert "class_error" in storage.latest()
+    assert model.query_embed.weight.grad.abs().sum() > 0
+    assert model.backbone.res5[0].conv1.weight.grad.abs().sum() > 0
+
+
+def test_inference_returns_instances_at_requested_size():
+    model = tiny_detr().eval()
+    with torch.no_grad():
+        out = model(_inputs())
+    assert out[0]["instances"].image_size == (134, 186)
+    assert out[1]["instances"].image_size == (45, 101)
+    assert len(out[0]["instances"]) == 7
+    assert out[0]["instances"].pred_classes.max() < 5
+
+
+def test_padding_does_not_leak_into_the_head():
+    """An image's predictions do not depend on how much padding its batch adds (masks at every level)."""
+    torch.manual_seed(1)
+    model = tiny_detr().eval()
+    feat = torch.randn(2, 512, 5, 7)
+    mask = torch.ones(2, 5, 7, dtype=torch.bool)
+    mask[0, :3, :4] = False
+    mask[1] = False
+    feat[0, :, 3:, :] = 100.0  # garbage where image 0 is padding
+    feat[0, :, :, 4:] = -100.0
+    with torch.no_grad():
+        batched = model.forward_head([feat], [mask])
+        alone = model.forward_head([feat[:1, :, :3, :4]], [mask[:1, :3, :4]])
+    torch.testing.assert_close(batched["pred_logits"][:1], alone["pred_logits"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batched["pred_boxes"][:1], alone["pred_boxes"], rtol=1e-5, atol=1e-5)
+
+
+def test_masks_follow_each_image():
+    model = tiny_detr()
+    images, mask = model.preprocess_image(_inputs())
+    assert images.tensor.shape[-2:] == (67, 101)
+    assert not mask[0, :67, :93].any() and mask[0, :, 93:].all()
+    assert not mask[1, :45, :101].any() and mask[1, 45:, :].all()
+    torch.testing.assert_close(images.tensor[1, :, 45:], torch.zeros(3, 22, 101))
+
+
+def test_bad_inputs_name_the_image():
+    model = tiny_detr().train()
+    inputs = _inputs()
+    del inputs[1]["instances"]
+    inputs[1]["image_id"] = 42
+    with pytest.raises(KeyError, match="image_id 42"):
+        model(inputs)
+    with pytest.raises(ValueError, match="softmax"):
+        DETR(backbone=build_resnet_backbone(18), in_features=["res5"], transformer=DetrTransformer(d_model=32),
+             criterion=SetCriterion(3, HungarianMatcher(), {"loss_ce": 1, "loss_bbox": 1, "loss_giou": 1}))
