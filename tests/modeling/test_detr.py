@@ -13,9 +13,9 @@ from sam_detr.modeling import DETR, HungarianMatcher, SetCriterion, build_resnet
 from sam_detr.modeling.transformer import DetrTransformer  # noqa: E402
 
 
-def tiny_detr(num_classes=5):
+def tiny_detr(num_classes=5, freeze_at=0):
     return DETR(
-        backbone=build_resnet_backbone(18, out_features=["res5"], norm="BN", freeze_at=0),
+        backbone=build_resnet_backbone(18, out_features=["res5"], norm="BN", freeze_at=freeze_at),
         in_features=["res5"],
         transformer=DetrTransformer(d_model=32, nhead=4, num_encoder_layers=1, num_decoder_layers=2,
                                     dim_feedforward=64, dropout=0.0),
