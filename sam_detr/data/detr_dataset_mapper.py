@@ -66,10 +66,16 @@ class DetrDatasetMapper:
         For yacs configs: the official augmentation with the scales of `cfg.INPUT`. In training,
         `cfg.INPUT.CROP.ENABLED` adds the crop branch with `cfg.INPUT.CROP.SIZE` as (min, max) crop size,
         which must then have `cfg.INPUT.CROP.TYPE == "absolute_range"` (the meaning of the official crop).
+        The sizes are choices, as in the official code: `cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING` must be "choice".
         """
+        if is_train and cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING != "choice":
+            sampling = cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+            raise ValueError(f'DetrDatasetMapper needs INPUT.MIN_SIZE_TRAIN_SAMPLING "choice", got {sampling!r}')
         if is_train and cfg.INPUT.CROP.ENABLED:
             if cfg.INPUT.CROP.TYPE != "absolute_range":
-                raise ValueError(f'DetrDatasetMapper needs INPUT.CROP.TYPE "absolute_range", got {cfg.INPUT.CROP.TYPE!r}')
+                raise ValueError(
+                    f'DetrDatasetMapper needs INPUT.CROP.TYPE "absolute_range", got {cfg.INPUT.CROP.TYPE!r}'
+                )
             augmentations = detr_train_augmentation(
                 cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, DETR_CROP_SCALES, tuple(cfg.INPUT.CROP.SIZE)
             )

@@ -6,10 +6,11 @@ overlap little, and the background is plain with mild texture, so the task is ea
 vary (and are odd as often as even) so that batching pads.
 
 A dataset is fully described by a `ShapesSpec` and stored in COCO format (a json and PNG files) in a cache
-directory, generated on first use (see `ensure_shapes`). Generation uses only integer arithmetic drawn
-from NumPy's `RandomState` (whose stream NumPy keeps fixed across versions), one generator per image, so
-every machine produces the same pixels and the same json; an image does not depend on how many images
-the dataset has.
+directory, generated on first use (see `ensure_shapes`). Generation draws integers from NumPy's
+`RandomState` (whose stream NumPy keeps fixed across versions), one generator per image, and computes
+with integers only, but for a few Python float products (rounded the same by every IEEE machine): every
+machine produces the same pixels and the same json. An image does not depend on how many images the
+dataset has. The PNG bytes also depend on the zlib that Pillow uses; the decoded pixels do not.
 """
 import dataclasses
 import functools
@@ -151,11 +152,12 @@ def render_shapes_image(spec: ShapesSpec, index: int) -> Tuple[np.ndarray, List[
 
     short = min(height, width)
     min_w, max_w = (max(int(round(f * short)), 1) for f in spec.object_size)
+    min_ar, max_ar = (int(round(100 * r)) for r in spec.aspect_ratio)  # in percent
     objects, boxes = [], []
     for _ in range(rng.randint(spec.num_objects[0], spec.num_objects[1] + 1)):
         class_id = int(rng.randint(len(SHAPES_CLASSES)))
         w = int(rng.randint(min_w, max_w + 1))
-        h = min(max(int(round(w * rng.uniform(*spec.aspect_ratio))), 1), height)
+        h = min(max((w * int(rng.randint(min_ar, max_ar + 1)) + 50) // 100, 1), height)
         object_color = np.clip(np.array(SHAPES_COLORS[class_id]) + rng.randint(-20, 21, size=3), 0, 255)
         for _ in range(_PLACEMENT_TRIES):
             x = int(rng.randint(width - w + 1))
@@ -223,7 +225,8 @@ def ensure_shapes(spec: ShapesSpec, root: Optional[str] = None) -> str:
 
     Generation writes into a temporary directory beside the final one and renames it into place, which
     is atomic: processes that start at once (the ranks of a distributed job) each generate, the first
-    rename wins and the others discard their copy. A directory that exists is therefore complete.
+    rename wins and the others discard their copy. A directory that exists is therefore complete (delete
+    it to generate it again).
     """
     root = datasets_root() if root is None else root
     final = os.path.join(root, spec.dirname)
