@@ -131,7 +131,7 @@ def _read_annotations(dataset_dict, image_shape):
             f"{_describe(dataset_dict)}: no 'annotations' field; an image without objects needs an "
             "empty list, so that a dataset registered without annotations is not trained on as background"
         )
-    boxes, classes = [], []
+    boxes, is_xywh, classes = [], [], []
     for index, anno in enumerate(dataset_dict["annotations"]):
         where = f"{_describe(dataset_dict)}, annotation {index}"
         if anno.get("iscrowd", 0):
@@ -148,20 +148,21 @@ def _read_annotations(dataset_dict, image_shape):
             box = []
         if len(box) != 4 or not all(math.isfinite(v) for v in box):
             raise ValueError(f"{where}: bbox must be 4 finite numbers, got {anno['bbox']!r}")
-        if mode == BoxMode.XYXY_ABS:
-            box[2] -= box[0]
-            box[3] -= box[1]
-        if box[2] < 0 or box[3] < 0:
+        xywh = mode == BoxMode.XYWH_ABS
+        width, height = (box[2], box[3]) if xywh else (box[2] - box[0], box[3] - box[1])
+        if width < 0 or height < 0:
             raise ValueError(f"{where}: bbox {anno['bbox']!r} ({BoxMode(mode).name}) has a negative width or height")
         category = anno["category_id"]
         if not isinstance(category, (int, np.integer)) or isinstance(category, bool) or category < 0:
             raise ValueError(f"{where}: category_id must be a non-negative integer, got {category!r}")
         boxes.append(box)
+        is_xywh.append(xywh)
         classes.append(int(category))
 
     # float32 and the order of operations of the official code, so that the boxes match it bit for bit
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    boxes[:, 2:] += boxes[:, :2]
+    is_xywh = np.asarray(is_xywh, dtype=bool)
+    boxes[is_xywh, 2:] += boxes[is_xywh, :2]
     h, w = image_shape
     np.clip(boxes, 0, np.array([w, h, w, h], dtype=np.float32), out=boxes)
     return boxes, np.asarray(classes, dtype=np.int64)

@@ -140,6 +140,15 @@ def test_crowd_removed_and_degenerate_dropped(image_file):
     assert "annotations" not in out
 
 
+def test_box_modes_read_exactly(image_file):
+    annotations = [anno((0.1, 0.7, 100.3, 50.9), 1, mode=BoxMode.XYXY_ABS), anno((0.1, 0.7, 100.3, 50.9), 2)]
+    out = DetrDatasetMapper(is_train=True, augmentations=[])(make_dict(image_file, annotations))
+    xyxy = torch.tensor([0.1, 0.7, 100.3, 50.9])
+    xywh = torch.tensor([0.1, 0.7, 100.3, 50.9])
+    xywh[2:] += xywh[:2]  # in float32, like the official code
+    assert torch.equal(out["instances"].gt_boxes.tensor, torch.stack([xyxy, xywh]))
+
+
 @pytest.mark.parametrize("augment", [False, True])
 def test_empty_annotations_give_empty_instances(image_file, augment):
     augmentations = detr_train_augmentation() if augment else []
