@@ -12,4 +12,5 @@ import torch  # noqa: F401  (loads libtorch before sam_detr._C is imported)
 __version__ = "0.1.0"
 
 if importlib.util.find_spec("detectron2") is not None:
+    from . import data  # noqa: F401  (registers the datasets)
     from . import modeling  # noqa: F401  (registers the meta-architectures)

@@ -1,0 +1,48 @@
+"""COCO 2017 with the official DETR data pipeline (see sam_detr/data/transforms.py).
+
+The datasets are Detectron2's builtin "coco_2017_train" / "coco_2017_val", read under $DETECTRON2_DATASETS.
+"""
+from omegaconf import OmegaConf
+
+from detectron2.config import LazyCall as L
+from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.evaluation import COCOEvaluator
+
+from sam_detr.data import DetrDatasetMapper, DetrResize, detr_train_augmentation
+
+# Images per epoch, for epoch-based schedules. The official code trains on every train2017 image,
+# including the 1,021 with no (non-crowd) annotation, hence filter_empty=False below; Detectron2's default
+# (filter_empty=True) would leave 117,266.
+NUM_TRAIN_IMAGES = 118287
+
+dataloader = OmegaConf.create()
+
+dataloader.train = L(build_detection_train_loader)(
+    dataset=L(get_detection_dataset_dicts)(names="coco_2017_train", filter_empty=False),
+    mapper=L(DetrDatasetMapper)(
+        is_train=True,
+        augmentations=L(detr_train_augmentation)(
+            scales=list(range(480, 801, 32)),
+            max_size=1333,
+            crop_scales=[400, 500, 600],
+            crop_size=[384, 600],
+        ),
+        image_format="RGB",
+    ),
+    total_batch_size=16,
+    num_workers=4,
+)
+
+dataloader.test = L(build_detection_test_loader)(
+    dataset=L(get_detection_dataset_dicts)(names="coco_2017_val", filter_empty=False),
+    mapper=L(DetrDatasetMapper)(
+        is_train=False,
+        augmentations=[L(DetrResize)(short_edge_length=800, max_size=1333)],
+        image_format="${...train.mapper.image_format}",
+    ),
+    num_workers=4,
+)
+
+dataloader.evaluator = L(COCOEvaluator)(
+    dataset_name="${..test.dataset.names}",
+)
