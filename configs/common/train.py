@@ -5,7 +5,7 @@ train = dict(
     output_dir="./output",
     init_checkpoint="",
     # epochs become iterations: epochs * (dataloader.train_images // dataloader.train.total_batch_size);
-    # set max_iter instead (and epochs=None) to count iterations directly
+    # max_iter, when set, counts iterations directly and wins over epochs
     epochs=None,
     max_iter=None,
     amp=dict(enabled=False, precision="float16"),

@@ -2,7 +2,8 @@
 
 Every knob lives under `cfg.train`:
     output_dir, init_checkpoint, device, seed
-    epochs | max_iter       epochs become iterations: epochs * (dataloader.train_images // total_batch_size)
+    epochs | max_iter       epochs become iterations: epochs * (dataloader.train_images // total_batch_size);
+                            max_iter, when set, wins
     amp.enabled, amp.precision ("float16" | "bfloat16")
     clip_grad.enabled, clip_grad.max_norm, clip_grad.norm_type
     ddp.*                   DistributedDataParallel options
@@ -29,17 +30,20 @@ logger = logging.getLogger("detectron2")
 
 
 def resolve_max_iter(cfg) -> int:
-    """Sets and returns cfg.train.max_iter, from cfg.train.epochs when that is given."""
-    epochs = cfg.train.get("epochs", None)
-    if epochs is not None:
-        num_images = cfg.dataloader.get("train_images", None)
-        if num_images is None:
-            raise ValueError("train.epochs needs dataloader.train_images (the number of images in one epoch)")
-        per_epoch = iterations_per_epoch(num_images, cfg.dataloader.train.total_batch_size)
-        cfg.train.max_iter = int(epochs * per_epoch)
-        logger.info(f"{epochs} epochs of {per_epoch} iterations: max_iter = {cfg.train.max_iter}")
-    if cfg.train.get("max_iter", None) is None:
+    """Sets and returns cfg.train.max_iter: as given, or else from cfg.train.epochs."""
+    max_iter, epochs = cfg.train.get("max_iter", None), cfg.train.get("epochs", None)
+    if max_iter is not None:
+        if epochs is not None:
+            logger.info(f"train.max_iter = {max_iter} is set: it overrides train.epochs = {epochs}")
+        return max_iter
+    if epochs is None:
         raise ValueError("set train.epochs or train.max_iter")
+    num_images = cfg.dataloader.get("train_images", None)
+    if num_images is None:
+        raise ValueError("train.epochs needs dataloader.train_images (the number of images in one epoch)")
+    per_epoch = iterations_per_epoch(num_images, cfg.dataloader.train.total_batch_size)
+    cfg.train.max_iter = int(round(epochs * per_epoch))
+    logger.info(f"{epochs} epochs of {per_epoch} iterations: train.max_iter = {cfg.train.max_iter}")
     return cfg.train.max_iter
 
 

@@ -16,6 +16,8 @@ from sam_detr.data import DetrDatasetMapper, DetrResize, detr_train_augmentation
 NUM_TRAIN_IMAGES = 118287
 
 dataloader = OmegaConf.create()
+# read by the training tool to turn train.epochs into iterations
+dataloader.train_images = NUM_TRAIN_IMAGES
 
 dataloader.train = L(build_detection_train_loader)(
     dataset=L(get_detection_dataset_dicts)(names="coco_2017_train", filter_empty=False),

@@ -17,6 +17,8 @@ from sam_detr.data import datasets
 NUM_TRAIN_IMAGES = datasets.SHAPES_SPLITS["shapes_train"].num_images
 
 dataloader = OmegaConf.create()
+# read by the training tool to turn train.epochs into iterations
+dataloader.train_images = NUM_TRAIN_IMAGES
 
 dataloader.train = L(build_detection_train_loader)(
     dataset=L(get_detection_dataset_dicts)(names="shapes_train", filter_empty=False),
