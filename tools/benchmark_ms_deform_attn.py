@@ -12,7 +12,8 @@ Locations are the module's initial sampling pattern (head direction times point 
 each level) around the reference points, plus N(0, 1 px) noise; weights are a softmax of N(0, 1)
 logits. Times are medians over --repeat runs after one warm-up; "fwd+bwd" runs the forward and the
 backward through autograd. Peak memory is the increase over the inputs while the call runs: CUDA from
-torch.cuda.max_memory_allocated, CPU from the process RSS sampled every millisecond.
+torch.cuda.max_memory_allocated, CPU from the process RSS sampled every millisecond (with glibc's mmap
+threshold fixed at 1 MiB, so that freed tensors leave the RSS).
 
   python tools/benchmark_ms_deform_attn.py --device cpu               # batch 1, all shapes
   python tools/benchmark_ms_deform_attn.py --device cuda --official /path/to/built/ops
@@ -212,6 +213,11 @@ def main():
     args = parser.parse_args()
 
     device = args.device
+    if device == "cpu" and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        # glibc otherwise keeps freed large blocks in the heap (its mmap threshold grows with each free),
+        # and the RSS would not fall back between measurements; rerun with a fixed threshold
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 20))
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
     batch = args.batch or (2 if device == "cuda" else 1)
     repeat = args.repeat or (50 if device == "cuda" else 3)
     dtype = getattr(torch, args.dtype)
