@@ -231,8 +231,8 @@ def main():
     if not args.no_pytorch:
         ops["pytorch"] = ms_deform_attn_pytorch
     if args.official:
-        if device != "cuda":
-            sys.exit("--official needs --device cuda")
+        if device != "cuda" or dtype not in (torch.float32, torch.float64):
+            sys.exit("--official needs --device cuda and float32 or float64 (the official kernel has no others)")
         sys.path.insert(0, args.official)
         import MultiScaleDeformableAttention
 

@@ -120,7 +120,8 @@ std::vector<at::Tensor> ms_deform_attn_backward(
 #endif
   }
   if (value.is_cpu()) {
-    return ms_deform_attn_backward_cpu(value, spatial_shapes, level_start_index, sampling_loc, attn_weight, grad_output);
+    return ms_deform_attn_backward_cpu(
+        value, spatial_shapes, level_start_index, sampling_loc, attn_weight, grad_output);
   }
   unsupported_device(value);
 }

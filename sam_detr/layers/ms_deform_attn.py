@@ -111,8 +111,9 @@ def ms_deform_attn(
     in the "op math" precision of value: float32 for float16 / bfloat16 values (a half-precision
     location is off by up to 2^-11 of the map, 0.08 px on a 167-px level), value's dtype otherwise;
     they are cast to it here, so under CUDA autocast (value float16 from its projection, locations and
-    softmax weights float32) nothing is lost. The CPU kernels compute float16 / bfloat16 in float32
-    and cast the output back. Gradients come back in each input's own dtype.
+    softmax weights float32) nothing is lost. The CPU kernels take float32 / float64 only, so on CPU
+    float16 / bfloat16 values are computed in float32 and the output is cast back. Gradients come back
+    in each input's own dtype.
     Where `sam_detr._C` is missing or lacks the device, warns once and uses `ms_deform_attn_pytorch`.
     """
     if not _compiled_op_available(value.device):
