@@ -24,7 +24,14 @@ from torch.autograd.function import once_differentiable
 
 from . import _ext
 
-__all__ = ["ms_deform_attn", "ms_deform_attn_pytorch", "MSDeformAttnFunction", "MSDeformAttn"]
+__all__ = [
+    "ms_deform_attn",
+    "ms_deform_attn_pytorch",
+    "ms_deform_attn_flop_jit",
+    "FLOP_HANDLES",
+    "MSDeformAttnFunction",
+    "MSDeformAttn",
+]
 
 
 def ms_deform_attn_pytorch(
@@ -34,8 +41,13 @@ def ms_deform_attn_pytorch(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
-    """The reference computation in plain PyTorch (one `grid_sample` per level); see the module doc."""
+    """The reference computation in plain PyTorch (one `grid_sample` per level); see the module doc.
+
+    Locations and weights are cast to value's dtype (`grid_sample` needs one dtype).
+    """
     del level_start_index  # the levels are contiguous in S, in order
+    sampling_locations = sampling_locations.to(value.dtype)
+    attention_weights = attention_weights.to(value.dtype)
     N, S, M, D = value.shape
     _, Lq, _, L, P, _ = sampling_locations.shape
     shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
@@ -55,7 +67,11 @@ def ms_deform_attn_pytorch(
 
 
 class MSDeformAttnFunction(Function):
-    """Autograd wrapper of the compiled kernels (`sam_detr._C`). Its name is what fvcore sees."""
+    """Autograd wrapper of the compiled kernels (`sam_detr._C`); fvcore keys its FLOP handle on this name.
+
+    Takes contiguous inputs whose dtypes already follow the kernels' rule (see `ms_deform_attn`).
+    The backward is not differentiable itself (no double backward).
+    """
 
     @staticmethod
     def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
@@ -77,6 +93,11 @@ class MSDeformAttnFunction(Function):
         return grad_value, None, None, grad_loc, grad_attn
 
 
+def _compiled_op_available(device: torch.device) -> bool:
+    # an extension built before this op existed has the device but not the op
+    return _ext.kernel_available(device) and hasattr(_ext.get_extension(), "ms_deform_attn_forward")
+
+
 def ms_deform_attn(
     value: torch.Tensor,
     spatial_shapes: torch.Tensor,
@@ -84,17 +105,48 @@ def ms_deform_attn(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
-    """Multi-scale deformable attention; the compiled kernel where it was built for the device."""
-    if _ext.kernel_available(value.device):
-        return MSDeformAttnFunction.apply(
-            value.contiguous(),
-            spatial_shapes.contiguous(),
-            level_start_index.contiguous(),
-            sampling_locations.contiguous(),
-            attention_weights.contiguous(),
-        )
-    _ext.warn_fallback("ms_deform_attn", value.device)
-    return ms_deform_attn_pytorch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    """Multi-scale deformable attention; the compiled kernel where it was built for the device.
+
+    Shapes as in the module doc. Dtypes: the output has value's dtype. Locations and weights are used
+    in the "op math" precision of value: float32 for float16 / bfloat16 values (a half-precision
+    location is off by up to 2^-11 of the map, 0.08 px on a 167-px level), value's dtype otherwise;
+    they are cast to it here, so under CUDA autocast (value float16 from its projection, locations and
+    softmax weights float32) nothing is lost. The CPU kernels take float32 / float64 only, so on CPU
+    float16 / bfloat16 values are computed in float32 and the output is cast back. Gradients come back
+    in each input's own dtype.
+    Where `sam_detr._C` is missing or lacks the device, warns once and uses `ms_deform_attn_pytorch`.
+    """
+    if not _compiled_op_available(value.device):
+        _ext.warn_fallback("ms_deform_attn", value.device)
+        return ms_deform_attn_pytorch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    out_dtype = value.dtype
+    if value.device.type == "cpu" and value.dtype in (torch.float16, torch.bfloat16):
+        value = value.float()
+    loc_dtype = torch.float32 if value.dtype in (torch.float16, torch.bfloat16) else value.dtype
+    index_args = dict(device=value.device, dtype=torch.int64)
+    output = MSDeformAttnFunction.apply(
+        value.contiguous(),
+        spatial_shapes.to(**index_args).contiguous(),
+        level_start_index.to(**index_args).contiguous(),
+        sampling_locations.to(loc_dtype).contiguous(),
+        attention_weights.to(loc_dtype).contiguous(),
+    )
+    return output.to(out_dtype)
+
+
+def ms_deform_attn_flop_jit(inputs, outputs) -> int:
+    """fvcore handle for `prim::PythonOp.MSDeformAttnFunction`: 5 * L * P * numel(output).
+
+    Per output channel and sampling point, 4 multiply-adds for the bilinear interpolation and 1 for the
+    attention weight (Deformable DETR, App. A.1); fvcore counts one multiply-add as one flop. The
+    projections around the op are `linear`s that fvcore counts itself.
+    inputs: the traced (value, spatial_shapes, level_start_index, sampling_locations, attention_weights).
+    """
+    _, _, _, L, P, _ = inputs[3].type().sizes()
+    return 5 * L * P * math.prod(outputs[0].type().sizes())
+
+
+FLOP_HANDLES = {"prim::PythonOp.MSDeformAttnFunction": ms_deform_attn_flop_jit}
 
 
 class MSDeformAttn(nn.Module):

@@ -1,0 +1,31 @@
+// The CPU kernels compiled for AVX2; used only when at::get_cpu_capability() reports it, so the build
+// needs no -m flags and the extension still runs on any x86-64.
+#include "ms_deform_attn/ms_deform_attn_cpu.h"
+
+#if SAM_DETR_MSDA_CPU_X86_VARIANTS
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+#define SAM_DETR_MSDA_VEC_BYTES 32
+#include "ms_deform_attn/ms_deform_attn_cpu_kernel.h"
+
+namespace sam_detr {
+namespace ms_deform_attn_cpu {
+
+template <>
+Kernels<float> kernels<Isa::kAvx2, float>() {
+  return make_kernels<float>();
+}
+
+template <>
+Kernels<double> kernels<Isa::kAvx2, double>() {
+  return make_kernels<double>();
+}
+
+}  // namespace ms_deform_attn_cpu
+}  // namespace sam_detr
+
+#pragma GCC pop_options
+
+#endif  // SAM_DETR_MSDA_CPU_X86_VARIANTS
