@@ -224,8 +224,8 @@ def main():
     image_hw = tuple(int(v) for v in args.image.split("x"))
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not _ext.kernel_available(torch.device(device)):
-        sys.exit(f"sam_detr._C has no {device} kernels: {_ext.unavailable_reason(torch.device(device))}")
+    if not _ext.kernel_available("ms_deform_attn", torch.device(device)):
+        sys.exit(f"sam_detr._C has no {device} kernels: {_ext.unavailable_reason("ms_deform_attn", torch.device(device))}")
 
     ops = {"compiled": ms_deform_attn}
     if not args.no_pytorch:

@@ -28,10 +28,10 @@ def get_extension():
     return _ext
 
 
-def kernel_available(device: torch.device) -> bool:
-    """True when `sam_detr._C` is importable and holds kernels for `device`."""
+def kernel_available(op: str, device: torch.device) -> bool:
+    """True when `sam_detr._C` is importable and holds the kernels of `op` (`<op>_forward`, ...) for `device`."""
     ext = get_extension()
-    if ext is None:
+    if ext is None or not hasattr(ext, f"{op}_forward"):
         return False
     if device.type == "cpu":
         return True
@@ -40,21 +40,23 @@ def kernel_available(device: torch.device) -> bool:
     return False
 
 
-def unavailable_reason(device: torch.device) -> str:
+def unavailable_reason(op: str, device: torch.device) -> str:
     ext = get_extension()
     if ext is None:
         return f"sam_detr._C could not be imported ({_import_error})"
+    if not hasattr(ext, f"{op}_forward"):
+        return f"sam_detr._C has no {op} kernels (it was built from older sources)"
     return f"sam_detr._C was built without {device.type} kernels"
 
 
 def warn_fallback(op: str, device: torch.device) -> None:
-    """Warns once per (op, device type) that the PyTorch path is used."""
+    """Warns once per (op, device type) that the PyTorch path of `op` is used."""
     key = (op, device.type)
     if key in _warned:
         return
     _warned.add(key)
     warnings.warn(
-        f"{op}: {unavailable_reason(device)}; using the slower PyTorch implementation. "
+        f"{op}: {unavailable_reason(op, device)}; using the slower PyTorch implementation. "
         "Build the extension with `pip install --no-build-isolation -e .` (see README).",
         RuntimeWarning,
         stacklevel=3,

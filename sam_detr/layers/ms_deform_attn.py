@@ -93,11 +93,6 @@ class MSDeformAttnFunction(Function):
         return grad_value, None, None, grad_loc, grad_attn
 
 
-def _compiled_op_available(device: torch.device) -> bool:
-    # an extension built before this op existed has the device but not the op
-    return _ext.kernel_available(device) and hasattr(_ext.get_extension(), "ms_deform_attn_forward")
-
-
 def ms_deform_attn(
     value: torch.Tensor,
     spatial_shapes: torch.Tensor,
@@ -116,7 +111,7 @@ def ms_deform_attn(
     in each input's own dtype.
     Where `sam_detr._C` is missing or lacks the device, warns once and uses `ms_deform_attn_pytorch`.
     """
-    if not _compiled_op_available(value.device):
+    if not _ext.kernel_available("ms_deform_attn", value.device):
         _ext.warn_fallback("ms_deform_attn", value.device)
         return ms_deform_attn_pytorch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     out_dtype = value.dtype
