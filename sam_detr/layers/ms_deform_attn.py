@@ -14,7 +14,7 @@ A location (x, y) samples pixel coordinates (x * W_l - 0.5, y * H_l - 0.5) bilin
 i.e. `grid_sample(align_corners=False)` on `2 * loc - 1`, as the official kernel does.
 """
 import math
-from typing import Optional
+from typing import Any, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,14 @@ from torch.autograd.function import once_differentiable
 
 from . import _ext
 
-__all__ = ["ms_deform_attn", "ms_deform_attn_pytorch", "MSDeformAttnFunction", "MSDeformAttn"]
+__all__ = [
+    "ms_deform_attn",
+    "ms_deform_attn_pytorch",
+    "MSDeformAttnFunction",
+    "MSDeformAttn",
+    "ms_deform_attn_flop_jit",
+    "FLOP_HANDLES",
+]
 
 
 def ms_deform_attn_pytorch(
@@ -75,6 +82,18 @@ class MSDeformAttnFunction(Function):
             value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output.contiguous()
         )
         return grad_value, None, None, grad_loc, grad_attn
+
+
+def ms_deform_attn_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """fvcore's count of `MSDeformAttnFunction` (one multiply-add is one flop): each output channel of each
+    query and head takes L * P bilinear samples (4 multiply-adds each) and weights them (1 each)."""
+    num_levels, num_points = inputs[4].type().sizes()[-2:]
+    return 5 * num_levels * num_points * math.prod(outputs[0].type().sizes())
+
+
+# fvcore op handles of the compiled op, as `FlopCountAnalysis.set_op_handle(**FLOP_HANDLES)` takes them; the
+# PyTorch path needs none (fvcore counts its grid_sample)
+FLOP_HANDLES = {"prim::PythonOp.MSDeformAttnFunction": ms_deform_attn_flop_jit}
 
 
 def ms_deform_attn(
