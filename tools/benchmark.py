@@ -148,7 +148,7 @@ def main(argv=None) -> None:
     if device.type == "cuda":
         where = f"{torch.cuda.get_device_name(device)}, peak memory: max_memory_allocated"
     else:
-        where = f"CPU, {torch.get_num_threads()} threads, peak memory: rise of the peak RSS"
+        where = f"CPU ({torch.get_num_threads()} torch threads), peak memory: rise of the peak RSS"
     print(f"\n{args.config_file} on {where}; {args.warmup} warm-up + {args.iters} timed iterations, data pre-loaded")
     print(
         tabulate(
