@@ -54,14 +54,25 @@ class TrainJob(submitit.helpers.Checkpointable):
         # into the task's log: nothing has set up logging yet
         print(f"{job_env}: lazyconfig_train_net.py {shlex.join(argv)}", flush=True)
         args = default_argument_parser().parse_args(argv)
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
+        try:
+            launch(
+                main,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args,),
+            )
+        except Exception as error:
+            # submitit requeues by raising SystemExit from its signal handler, inside the training loop when
+            # it runs in this process; the trainer's hooks then end the interrupted iteration (after_train)
+            # and may fail on it, which must not hide the exit: its code asks the local executor to requeue
+            exit_ = error.__context__
+            while exit_ is not None and not isinstance(exit_, SystemExit):
+                exit_ = exit_.__context__
+            if exit_ is None:
+                raise
+            raise exit_
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on timeout or preemption: the job to requeue, which resumes this one."""

@@ -12,9 +12,11 @@ from conftest import DETECTRON2_MISSING
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
+import submitit  # noqa: E402
 from detectron2.engine import default_argument_parser  # noqa: E402
 from tool_helpers import QUICKSTART, TINY_DETR, load_tool, tool_env  # noqa: E402
 
+from sam_detr.engine import slurm  # noqa: E402
 from sam_detr.engine.slurm import TrainJob, dist_url  # noqa: E402
 
 
@@ -67,12 +69,39 @@ def test_requeued_job_resumes():
     assert (args.num_gpus, args.num_machines, args.machine_rank, args.dist_url) == (2, 3, 1, "tcp://node0:1234")
 
 
+def _interrupted_training(*args, **kwargs):
+    try:
+        raise SystemExit(144)  # submitit's local requeue, from its signal handler
+    finally:
+        1 / 0  # a trainer hook failing in its after_train on the interrupted iteration
+
+
+def _failed_training(*args, **kwargs):
+    1 / 0
+
+
+@pytest.mark.parametrize("training, error", [(_interrupted_training, SystemExit), (_failed_training, ZeroDivisionError)])
+def test_requeue_exit_is_not_hidden_by_the_unwinding(training, error, monkeypatch):
+    monkeypatch.setattr(submitit, "JobEnvironment", lambda: SimpleNamespace(num_nodes=1, node=0))
+    monkeypatch.setattr(slurm, "launch", training)
+    with pytest.raises(error) as caught:
+        TrainJob(["--config-file", "c.py"], gpus_per_node=1)()
+    if error is SystemExit:
+        assert caught.value.code == 144
+
+
 def test_dist_url():
     assert dist_url(SimpleNamespace(num_nodes=1)) == "auto"
     env = SimpleNamespace(num_nodes=2, hostnames=["node7", "node8"], job_id="4242")
     url = dist_url(env)
     assert re.fullmatch(r"tcp://node7:\d+", url) and 20000 <= int(url.rsplit(":", 1)[1]) < 60000
     assert dist_url(SimpleNamespace(**vars(env))) == url  # every node, and every requeue, agrees
+
+
+def _has_checkpoint(output_dir) -> bool:
+    """Whether d2's last_checkpoint is written and names a checkpoint (it is created empty, then written)."""
+    tag = output_dir / "last_checkpoint"
+    return tag.is_file() and tag.read_text().strip() != "" and (output_dir / tag.read_text().strip()).is_file()
 
 
 def test_preempted_job_resumes_from_its_checkpoint(submit, tmp_path, tmp_path_factory, monkeypatch):
@@ -89,7 +118,7 @@ def test_preempted_job_resumes_from_its_checkpoint(submit, tmp_path, tmp_path_fa
     ])
     try:
         deadline = time.monotonic() + 300
-        while not (out / "last_checkpoint").exists():
+        while not _has_checkpoint(out):
             assert not job.done(), job.stderr()
             assert time.monotonic() < deadline, "no checkpoint after 300 s"
             time.sleep(0.05)
