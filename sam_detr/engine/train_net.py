@@ -24,7 +24,7 @@ from detectron2.utils import comm
 from ..solver import iterations_per_epoch
 from .hooks import GradientClipHook
 
-__all__ = ["main", "do_train", "do_test", "resolve_max_iter", "build_ddp_model"]
+__all__ = ["main", "do_train", "do_test", "resolve_max_iter", "build_ddp_model", "build_trainer"]
 
 logger = logging.getLogger("detectron2")
 
@@ -55,6 +55,20 @@ def build_ddp_model(cfg, model: torch.nn.Module) -> torch.nn.Module:
     return create_ddp_model(model, **kwargs)
 
 
+def build_trainer(cfg, model: torch.nn.Module, data_loader, optimizer) -> SimpleTrainer:
+    """The training step of cfg.train (AMP, gradient clipping), with no other hook: shared by `do_train`
+    and tools/benchmark.py, so that the benchmark times the step that training runs."""
+    if cfg.train.amp.enabled:
+        precision = getattr(torch, cfg.train.amp.get("precision", "float16"))
+        trainer = AMPTrainer(model, data_loader, optimizer, precision=precision)
+    else:
+        trainer = SimpleTrainer(model, data_loader, optimizer)
+    clip = cfg.train.get("clip_grad", {})
+    if clip.get("enabled", False):
+        trainer.register_hooks([GradientClipHook(clip.max_norm, clip.get("norm_type", 2.0))])
+    return trainer
+
+
 def do_test(cfg, model) -> Optional[dict]:
     if "evaluator" not in cfg.dataloader:
         return None
@@ -74,17 +88,11 @@ def do_train(args, cfg) -> None:
     train_loader = instantiate(cfg.dataloader.train)
 
     model = build_ddp_model(cfg, model)
-    if cfg.train.amp.enabled:
-        precision = getattr(torch, cfg.train.amp.get("precision", "float16"))
-        trainer = AMPTrainer(model, train_loader, optimizer, precision=precision)
-    else:
-        trainer = SimpleTrainer(model, train_loader, optimizer)
+    trainer = build_trainer(cfg, model, train_loader, optimizer)
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
-    clip = cfg.train.get("clip_grad", {})
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
-            GradientClipHook(clip.max_norm, clip.get("norm_type", 2.0)) if clip.get("enabled", False) else None,
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),

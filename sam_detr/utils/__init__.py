@@ -1,0 +1,1 @@
+"""Helpers of the user tools under tools/ (model analysis)."""

@@ -1,0 +1,82 @@
+"""tools/analyze_model.py, and the FLOP handles of sam_detr.utils.analysis."""
+import importlib
+import re
+from types import SimpleNamespace
+
+import pytest
+from conftest import DETECTRON2_MISSING
+
+pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from tool_helpers import QUICKSTART, TINY_DETR, run_tool, tool_env  # noqa: E402
+
+from sam_detr.layers import _ext  # noqa: E402
+from sam_detr.utils.analysis import ActivationCountAnalysis, FlopCountAnalysis  # noqa: E402
+
+ms_deform_attn = importlib.import_module("sam_detr.layers.ms_deform_attn")
+
+
+def test_flop_and_parameter_count_of_a_detr(tmp_path_factory):
+    out = run_tool(
+        "analyze_model", "--config-file", QUICKSTART, "--tasks", "flop", "parameter", "-n", "2", *TINY_DETR,
+        env=tool_env(tmp_path_factory),
+    ).stdout
+    total = re.search(r"Total GFLOPs over 2 image\(s\) of mean size \d+x\d+: ([0-9.]+) ± ([0-9.]+)", out)
+    assert total, out
+    assert float(total.group(1)) > 0
+    by_operator = dict(re.findall(r"^  (\w+) +([0-9.]+)$", out, re.MULTILINE))
+    # the attention logits of nn.MultiheadAttention under a padding mask: counted by our handle
+    assert float(by_operator["conv"]) > 0 and "baddbmm" in by_operator
+    assert "Uncounted operators" in out
+    assert re.search(r"Parameters: [0-9.]+ M, of which trainable: [0-9.]+ M", out)
+
+
+class _Attention(nn.Module):
+    """MSDeformAttn over two levels, with the inputs it needs built from the queries and the values."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = ms_deform_attn.MSDeformAttn(d_model=32, n_levels=2, n_heads=4, n_points=3)
+        self.register_buffer("shapes", torch.tensor([[6, 5], [3, 3]]), persistent=False)
+        self.register_buffer("starts", torch.tensor([0, 30]), persistent=False)
+
+    def forward(self, query, reference_points, values):
+        return self.attn(query, reference_points, values, self.shapes, self.starts)
+
+
+@pytest.fixture
+def compiled_op(monkeypatch):
+    """The compiled op (its PyTorch reference behind the same autograd Function, where it is not built):
+    fvcore sees `prim::PythonOp.MSDeformAttnFunction`, not the grid_sample of the PyTorch path."""
+    fake = SimpleNamespace(ms_deform_attn_forward=ms_deform_attn.ms_deform_attn_pytorch, with_cuda=lambda: False)
+    monkeypatch.setattr(_ext, "get_extension", lambda: fake)
+
+
+def test_ms_deform_attn_is_counted_through_its_handle(compiled_op):
+    N, Lq, C, L, P = 2, 7, 32, 2, 3
+    inputs = (torch.randn(N, Lq, C), torch.rand(N, Lq, L, 2), torch.randn(N, 39, C))
+    model = _Attention().eval()
+
+    flops = FlopCountAnalysis(model, inputs)
+    by_operator = flops.by_operator()
+    assert by_operator["PythonOp.MSDeformAttnFunction"] == 5 * L * P * N * Lq * C
+    assert "prim::PythonOp.MSDeformAttnFunction" not in flops.unsupported_ops()
+    linear = N * Lq * C * (4 * L * P * 3) + N * 39 * C * C + N * Lq * C * C  # offsets + weights, value, output
+    assert by_operator["linear"] == linear
+    assert flops.total() == linear + 5 * L * P * N * Lq * C
+
+    activations = ActivationCountAnalysis(model, inputs).by_operator()
+    assert activations["PythonOp.MSDeformAttnFunction"] == N * Lq * C
+
+
+def test_masked_multihead_attention_logits_are_counted():
+    B, Lq, S, C, H = 2, 5, 9, 16, 4
+    attention = nn.MultiheadAttention(C, H).eval()
+    mask = torch.zeros(B, S, dtype=torch.bool)
+    mask[1, 6:] = True
+    inputs = (torch.randn(Lq, B, C), torch.randn(S, B, C), torch.randn(S, B, C), mask)
+    flops = FlopCountAnalysis(attention, inputs).by_operator()
+    # q @ k^T (the masked baddbmm) and weights @ v (bmm): B * H * Lq * S * (C / H) each
+    assert flops["baddbmm"] == flops["bmm"] == B * Lq * S * C

@@ -1,0 +1,85 @@
+"""tools/demo.py on images of the shapes dataset, with a tiny randomly initialised DETR."""
+import json
+
+import numpy as np
+import pytest
+from conftest import DETECTRON2_MISSING
+
+pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
+
+import torch  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from PIL import Image  # noqa: E402
+from tool_helpers import (  # noqa: E402
+    QUICKSTART, TINY_DETR, TINY_NUM_QUERIES, datasets_root, load_tool, run_tool, tool_env,
+)
+
+from sam_detr.data.datasets import SHAPES_SPLITS, ensure_shapes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """The folder of shapes_val's images."""
+    return ensure_shapes(SHAPES_SPLITS["shapes_val"], str(datasets_root(tmp_path_factory))) + "/images"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = instantiate(LazyConfig.apply_overrides(LazyConfig.load(QUICKSTART), TINY_DETR).model)
+    directory = tmp_path_factory.mktemp("checkpoint")
+    DetectionCheckpointer(model, str(directory)).save("tiny")
+    return str(directory / "tiny.pth")
+
+
+def test_demo_draws_and_writes_detections(images, checkpoint, tmp_path, tmp_path_factory):
+    inputs = [f"{images}/000001.png", f"{images}/000002.png"]
+    run_tool(
+        "demo", "--config-file", QUICKSTART, "--checkpoint", checkpoint, "--input", f"{images}/00000[12].png",
+        "--output", str(tmp_path / "vis"), "--json", str(tmp_path / "detections.json"), "--score-threshold", "0",
+        *TINY_DETR, env=tool_env(tmp_path_factory),
+    )
+    for path in inputs:
+        original = np.asarray(Image.open(path).convert("RGB"))
+        drawing = np.asarray(Image.open(tmp_path / "vis" / path.rsplit("/", 1)[1]))
+        assert drawing.shape == original.shape and (drawing != original).any()
+
+    detections = json.loads((tmp_path / "detections.json").read_text())
+    # a score threshold of 0 keeps every query of an untrained DETR
+    assert len(detections) == len(inputs) * TINY_NUM_QUERIES
+    assert {d["file_name"] for d in detections} == set(inputs)
+    for d in detections:
+        assert d["category_id"] in {1, 2, 3, 4, 5}  # shapes' dataset ids, the model's + 1
+        x, y, w, h = d["bbox"]
+        assert w >= 0 and h >= 0 and 0 <= d["score"] <= 1
+
+
+@pytest.fixture
+def demo(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SAM_DETR_DATASETS", str(datasets_root(tmp_path_factory)))
+    return load_tool("demo").main
+
+
+def test_no_image_matched(demo, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        demo(["--config-file", QUICKSTART, "--input", str(tmp_path / "*.jpg"), *TINY_DETR])
+    assert f"no image matched --input {tmp_path}/*.jpg" in capsys.readouterr().err
+
+
+def test_several_images_need_an_output_folder(demo, images, capsys):
+    with pytest.raises(SystemExit):
+        demo(["--config-file", QUICKSTART, "--input", images, *TINY_DETR])
+    assert "--output must name a folder to draw 200 images" in capsys.readouterr().err
+
+
+def test_missing_checkpoint(demo, images, tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"checkpoint {tmp_path}/missing.pth not found"):
+        demo(["--config-file", QUICKSTART, "--checkpoint", str(tmp_path / "missing.pth"),
+              "--input", f"{images}/000001.png", *TINY_DETR])
+
+
+def test_unreadable_image_is_named(demo, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=f"cannot read image {tmp_path}/broken.png"):
+        demo(["--config-file", QUICKSTART, "--input", str(tmp_path / "broken.png"), *TINY_DETR])
