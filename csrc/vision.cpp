@@ -2,6 +2,8 @@
 // device-dispatching entry points, <op>/<op>_cpu.cpp and <op>/<op>_cuda.cu implement them.
 #include <torch/extension.h>
 
+#include "roi_align/roi_align.h"
+
 namespace sam_detr {
 
 bool with_cuda() {
@@ -16,4 +18,10 @@ bool with_cuda() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("with_cuda", &sam_detr::with_cuda, "whether the CUDA kernels were compiled");
+
+  // roi_align
+  m.def("roi_align_forward", &sam_detr::roi_align_forward, "RoIAlign forward (CPU)");
+  m.def("roi_align_backward", &sam_detr::roi_align_backward, "RoIAlign backward (CPU)");
+  m.def("roi_align_cpu_isas", &sam_detr::roi_align_cpu_isas, "instruction sets of the RoIAlign CPU kernels");
+  m.def("roi_align_set_cpu_isa", &sam_detr::roi_align_set_cpu_isa, "selects the RoIAlign CPU kernels' instruction set");
 }

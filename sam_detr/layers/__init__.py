@@ -4,3 +4,4 @@ from .box_ops import box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh, generalize
 from .mlp import MLP
 from .ms_deform_attn import MSDeformAttn, ms_deform_attn, ms_deform_attn_pytorch
 from .position_encoding import PositionEmbeddingSine, boxes_sine_embed, points_sine_embed, sine_embed
+from .roi_align import roi_align

@@ -1,0 +1,639 @@
+// CPU RoIAlign with torchvision's semantics.
+//
+// Every sampling coordinate, bilinear weight, sum and quotient is computed with the same expression,
+// in the same type and the same order as torchvision's CPU kernel, so forward values and input
+// gradients agree with it bit for bit where neither build contracts multiply-adds into FMAs
+// (torchvision's x86-64 wheels do not; this file forbids it). What differs is the work layout:
+//
+// * The feature map is read and the gradient written channels-last, (N, H, W, C), so the work for
+//   one sampling point is a run over contiguous channels, which vectorises (SSE2, AVX2 or AVX-512,
+//   picked at run time) without changing any per-channel arithmetic.
+// * A sampling coordinate depends on the bin row and sample row only for y, on the bin column and
+//   sample column only for x, so each RoI needs PH * grid_h + PW * grid_w bilinear setups instead of
+//   torchvision's per-(channel, bin) recomputation in the backward.
+// * The forward is parallel over RoIs; every output element has one writer.
+// * The backward is parallel over (image, channel block) tasks. A task owns its slice of the
+//   gradient and visits the RoIs of its image in index order, bins and samples in torchvision's
+//   order, so every gradient element receives the same additions in the same order as in
+//   torchvision's serial loop: no atomics, and the result depends neither on the thread count nor
+//   on the block size.
+#include "roi_align/roi_align.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <vector>
+
+// An FMA rounds once where torchvision rounds twice; keep every multiply and add separate, also in
+// the AVX2 / AVX-512 versions (whose ISAs have FMAs).
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define SAM_DETR_X86_ISAS 1
+#define SAM_DETR_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define SAM_DETR_X86_ISAS 0
+#define SAM_DETR_ALWAYS_INLINE inline
+#endif
+
+namespace sam_detr {
+namespace {
+
+// The backward splits channels into blocks of at most this many so that a task's gradient slice
+// (H * W rows of the block) stays cache resident; the block size does not affect the result.
+constexpr int64_t kMaxChannelBlock = 64;
+// Smallest block worth a task of its own: below it the per-RoI setup outweighs the channel work.
+constexpr int64_t kMinChannelBlock = 16;
+// Output elements (RoI x channel x bin) a thread should have before another one is woken: a
+// parallel region costs microseconds, and far more when the other cores are busy.
+constexpr int64_t kGrainElements = 32768;
+
+// Where one sampling coordinate falls along one axis of the feature map.
+template <typename T>
+struct AxisSample {
+  int low;
+  int high;
+  T frac;  // weight of `high` (torchvision's ly / lx)
+  T rest;  // weight of `low` (torchvision's hy / hx)
+  bool inside;  // the coordinate lies in [-1, size]; a sample with either axis outside reads nothing
+};
+
+template <typename T>
+AxisSample<T> axis_sample(T v, int size) {
+  AxisSample<T> s{0, 0, T(0), T(0), false};
+  // written as !(in range) so that NaN coordinates count as outside
+  if (!(v >= -1.0 && v <= size)) {
+    return s;
+  }
+  s.inside = true;
+  if (v <= 0) {
+    v = 0;
+  }
+  s.low = static_cast<int>(v);
+  if (s.low >= size - 1) {
+    s.high = s.low = size - 1;
+    v = static_cast<T>(s.low);
+  } else {
+    s.high = s.low + 1;
+  }
+  s.frac = v - s.low;
+  s.rest = 1. - s.frac;
+  return s;
+}
+
+// One RoI mapped to the feature map, with torchvision's expressions (types and evaluation order
+// included: they decide the last bit of every sampling coordinate).
+template <typename T>
+struct RoiGeometry {
+  int grid_h;  // samples per bin along y; <= 0 leaves the bins empty
+  int grid_w;
+  T start_h;
+  T start_w;
+  T bin_h;
+  T bin_w;
+};
+
+// What every RoI of one call shares.
+template <typename T>
+struct Problem {
+  const T* rois;  // (K, 5)
+  const int64_t* batch;  // (K,) image of each RoI
+  int64_t channels;
+  int height;
+  int width;
+  int pooled_h;
+  int pooled_w;
+  int sampling_ratio;
+  bool aligned;
+  T spatial_scale;
+
+  int64_t bins() const {
+    return static_cast<int64_t>(pooled_h) * pooled_w;
+  }
+  int64_t image_stride() const {
+    return static_cast<int64_t>(height) * width * channels;
+  }
+
+  RoiGeometry<T> geometry(int64_t k) const {
+    const T* roi = rois + k * 5;
+    RoiGeometry<T> g;
+    const T offset = aligned ? (T)0.5 : (T)0.0;
+    g.start_w = roi[1] * spatial_scale - offset;
+    g.start_h = roi[2] * spatial_scale - offset;
+    const T end_w = roi[3] * spatial_scale - offset;
+    const T end_h = roi[4] * spatial_scale - offset;
+    T roi_w = end_w - g.start_w;
+    T roi_h = end_h - g.start_h;
+    if (!aligned) {
+      roi_w = std::max(roi_w, (T)1.);
+      roi_h = std::max(roi_h, (T)1.);
+    }
+    g.bin_h = roi_h / static_cast<T>(pooled_h);
+    g.bin_w = roi_w / static_cast<T>(pooled_w);
+    g.grid_h = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(roi_h, pooled_h);
+    g.grid_w = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(roi_w, pooled_w);
+    return g;
+  }
+
+  // torchvision's ceil(roi_size / pooled) converted to int; a NaN size (a NaN box, on which
+  // torchvision's behaviour is undefined) samples nothing
+  static int adaptive_grid(T roi_size, int pooled) {
+    const T grid = std::ceil(roi_size / pooled);
+    return grid == grid ? static_cast<int>(grid) : 0;
+  }
+};
+
+// Fills out[p * grid + i], the i-th sample of bin p along one axis, for p < pooled, i < grid.
+template <typename T>
+void axis_samples(T start, T bin, int pooled, int grid, int size, std::vector<AxisSample<T>>& out) {
+  out.resize(static_cast<size_t>(pooled) * std::max(grid, 0));
+  for (int p = 0; p < pooled; ++p) {
+    for (int i = 0; i < grid; ++i) {
+      const T v = start + p * bin + static_cast<T>(i + .5f) * bin / static_cast<T>(grid);
+      out[p * grid + i] = axis_sample(v, size);
+    }
+  }
+}
+
+// Per-thread scratch, reused across RoIs.
+template <typename T>
+struct Workspace {
+  std::vector<AxisSample<T>> ys;
+  std::vector<AxisSample<T>> xs;
+  std::vector<T> bins_by_channel;  // (bins, channels) of one RoI
+};
+
+// acc[c] += w1 * r1[c] + w2 * r2[c] + w3 * r3[c] + w4 * r4[c], torchvision's sum order per channel.
+template <typename T>
+SAM_DETR_ALWAYS_INLINE void accumulate_sample(
+    T* __restrict__ acc,
+    const T* r1,
+    const T* r2,
+    const T* r3,
+    const T* r4,
+    T w1,
+    T w2,
+    T w3,
+    T w4,
+    int64_t n) {
+  for (int64_t c = 0; c < n; ++c) {
+    acc[c] += w1 * r1[c] + w2 * r2[c] + w3 * r3[c] + w4 * r4[c];
+  }
+}
+
+// dst[c] += grad[c] * w / count, torchvision's gradient of one corner. With a power-of-two count
+// the division by it equals the product with its (exact) reciprocal, bit for bit: both round the
+// same real number once.
+template <typename T, bool kPow2Count>
+SAM_DETR_ALWAYS_INLINE void scatter_corner(
+    T* __restrict__ dst, const T* __restrict__ grad, T w, T count, T inv_count, int64_t n) {
+  if (kPow2Count) {
+    for (int64_t c = 0; c < n; ++c) {
+      dst[c] += grad[c] * w * inv_count;
+    }
+  } else {
+    for (int64_t c = 0; c < n; ++c) {
+      dst[c] += grad[c] * w / count;
+    }
+  }
+}
+
+// output[k] (C, PH, PW) for RoI k; input is channels-last (N, H, W, C).
+template <typename T>
+SAM_DETR_ALWAYS_INLINE void forward_roi_impl(
+    const Problem<T>& p, const T* input, int64_t k, Workspace<T>& ws, T* output) {
+  const int64_t channels = p.channels;
+  const int64_t bins = p.bins();
+  const RoiGeometry<T> g = p.geometry(k);
+  axis_samples(g.start_h, g.bin_h, p.pooled_h, g.grid_h, p.height, ws.ys);
+  axis_samples(g.start_w, g.bin_w, p.pooled_w, g.grid_w, p.width, ws.xs);
+  const T count = std::max(g.grid_h * g.grid_w, 1);
+  const T* image = input + p.batch[k] * p.image_stride();
+  const int64_t row_stride = static_cast<int64_t>(p.width) * channels;
+  ws.bins_by_channel.resize(bins * channels);
+  for (int ph = 0; ph < p.pooled_h; ++ph) {
+    for (int pw = 0; pw < p.pooled_w; ++pw) {
+      T* acc = ws.bins_by_channel.data() + (ph * p.pooled_w + pw) * channels;
+      std::fill(acc, acc + channels, T(0));
+      for (int iy = 0; iy < g.grid_h; ++iy) {
+        const AxisSample<T>& sy = ws.ys[ph * g.grid_h + iy];
+        const T* row_low = image + sy.low * row_stride;
+        const T* row_high = image + sy.high * row_stride;
+        for (int ix = 0; ix < g.grid_w; ++ix) {
+          const AxisSample<T>& sx = ws.xs[pw * g.grid_w + ix];
+          if (sy.inside && sx.inside) {
+            accumulate_sample(
+                acc, row_low + sx.low * channels, row_low + sx.high * channels,
+                row_high + sx.low * channels, row_high + sx.high * channels, sy.rest * sx.rest,
+                sy.rest * sx.frac, sy.frac * sx.rest, sy.frac * sx.frac, channels);
+          } else {
+            // torchvision adds 0 * pixel (0, 0) here, which matters when that pixel is inf or NaN
+            accumulate_sample(acc, image, image, image, image, T(0), T(0), T(0), T(0), channels);
+          }
+        }
+      }
+      for (int64_t c = 0; c < channels; ++c) {
+        acc[c] /= count;
+      }
+    }
+  }
+  // (bins, C) -> (C, bins), a cache line of channels at a time so its bins stay in L1
+  T* out = output + k * channels * bins;
+  const T* src = ws.bins_by_channel.data();
+  constexpr int64_t kLine = 64 / sizeof(T);
+  for (int64_t c0 = 0; c0 < channels; c0 += kLine) {
+    const int64_t c1 = std::min(c0 + kLine, channels);
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int64_t i = 0; i < bins; ++i) {
+        out[c * bins + i] = src[i * channels + c];
+      }
+    }
+  }
+}
+
+// Adds RoI k's gradient to channels [c0, c0 + nc) of its image; grad_input is channels-last.
+template <typename T, bool kPow2Count>
+SAM_DETR_ALWAYS_INLINE void backward_roi_block(
+    const Problem<T>& p,
+    const RoiGeometry<T>& g,
+    const Workspace<T>& ws,
+    const T* grad_by_bin,  // (bins, nc)
+    int64_t nc,
+    T* image) {  // grad_input of the image, offset to channel c0
+  const T count = g.grid_h * g.grid_w;
+  const T inv_count = T(1) / count;
+  const int64_t row_stride = static_cast<int64_t>(p.width) * p.channels;
+  const int64_t channels = p.channels;
+  for (int ph = 0; ph < p.pooled_h; ++ph) {
+    for (int pw = 0; pw < p.pooled_w; ++pw) {
+      const T* grad = grad_by_bin + (ph * p.pooled_w + pw) * nc;
+      for (int iy = 0; iy < g.grid_h; ++iy) {
+        const AxisSample<T>& sy = ws.ys[ph * g.grid_h + iy];
+        if (!sy.inside) {
+          continue;
+        }
+        T* row_low = image + sy.low * row_stride;
+        T* row_high = image + sy.high * row_stride;
+        for (int ix = 0; ix < g.grid_w; ++ix) {
+          const AxisSample<T>& sx = ws.xs[pw * g.grid_w + ix];
+          if (!sx.inside) {
+            continue;
+          }
+          // one corner at a time: corners clamped onto the same pixel add in torchvision's order
+          scatter_corner<T, kPow2Count>(
+              row_low + sx.low * channels, grad, sy.rest * sx.rest, count, inv_count, nc);
+          scatter_corner<T, kPow2Count>(
+              row_low + sx.high * channels, grad, sy.rest * sx.frac, count, inv_count, nc);
+          scatter_corner<T, kPow2Count>(
+              row_high + sx.low * channels, grad, sy.frac * sx.rest, count, inv_count, nc);
+          scatter_corner<T, kPow2Count>(
+              row_high + sx.high * channels, grad, sy.frac * sx.frac, count, inv_count, nc);
+        }
+      }
+    }
+  }
+}
+
+// Channels [c0, c0 + nc) of image b's gradient, from its RoIs order[begin:end] (ascending).
+template <typename T>
+SAM_DETR_ALWAYS_INLINE void backward_task_impl(
+    const Problem<T>& p,
+    const T* grad_output,  // (K, C, PH, PW)
+    const int64_t* order,
+    int64_t begin,
+    int64_t end,
+    int64_t b,
+    int64_t c0,
+    int64_t nc,
+    Workspace<T>& ws,
+    T* grad_input) {  // (N, H, W, C)
+  const int64_t bins = p.bins();
+  T* image = grad_input + b * p.image_stride() + c0;
+  ws.bins_by_channel.resize(bins * nc);
+  T* grad_by_bin = ws.bins_by_channel.data();
+  for (int64_t j = begin; j < end; ++j) {
+    const int64_t k = order[j];
+    const RoiGeometry<T> g = p.geometry(k);
+    if (g.grid_h <= 0 || g.grid_w <= 0) {
+      continue;  // torchvision's sample loops are empty
+    }
+    axis_samples(g.start_h, g.bin_h, p.pooled_h, g.grid_h, p.height, ws.ys);
+    axis_samples(g.start_w, g.bin_w, p.pooled_w, g.grid_w, p.width, ws.xs);
+    const T* go = grad_output + (k * p.channels + c0) * bins;
+    for (int64_t c = 0; c < nc; ++c) {
+      for (int64_t i = 0; i < bins; ++i) {
+        grad_by_bin[i * nc + c] = go[c * bins + i];
+      }
+    }
+    const int count = g.grid_h * g.grid_w;
+    if ((count & (count - 1)) == 0) {
+      backward_roi_block<T, true>(p, g, ws, grad_by_bin, nc, image);
+    } else {
+      backward_roi_block<T, false>(p, g, ws, grad_by_bin, nc, image);
+    }
+  }
+}
+
+// The same kernels compiled for each instruction set; the widest the CPU has is used.
+#define SAM_DETR_ROI_ALIGN_VARIANTS(SUFFIX, TARGET)                                             \
+  template <typename T>                                                                        \
+  TARGET void forward_roi_##SUFFIX(                                                            \
+      const Problem<T>& p, const T* input, int64_t k, Workspace<T>& ws, T* output) {           \
+    forward_roi_impl(p, input, k, ws, output);                                                 \
+  }                                                                                            \
+  template <typename T>                                                                        \
+  TARGET void backward_task_##SUFFIX(                                                          \
+      const Problem<T>& p, const T* grad_output, const int64_t* order, int64_t begin,          \
+      int64_t end, int64_t b, int64_t c0, int64_t nc, Workspace<T>& ws, T* grad_input) {       \
+    backward_task_impl(p, grad_output, order, begin, end, b, c0, nc, ws, grad_input);          \
+  }
+
+SAM_DETR_ROI_ALIGN_VARIANTS(baseline, )
+#if SAM_DETR_X86_ISAS
+SAM_DETR_ROI_ALIGN_VARIANTS(avx2, __attribute__((target("avx2"))))
+SAM_DETR_ROI_ALIGN_VARIANTS(avx512, __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq"))))
+#endif
+#undef SAM_DETR_ROI_ALIGN_VARIANTS
+
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+constexpr const char* kIsaNames[] = {"baseline", "avx2", "avx512"};
+
+bool isa_supported(Isa isa) {
+#if SAM_DETR_X86_ISAS
+  __builtin_cpu_init();
+  switch (isa) {
+    case Isa::kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+    case Isa::kAvx2:
+      return __builtin_cpu_supports("avx2");
+    default:
+      return true;
+  }
+#else
+  return isa == Isa::kBaseline;
+#endif
+}
+
+// The widest supported instruction set unless a test picked another with roi_align_set_cpu_isa.
+std::atomic<Isa>& current_isa() {
+  static std::atomic<Isa> isa{
+      isa_supported(Isa::kAvx512) ? Isa::kAvx512
+          : isa_supported(Isa::kAvx2) ? Isa::kAvx2
+                                      : Isa::kBaseline};
+  return isa;
+}
+
+Isa best_isa() {
+  return current_isa().load(std::memory_order_relaxed);
+}
+
+template <typename T>
+void forward_kernel(const Problem<T>& p, int64_t num_rois, const T* input, T* output) {
+  const Isa isa = best_isa();
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, p.channels * p.bins()));
+  at::parallel_for(0, num_rois, grain, [&](int64_t begin, int64_t end) {
+    Workspace<T> ws;
+    for (int64_t k = begin; k < end; ++k) {
+      switch (isa) {
+#if SAM_DETR_X86_ISAS
+        case Isa::kAvx512:
+          forward_roi_avx512(p, input, k, ws, output);
+          break;
+        case Isa::kAvx2:
+          forward_roi_avx2(p, input, k, ws, output);
+          break;
+#endif
+        default:
+          forward_roi_baseline(p, input, k, ws, output);
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward_kernel(
+    const Problem<T>& p,
+    const T* grad_output,
+    const std::vector<int64_t>& order,  // RoI indices grouped by image, ascending within an image
+    const std::vector<int64_t>& image_begin,  // (N + 1,) offsets of each image's group in `order`
+    int64_t block,
+    T* grad_input) {
+  const Isa isa = best_isa();
+  const int64_t batch_size = static_cast<int64_t>(image_begin.size()) - 1;
+  const int64_t blocks_per_image = (p.channels + block - 1) / block;
+  const int64_t tasks = batch_size * blocks_per_image;
+  const int64_t work = static_cast<int64_t>(order.size()) * p.channels * p.bins();
+  const int64_t grain = std::max<int64_t>(1, tasks * kGrainElements / std::max<int64_t>(1, work));
+  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+    Workspace<T> ws;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / blocks_per_image;
+      const int64_t c0 = (task % blocks_per_image) * block;
+      const int64_t nc = std::min(block, p.channels - c0);
+      const int64_t first = image_begin[b];
+      const int64_t last = image_begin[b + 1];
+      switch (isa) {
+#if SAM_DETR_X86_ISAS
+        case Isa::kAvx512:
+          backward_task_avx512(p, grad_output, order.data(), first, last, b, c0, nc, ws, grad_input);
+          break;
+        case Isa::kAvx2:
+          backward_task_avx2(p, grad_output, order.data(), first, last, b, c0, nc, ws, grad_input);
+          break;
+#endif
+        default:
+          backward_task_baseline(p, grad_output, order.data(), first, last, b, c0, nc, ws, grad_input);
+      }
+    }
+  });
+}
+
+// Channel block for the backward: the largest up to kMaxChannelBlock that still gives every thread
+// a task, but not below kMinChannelBlock.
+int64_t backward_channel_block(int64_t batch_size, int64_t channels) {
+  const int64_t threads = at::get_num_threads();
+  int64_t block = std::min(channels, kMaxChannelBlock);
+  while (block > kMinChannelBlock && batch_size * ((channels + block - 1) / block) < threads) {
+    block = (block + 1) / 2;
+  }
+  return std::max<int64_t>(block, 1);
+}
+
+void check_rois(const at::Tensor& rois, const at::Tensor& like, const char* like_name) {
+  TORCH_CHECK(
+      rois.dim() == 2 && rois.size(1) == 5, "roi_align: rois must have shape (K, 5), got ",
+      rois.sizes());
+  TORCH_CHECK(
+      rois.scalar_type() == like.scalar_type(), "roi_align: rois (", rois.scalar_type(),
+      ") must have the dtype of ", like_name, " (", like.scalar_type(), ")");
+}
+
+// Batch index of every RoI, truncated as torchvision does, and checked: torchvision reads out of
+// bounds on a bad one.
+template <typename T>
+std::vector<int64_t> roi_batch_indices(const T* rois, int64_t num_rois, int64_t batch_size) {
+  std::vector<int64_t> batch(num_rois);
+  for (int64_t k = 0; k < num_rois; ++k) {
+    const T b = rois[k * 5];
+    TORCH_CHECK(
+        b > -1 && b < batch_size, "roi_align: rois[", k, ", 0] = ", b,
+        " is not a batch index in [0, ", batch_size, ")");
+    batch[k] = static_cast<int64_t>(b);
+  }
+  return batch;
+}
+
+template <typename T>
+Problem<T> make_problem(
+    const T* rois,
+    const std::vector<int64_t>& batch,
+    int64_t channels,
+    int64_t height,
+    int64_t width,
+    int64_t pooled_height,
+    int64_t pooled_width,
+    int64_t sampling_ratio,
+    bool aligned,
+    double spatial_scale) {
+  return Problem<T>{
+      rois,
+      batch.data(),
+      channels,
+      static_cast<int>(height),
+      static_cast<int>(width),
+      static_cast<int>(pooled_height),
+      static_cast<int>(pooled_width),
+      static_cast<int>(sampling_ratio),
+      aligned,
+      static_cast<T>(spatial_scale)};
+}
+
+}  // namespace
+
+at::Tensor roi_align_forward_cpu(
+    const at::Tensor& input,
+    const at::Tensor& rois,
+    double spatial_scale,
+    int64_t pooled_height,
+    int64_t pooled_width,
+    int64_t sampling_ratio,
+    bool aligned) {
+  TORCH_CHECK(input.dim() == 4, "roi_align: input must have shape (N, C, H, W), got ", input.sizes());
+  TORCH_CHECK(
+      input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+      "roi_align: input must be float32 or float64, got ", input.scalar_type());
+  check_rois(rois, input, "input");
+  TORCH_CHECK(
+      pooled_height > 0 && pooled_width > 0, "roi_align: output_size must be positive, got (",
+      pooled_height, ", ", pooled_width, ")");
+  const int64_t num_rois = rois.size(0);
+  const int64_t channels = input.size(1);
+  // every element is written below
+  at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options());
+  if (output.numel() == 0) {
+    return output;
+  }
+  TORCH_CHECK(
+      input.size(2) > 0 && input.size(3) > 0,
+      "roi_align: input must have a non-empty feature map, got ", input.sizes());
+  // a no-op for channels-last inputs
+  const at::Tensor input_hwc = input.permute({0, 2, 3, 1}).contiguous();
+  const at::Tensor rois_c = rois.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_forward_cpu", [&] {
+    const scalar_t* rois_data = rois_c.data_ptr<scalar_t>();
+    const std::vector<int64_t> batch = roi_batch_indices(rois_data, num_rois, input.size(0));
+    const Problem<scalar_t> problem = make_problem(
+        rois_data, batch, channels, input.size(2), input.size(3), pooled_height, pooled_width,
+        sampling_ratio, aligned, spatial_scale);
+    forward_kernel(problem, num_rois, input_hwc.data_ptr<scalar_t>(), output.data_ptr<scalar_t>());
+  });
+  return output;
+}
+
+at::Tensor roi_align_backward_cpu(
+    const at::Tensor& grad_output,
+    const at::Tensor& rois,
+    double spatial_scale,
+    int64_t pooled_height,
+    int64_t pooled_width,
+    int64_t batch_size,
+    int64_t channels,
+    int64_t height,
+    int64_t width,
+    int64_t sampling_ratio,
+    bool aligned,
+    bool channels_last) {
+  TORCH_CHECK(
+      grad_output.scalar_type() == at::kFloat || grad_output.scalar_type() == at::kDouble,
+      "roi_align: grad_output must be float32 or float64, got ", grad_output.scalar_type());
+  check_rois(rois, grad_output, "grad_output");
+  const int64_t num_rois = rois.size(0);
+  TORCH_CHECK(
+      grad_output.dim() == 4 && grad_output.size(0) == num_rois && grad_output.size(1) == channels &&
+          grad_output.size(2) == pooled_height && grad_output.size(3) == pooled_width,
+      "roi_align: grad_output must have shape (", num_rois, ", ", channels, ", ", pooled_height, ", ",
+      pooled_width, "), got ", grad_output.sizes());
+  at::Tensor grad_hwc = at::zeros({batch_size, height, width, channels}, grad_output.options());
+  if (grad_output.numel() > 0 && grad_hwc.numel() > 0) {
+    const at::Tensor grad_c = grad_output.contiguous();
+    const at::Tensor rois_c = rois.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "roi_align_backward_cpu", [&] {
+      const scalar_t* rois_data = rois_c.data_ptr<scalar_t>();
+      const std::vector<int64_t> batch = roi_batch_indices(rois_data, num_rois, batch_size);
+      // stable counting sort by image: each image's RoIs keep their index order
+      std::vector<int64_t> image_begin(batch_size + 1, 0);
+      for (int64_t b : batch) {
+        ++image_begin[b + 1];
+      }
+      for (int64_t b = 0; b < batch_size; ++b) {
+        image_begin[b + 1] += image_begin[b];
+      }
+      std::vector<int64_t> order(num_rois);
+      std::vector<int64_t> next(image_begin.begin(), image_begin.end() - 1);
+      for (int64_t k = 0; k < num_rois; ++k) {
+        order[next[batch[k]]++] = k;
+      }
+      const Problem<scalar_t> problem = make_problem(
+          rois_data, batch, channels, height, width, pooled_height, pooled_width, sampling_ratio,
+          aligned, spatial_scale);
+      backward_kernel(
+          problem, grad_c.data_ptr<scalar_t>(), order, image_begin,
+          backward_channel_block(batch_size, channels), grad_hwc.data_ptr<scalar_t>());
+    });
+  }
+  at::Tensor grad_input = grad_hwc.permute({0, 3, 1, 2});
+  return channels_last ? grad_input : grad_input.contiguous();
+}
+
+std::vector<std::string> roi_align_cpu_isas() {
+  std::vector<std::string> names;
+  for (Isa isa : {Isa::kBaseline, Isa::kAvx2, Isa::kAvx512}) {
+    if (isa_supported(isa)) {
+      names.emplace_back(kIsaNames[static_cast<int>(isa)]);
+    }
+  }
+  return names;
+}
+
+std::string roi_align_set_cpu_isa(const std::string& name) {
+  const std::string previous = kIsaNames[static_cast<int>(best_isa())];
+  for (Isa isa : {Isa::kBaseline, Isa::kAvx2, Isa::kAvx512}) {
+    if (name == kIsaNames[static_cast<int>(isa)]) {
+      TORCH_CHECK(isa_supported(isa), "roi_align: this CPU cannot run the ", name, " kernels");
+      current_isa().store(isa);
+      return previous;
+    }
+  }
+  TORCH_CHECK(false, "roi_align: unknown instruction set '", name, "'; this CPU runs ",
+              c10::Join(", ", roi_align_cpu_isas()));
+}
+
+}  // namespace sam_detr
