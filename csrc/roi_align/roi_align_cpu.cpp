@@ -1,16 +1,17 @@
 // CPU RoIAlign with torchvision's semantics.
 //
-// Every sampling coordinate, bilinear weight, sum and quotient is computed with the same expression,
-// in the same type and the same order as torchvision's CPU kernel, so forward values and input
-// gradients agree with it bit for bit where neither build contracts multiply-adds into FMAs
-// (torchvision's x86-64 wheels do not; this file forbids it). What differs is the work layout:
+// Every sampling coordinate, bilinear weight, sum and quotient is computed with the same
+// expression, in the same type and the same order as torchvision's CPU kernel, so forward values
+// and input gradients agree with it bit for bit where neither build contracts multiply-adds into
+// FMAs (torchvision's x86-64 wheels do not; this file forbids it). What differs is the work layout:
 //
 // * The feature map is read and the gradient written channels-last, (N, H, W, C), so the work for
 //   one sampling point is a run over contiguous channels, which vectorises (SSE2, AVX2 or AVX-512,
-//   picked at run time) without changing any per-channel arithmetic.
+//   picked at run time) without changing any per-channel arithmetic. The (C, PH, PW) blocks of
+//   output and grad_output are transposed to and from (PH * PW, C) one RoI at a time.
 // * A sampling coordinate depends on the bin row and sample row only for y, on the bin column and
-//   sample column only for x, so each RoI needs PH * grid_h + PW * grid_w bilinear setups instead of
-//   torchvision's per-(channel, bin) recomputation in the backward.
+//   sample column only for x, so each RoI needs PH * grid_h + PW * grid_w bilinear setups instead
+//   of torchvision's per-(channel, bin) recomputation in the backward.
 // * The forward is parallel over RoIs; every output element has one writer.
 // * The backward is parallel over (image, channel block) tasks. A task owns its slice of the
 //   gradient and visits the RoIs of its image in index order, bins and samples in torchvision's
@@ -25,6 +26,10 @@
 #include <atomic>
 #include <cmath>
 #include <vector>
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 // An FMA rounds once where torchvision rounds twice; keep every multiply and add separate, also in
 // the AVX2 / AVX-512 versions (whose ISAs have FMAs).
@@ -61,7 +66,8 @@ struct AxisSample {
   int high;
   T frac;  // weight of `high` (torchvision's ly / lx)
   T rest;  // weight of `low` (torchvision's hy / hx)
-  bool inside;  // the coordinate lies in [-1, size]; a sample with either axis outside reads nothing
+  // the coordinate lies in [-1, size]; a sample with either axis outside reads nothing
+  bool inside;
 };
 
 template <typename T>
@@ -169,6 +175,157 @@ struct Workspace {
   std::vector<T> bins_by_channel;  // (bins, channels) of one RoI
 };
 
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+// ---- Transposes between the kernels' (bins, channels) layout and the tensors' (channels, bins).
+// Square tiles of one vector width go through registers; the rest element by element.
+
+#if SAM_DETR_X86_ISAS
+// GCC 12 flags the deliberately undefined pass-through operand inside its own AVX-512 intrinsics
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define SAM_DETR_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+#define SAM_DETR_AVX2 __attribute__((target("avx2")))
+
+SAM_DETR_AVX512 void transpose_tile_avx512(
+    const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
+  __m512 r[16], t[16];
+  for (int j = 0; j < 16; ++j) {
+    r[j] = _mm512_loadu_ps(src + j * ld_src);
+  }
+  for (int j = 0; j < 8; ++j) {
+    t[2 * j] = _mm512_unpacklo_ps(r[2 * j], r[2 * j + 1]);
+    t[2 * j + 1] = _mm512_unpackhi_ps(r[2 * j], r[2 * j + 1]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512d a = _mm512_castps_pd(t[4 * j]), b = _mm512_castps_pd(t[4 * j + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * j + 2]), d = _mm512_castps_pd(t[4 * j + 3]);
+    r[4 * j] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int j = 0; j < 4; ++j) {
+    t[j] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0x88);
+    t[j + 4] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0xdd);
+    t[j + 8] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0x88);
+    t[j + 12] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0xdd);
+  }
+  for (int j = 0; j < 4; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+    r[j + 4] = _mm512_shuffle_f32x4(t[j + 4], t[j + 12], 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
+    r[j + 12] = _mm512_shuffle_f32x4(t[j + 4], t[j + 12], 0xdd);
+  }
+  for (int j = 0; j < 16; ++j) {
+    _mm512_storeu_ps(dst + j * ld_dst, r[j]);
+  }
+}
+
+SAM_DETR_AVX512 void transpose_tile_avx512(
+    const double* src, int64_t ld_src, double* dst, int64_t ld_dst) {
+  __m512d r[8], t[8];
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_loadu_pd(src + j * ld_src);
+  }
+  for (int j = 0; j < 4; ++j) {
+    t[2 * j] = _mm512_unpacklo_pd(r[2 * j], r[2 * j + 1]);
+    t[2 * j + 1] = _mm512_unpackhi_pd(r[2 * j], r[2 * j + 1]);
+  }
+  for (int j = 0; j < 2; ++j) {
+    r[4 * j] = _mm512_shuffle_f64x2(t[4 * j], t[4 * j + 2], 0x88);
+    r[4 * j + 1] = _mm512_shuffle_f64x2(t[4 * j], t[4 * j + 2], 0xdd);
+    r[4 * j + 2] = _mm512_shuffle_f64x2(t[4 * j + 1], t[4 * j + 3], 0x88);
+    r[4 * j + 3] = _mm512_shuffle_f64x2(t[4 * j + 1], t[4 * j + 3], 0xdd);
+  }
+  _mm512_storeu_pd(dst, _mm512_shuffle_f64x2(r[0], r[4], 0x88));
+  _mm512_storeu_pd(dst + ld_dst, _mm512_shuffle_f64x2(r[2], r[6], 0x88));
+  _mm512_storeu_pd(dst + 2 * ld_dst, _mm512_shuffle_f64x2(r[1], r[5], 0x88));
+  _mm512_storeu_pd(dst + 3 * ld_dst, _mm512_shuffle_f64x2(r[3], r[7], 0x88));
+  _mm512_storeu_pd(dst + 4 * ld_dst, _mm512_shuffle_f64x2(r[0], r[4], 0xdd));
+  _mm512_storeu_pd(dst + 5 * ld_dst, _mm512_shuffle_f64x2(r[2], r[6], 0xdd));
+  _mm512_storeu_pd(dst + 6 * ld_dst, _mm512_shuffle_f64x2(r[1], r[5], 0xdd));
+  _mm512_storeu_pd(dst + 7 * ld_dst, _mm512_shuffle_f64x2(r[3], r[7], 0xdd));
+}
+
+SAM_DETR_AVX2 void transpose_tile_avx2(
+    const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
+  __m256 r[8], t[8];
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm256_loadu_ps(src + j * ld_src);
+  }
+  for (int j = 0; j < 4; ++j) {
+    t[2 * j] = _mm256_unpacklo_ps(r[2 * j], r[2 * j + 1]);
+    t[2 * j + 1] = _mm256_unpackhi_ps(r[2 * j], r[2 * j + 1]);
+  }
+  for (int j = 0; j < 2; ++j) {
+    r[4 * j] = _mm256_shuffle_ps(t[4 * j], t[4 * j + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * j + 1] = _mm256_shuffle_ps(t[4 * j], t[4 * j + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * j + 2] = _mm256_shuffle_ps(t[4 * j + 1], t[4 * j + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * j + 3] = _mm256_shuffle_ps(t[4 * j + 1], t[4 * j + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(dst + j * ld_dst, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
+    _mm256_storeu_ps(dst + (j + 4) * ld_dst, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
+  }
+}
+
+SAM_DETR_AVX2 void transpose_tile_avx2(
+    const double* src, int64_t ld_src, double* dst, int64_t ld_dst) {
+  const __m256d r0 = _mm256_loadu_pd(src), r1 = _mm256_loadu_pd(src + ld_src);
+  const __m256d r2 = _mm256_loadu_pd(src + 2 * ld_src), r3 = _mm256_loadu_pd(src + 3 * ld_src);
+  const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+  const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+  _mm256_storeu_pd(dst, _mm256_permute2f128_pd(t0, t2, 0x20));
+  _mm256_storeu_pd(dst + ld_dst, _mm256_permute2f128_pd(t1, t3, 0x20));
+  _mm256_storeu_pd(dst + 2 * ld_dst, _mm256_permute2f128_pd(t0, t2, 0x31));
+  _mm256_storeu_pd(dst + 3 * ld_dst, _mm256_permute2f128_pd(t1, t3, 0x31));
+}
+#pragma GCC diagnostic pop
+#endif  // SAM_DETR_X86_ISAS
+
+// Side of the register tiles: one vector of T; the baseline's scalar tiles only block for the
+// cache.
+template <Isa isa, typename T>
+constexpr int64_t tile_size() {
+  return isa == Isa::kAvx512 ? 64 / sizeof(T) : isa == Isa::kAvx2 ? 32 / sizeof(T) : 8;
+}
+
+// dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols.
+template <Isa isa, typename T>
+SAM_DETR_ALWAYS_INLINE void transpose(
+    const T* src, int64_t rows, int64_t cols, int64_t ld_src, T* dst, int64_t ld_dst) {
+  constexpr int64_t kTile = tile_size<isa, T>();
+  const auto scalar = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int64_t r = r0; r < r1; ++r) {
+        dst[c * ld_dst + r] = src[r * ld_src + c];
+      }
+    }
+  };
+  const int64_t full_rows = rows - rows % kTile;
+  const int64_t full_cols = cols - cols % kTile;
+  for (int64_t r0 = 0; r0 < full_rows; r0 += kTile) {
+    for (int64_t c0 = 0; c0 < full_cols; c0 += kTile) {
+      const T* s = src + r0 * ld_src + c0;
+      T* d = dst + c0 * ld_dst + r0;
+#if SAM_DETR_X86_ISAS
+      if constexpr (isa == Isa::kAvx512) {
+        transpose_tile_avx512(s, ld_src, d, ld_dst);
+        continue;
+      } else if constexpr (isa == Isa::kAvx2) {
+        transpose_tile_avx2(s, ld_src, d, ld_dst);
+        continue;
+      }
+#endif
+      scalar(r0, r0 + kTile, c0, c0 + kTile);
+    }
+    scalar(r0, r0 + kTile, full_cols, cols);
+  }
+  scalar(full_rows, rows, 0, cols);
+}
+
 // acc[c] += w1 * r1[c] + w2 * r2[c] + w3 * r3[c] + w4 * r4[c], torchvision's sum order per channel.
 template <typename T>
 SAM_DETR_ALWAYS_INLINE void accumulate_sample(
@@ -188,8 +345,8 @@ SAM_DETR_ALWAYS_INLINE void accumulate_sample(
 }
 
 // dst[c] += grad[c] * w / count, torchvision's gradient of one corner. With a power-of-two count
-// the division by it equals the product with its (exact) reciprocal, bit for bit: both round the
-// same real number once.
+// the division equals the product with the (exact) reciprocal, bit for bit: both round the same
+// real number once.
 template <typename T, bool kPow2Count>
 SAM_DETR_ALWAYS_INLINE void scatter_corner(
     T* __restrict__ dst, const T* __restrict__ grad, T w, T count, T inv_count, int64_t n) {
@@ -205,7 +362,7 @@ SAM_DETR_ALWAYS_INLINE void scatter_corner(
 }
 
 // output[k] (C, PH, PW) for RoI k; input is channels-last (N, H, W, C).
-template <typename T>
+template <Isa isa, typename T>
 SAM_DETR_ALWAYS_INLINE void forward_roi_impl(
     const Problem<T>& p, const T* input, int64_t k, Workspace<T>& ws, T* output) {
   const int64_t channels = p.channels;
@@ -213,7 +370,11 @@ SAM_DETR_ALWAYS_INLINE void forward_roi_impl(
   const RoiGeometry<T> g = p.geometry(k);
   axis_samples(g.start_h, g.bin_h, p.pooled_h, g.grid_h, p.height, ws.ys);
   axis_samples(g.start_w, g.bin_w, p.pooled_w, g.grid_w, p.width, ws.xs);
-  const T count = std::max(g.grid_h * g.grid_w, 1);
+  const int samples = std::max(g.grid_h * g.grid_w, 1);
+  const T count = samples;
+  // dividing by a power of two and multiplying by its reciprocal round the same real number
+  const bool pow2_count = (samples & (samples - 1)) == 0;
+  const T inv_count = T(1) / count;
   const T* image = input + p.batch[k] * p.image_stride();
   const int64_t row_stride = static_cast<int64_t>(p.width) * channels;
   ws.bins_by_channel.resize(bins * channels);
@@ -238,23 +399,19 @@ SAM_DETR_ALWAYS_INLINE void forward_roi_impl(
           }
         }
       }
-      for (int64_t c = 0; c < channels; ++c) {
-        acc[c] /= count;
+      if (pow2_count) {
+        for (int64_t c = 0; c < channels; ++c) {
+          acc[c] *= inv_count;
+        }
+      } else {
+        for (int64_t c = 0; c < channels; ++c) {
+          acc[c] /= count;
+        }
       }
     }
   }
-  // (bins, C) -> (C, bins), a cache line of channels at a time so its bins stay in L1
-  T* out = output + k * channels * bins;
-  const T* src = ws.bins_by_channel.data();
-  constexpr int64_t kLine = 64 / sizeof(T);
-  for (int64_t c0 = 0; c0 < channels; c0 += kLine) {
-    const int64_t c1 = std::min(c0 + kLine, channels);
-    for (int64_t c = c0; c < c1; ++c) {
-      for (int64_t i = 0; i < bins; ++i) {
-        out[c * bins + i] = src[i * channels + c];
-      }
-    }
-  }
+  transpose<isa>(
+      ws.bins_by_channel.data(), bins, channels, channels, output + k * channels * bins, bins);
 }
 
 // Adds RoI k's gradient to channels [c0, c0 + nc) of its image; grad_input is channels-last.
@@ -301,7 +458,7 @@ SAM_DETR_ALWAYS_INLINE void backward_roi_block(
 }
 
 // Channels [c0, c0 + nc) of image b's gradient, from its RoIs order[begin:end] (ascending).
-template <typename T>
+template <Isa isa, typename T>
 SAM_DETR_ALWAYS_INLINE void backward_task_impl(
     const Problem<T>& p,
     const T* grad_output,  // (K, C, PH, PW)
@@ -325,12 +482,7 @@ SAM_DETR_ALWAYS_INLINE void backward_task_impl(
     }
     axis_samples(g.start_h, g.bin_h, p.pooled_h, g.grid_h, p.height, ws.ys);
     axis_samples(g.start_w, g.bin_w, p.pooled_w, g.grid_w, p.width, ws.xs);
-    const T* go = grad_output + (k * p.channels + c0) * bins;
-    for (int64_t c = 0; c < nc; ++c) {
-      for (int64_t i = 0; i < bins; ++i) {
-        grad_by_bin[i * nc + c] = go[c * bins + i];
-      }
-    }
+    transpose<isa>(grad_output + (k * p.channels + c0) * bins, nc, bins, bins, grad_by_bin, nc);
     const int count = g.grid_h * g.grid_w;
     if ((count & (count - 1)) == 0) {
       backward_roi_block<T, true>(p, g, ws, grad_by_bin, nc, image);
@@ -341,27 +493,25 @@ SAM_DETR_ALWAYS_INLINE void backward_task_impl(
 }
 
 // The same kernels compiled for each instruction set; the widest the CPU has is used.
-#define SAM_DETR_ROI_ALIGN_VARIANTS(SUFFIX, TARGET)                                             \
+#define SAM_DETR_ROI_ALIGN_VARIANTS(SUFFIX, ISA, TARGET)                                        \
   template <typename T>                                                                        \
   TARGET void forward_roi_##SUFFIX(                                                            \
       const Problem<T>& p, const T* input, int64_t k, Workspace<T>& ws, T* output) {           \
-    forward_roi_impl(p, input, k, ws, output);                                                 \
+    forward_roi_impl<ISA>(p, input, k, ws, output);                                            \
   }                                                                                            \
   template <typename T>                                                                        \
   TARGET void backward_task_##SUFFIX(                                                          \
       const Problem<T>& p, const T* grad_output, const int64_t* order, int64_t begin,          \
       int64_t end, int64_t b, int64_t c0, int64_t nc, Workspace<T>& ws, T* grad_input) {       \
-    backward_task_impl(p, grad_output, order, begin, end, b, c0, nc, ws, grad_input);          \
+    backward_task_impl<ISA>(p, grad_output, order, begin, end, b, c0, nc, ws, grad_input);     \
   }
 
-SAM_DETR_ROI_ALIGN_VARIANTS(baseline, )
+SAM_DETR_ROI_ALIGN_VARIANTS(baseline, Isa::kBaseline, )
 #if SAM_DETR_X86_ISAS
-SAM_DETR_ROI_ALIGN_VARIANTS(avx2, __attribute__((target("avx2"))))
-SAM_DETR_ROI_ALIGN_VARIANTS(avx512, __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq"))))
+SAM_DETR_ROI_ALIGN_VARIANTS(avx2, Isa::kAvx2, SAM_DETR_AVX2)
+SAM_DETR_ROI_ALIGN_VARIANTS(avx512, Isa::kAvx512, SAM_DETR_AVX512)
 #endif
 #undef SAM_DETR_ROI_ALIGN_VARIANTS
-
-enum class Isa { kBaseline, kAvx2, kAvx512 };
 
 constexpr const char* kIsaNames[] = {"baseline", "avx2", "avx512"};
 
@@ -395,12 +545,28 @@ Isa best_isa() {
   return current_isa().load(std::memory_order_relaxed);
 }
 
+// Runs body(begin, end, workspace) over [0, n) in chunks of `grain` handed out on demand: a thread
+// that the OS deschedules (other processes, data-loader workers) then delays the call by one chunk
+// rather than by a static share of the range. Every index is processed exactly once, by one thread.
+template <typename T, typename F>
+void parallel_chunks(int64_t n, int64_t grain, const F& body) {
+  const int64_t chunks = (n + grain - 1) / grain;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, chunks, 1, [&](int64_t, int64_t) {
+    Workspace<T> ws;
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
+         c = next.fetch_add(1, std::memory_order_relaxed)) {
+      body(c * grain, std::min(n, (c + 1) * grain), ws);
+    }
+  });
+}
+
 template <typename T>
 void forward_kernel(const Problem<T>& p, int64_t num_rois, const T* input, T* output) {
   const Isa isa = best_isa();
-  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, p.channels * p.bins()));
-  at::parallel_for(0, num_rois, grain, [&](int64_t begin, int64_t end) {
-    Workspace<T> ws;
+  const int64_t roi_elements = std::max<int64_t>(1, p.channels * p.bins());
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / roi_elements);
+  parallel_chunks<T>(num_rois, grain, [&](int64_t begin, int64_t end, Workspace<T>& ws) {
     for (int64_t k = begin; k < end; ++k) {
       switch (isa) {
 #if SAM_DETR_X86_ISAS
@@ -432,8 +598,7 @@ void backward_kernel(
   const int64_t tasks = batch_size * blocks_per_image;
   const int64_t work = static_cast<int64_t>(order.size()) * p.channels * p.bins();
   const int64_t grain = std::max<int64_t>(1, tasks * kGrainElements / std::max<int64_t>(1, work));
-  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
-    Workspace<T> ws;
+  parallel_chunks<T>(tasks, grain, [&](int64_t begin, int64_t end, Workspace<T>& ws) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks_per_image;
       const int64_t c0 = (task % blocks_per_image) * block;
@@ -443,14 +608,17 @@ void backward_kernel(
       switch (isa) {
 #if SAM_DETR_X86_ISAS
         case Isa::kAvx512:
-          backward_task_avx512(p, grad_output, order.data(), first, last, b, c0, nc, ws, grad_input);
+          backward_task_avx512(
+              p, grad_output, order.data(), first, last, b, c0, nc, ws, grad_input);
           break;
         case Isa::kAvx2:
-          backward_task_avx2(p, grad_output, order.data(), first, last, b, c0, nc, ws, grad_input);
+          backward_task_avx2(
+              p, grad_output, order.data(), first, last, b, c0, nc, ws, grad_input);
           break;
 #endif
         default:
-          backward_task_baseline(p, grad_output, order.data(), first, last, b, c0, nc, ws, grad_input);
+          backward_task_baseline(
+              p, grad_output, order.data(), first, last, b, c0, nc, ws, grad_input);
       }
     }
   });
@@ -526,7 +694,8 @@ at::Tensor roi_align_forward_cpu(
     int64_t pooled_width,
     int64_t sampling_ratio,
     bool aligned) {
-  TORCH_CHECK(input.dim() == 4, "roi_align: input must have shape (N, C, H, W), got ", input.sizes());
+  TORCH_CHECK(
+      input.dim() == 4, "roi_align: input must have shape (N, C, H, W), got ", input.sizes());
   TORCH_CHECK(
       input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
       "roi_align: input must be float32 or float64, got ", input.scalar_type());
@@ -577,10 +746,11 @@ at::Tensor roi_align_backward_cpu(
   check_rois(rois, grad_output, "grad_output");
   const int64_t num_rois = rois.size(0);
   TORCH_CHECK(
-      grad_output.dim() == 4 && grad_output.size(0) == num_rois && grad_output.size(1) == channels &&
-          grad_output.size(2) == pooled_height && grad_output.size(3) == pooled_width,
-      "roi_align: grad_output must have shape (", num_rois, ", ", channels, ", ", pooled_height, ", ",
-      pooled_width, "), got ", grad_output.sizes());
+      grad_output.dim() == 4 && grad_output.size(0) == num_rois &&
+          grad_output.size(1) == channels && grad_output.size(2) == pooled_height &&
+          grad_output.size(3) == pooled_width,
+      "roi_align: grad_output must have shape (", num_rois, ", ", channels, ", ", pooled_height,
+      ", ", pooled_width, "), got ", grad_output.sizes());
   at::Tensor grad_hwc = at::zeros({batch_size, height, width, channels}, grad_output.options());
   if (grad_output.numel() > 0 && grad_hwc.numel() > 0) {
     const at::Tensor grad_c = grad_output.contiguous();

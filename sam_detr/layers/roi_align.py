@@ -15,7 +15,8 @@ Shapes, with N images, C channels, K boxes and output_size (PH, PW):
 Boxes are in the coordinates of the image the features come from: spatial_scale maps them onto
 the feature map. They receive no gradient.
 """
-from typing import List, Sequence, Tuple, Union
+
+from typing import Sequence, Tuple, Union
 
 import torch
 import torchvision
@@ -27,6 +28,11 @@ from . import _ext
 __all__ = ["roi_align", "RoIAlignFunction"]
 
 BoxesType = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+def _kernel_available(device: torch.device) -> bool:
+    # an extension built before roi_align existed has no roi_align ops
+    return _ext.kernel_available(device) and hasattr(_ext.get_extension(), "roi_align_forward")
 
 
 class RoIAlignFunction(Function):
@@ -41,8 +47,8 @@ class RoIAlignFunction(Function):
         ctx.save_for_backward(rois)
         ctx.params = (output_size, spatial_scale, sampling_ratio, aligned)
         ctx.input_shape = input.shape
-        # the kernel computes the gradient channels-last; keep it so when the input is
-        ctx.channels_last = input.dim() == 4 and input.is_contiguous(memory_format=torch.channels_last)
+        # the kernel computes the gradient channels-last; it stays so when the input is
+        ctx.channels_last = input.is_contiguous(memory_format=torch.channels_last)
         return output
 
     @staticmethod
@@ -55,8 +61,18 @@ class RoIAlignFunction(Function):
         n, c, h, w = ctx.input_shape
         ext = _ext.get_extension()
         grad_input = ext.roi_align_backward(
-            grad_output, rois, spatial_scale, output_size[0], output_size[1], n, c, h, w,
-            sampling_ratio, aligned, ctx.channels_last,
+            grad_output,
+            rois,
+            spatial_scale,
+            output_size[0],
+            output_size[1],
+            n,
+            c,
+            h,
+            w,
+            sampling_ratio,
+            aligned,
+            ctx.channels_last,
         )
         return grad_input, None, None, None, None, None
 
@@ -123,7 +139,7 @@ def roi_align(
     rois = _boxes_to_rois(boxes, input)
     if input.device.type != "cpu" or input.dtype not in (torch.float32, torch.float64):
         return torchvision.ops.roi_align(input, rois, size, spatial_scale, sampling_ratio, aligned)
-    if not (_ext.kernel_available(input.device) and hasattr(_ext.get_extension(), "roi_align_forward")):
+    if not _kernel_available(input.device):
         _ext.warn_fallback("roi_align", input.device)
         return torchvision.ops.roi_align(input, rois, size, spatial_scale, sampling_ratio, aligned)
     return RoIAlignFunction.apply(input, rois, size, float(spatial_scale), int(sampling_ratio), bool(aligned))

@@ -4,6 +4,7 @@ determinism, argument checks and the fallback path.
 On x86-64 the compiled kernel must agree with torchvision bit for bit (neither build uses FMAs);
 elsewhere to rounding.
 """
+
 import platform
 
 import pytest
@@ -185,8 +186,10 @@ def test_layouts():
     channels-last input gets a channels-last gradient."""
     gen = torch.Generator().manual_seed(4)
     base = torch.randn(2, 6, 10, 12, generator=gen, dtype=torch.float64)
-    rois = torch.cat([torch.tensor([[0.0], [1.0], [1.0]], dtype=torch.float64),
-                      make_boxes(gen, 1, 10, 12, 1.0, torch.float64)[:3]], 1)
+    rois = torch.cat(
+        [torch.tensor([[0.0], [1.0], [1.0]], dtype=torch.float64), make_boxes(gen, 1, 10, 12, 1.0, torch.float64)[:3]],
+        1,
+    )
     expected = torchvision.ops.roi_align(base, rois, 3, 1.0, -1, True)
     variants = {
         "contiguous": base.clone(),
@@ -287,7 +290,13 @@ def test_set_cpu_isa_rejects_unknown():
         (torch.zeros(1, 3, 4, 5), torch.zeros(1, 4), 2, r"boxes as a tensor must have shape \(K, 5\)", ValueError),
         (torch.zeros(1, 3, 4, 5), [torch.zeros(2, 5)], 2, r"boxes\[0\] must be a tensor of shape \(L, 4\)", ValueError),
         (torch.zeros(1, 3, 4, 5), "boxes", 2, "boxes must be a Tensor", TypeError),
-        (torch.zeros(1, 3, 4, 5), torch.zeros(1, 5, dtype=torch.float64), 2, "boxes .* must have the dtype of input", TypeError),
+        (
+            torch.zeros(1, 3, 4, 5),
+            torch.zeros(1, 5, dtype=torch.float64),
+            2,
+            "boxes .* must have the dtype of input",
+            TypeError,
+        ),
         (torch.zeros(1, 3, 4, 5), torch.zeros(1, 5), (2, 0), "output_size must be a positive", ValueError),
         (torch.zeros(1, 3, 4, 5), torch.zeros(1, 5), (2, 2, 2), "output_size must be a positive", ValueError),
     ],
