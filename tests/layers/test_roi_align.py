@@ -5,6 +5,7 @@ On x86-64 the compiled kernel must agree with torchvision bit for bit (neither b
 elsewhere to rounding.
 """
 
+import math
 import platform
 
 import pytest
@@ -131,6 +132,36 @@ def test_border_coordinates(aligned, cpu_isa):
     assert_matches(out, out_tv)
     assert_matches(grad, grad_tv)
     assert (out != 0).any() and (out == 0).any()  # both sides of the border rule were hit
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_extreme_magnitudes(dtype, cpu_isa):
+    """Subnormal to large features and gradients, power-of-two and other sample counts: the kernels'
+    reciprocal products (for powers of two) must round exactly like torchvision's quotients."""
+    gen = torch.Generator().manual_seed(7)
+    info = torch.finfo(dtype)
+    low = int(math.log2(info.smallest_normal)) - 20  # 20 binades into the subnormals
+
+    def spread(shape, seed, high):
+        g = torch.Generator().manual_seed(seed)
+        exponents = torch.randint(low, high, shape, generator=g).to(dtype)
+        return torch.randn(shape, generator=g, dtype=dtype) * torch.pow(2.0, exponents)
+
+    x = spread((3, 17, 9, 11), 7, 100)
+    boxes = [make_boxes(gen, 3, 9, 11, 1.0, dtype) for _ in range(3)]
+    for sampling_ratio in (1, 2, 3, 4, -1):
+        results = []
+        for fn in (roi_align, torchvision.ops.roi_align):
+            xi = x.clone().requires_grad_(True)
+            out = fn(xi, boxes, (2, 3), 1.0, sampling_ratio, True)
+            # tiny gradients, so that subnormal per-sample contributions decide the sums' last bits
+            out.backward(spread(out.shape, 8, low + 40))
+            results.append((out.detach(), xi.grad))
+        (out, grad), (out_tv, grad_tv) = results
+        assert (grad_tv != 0).any() and ((grad_tv != 0) & (grad_tv.abs() < info.smallest_normal)).any()
+        assert_matches(out, out_tv)
+        assert_matches(grad, grad_tv)
 
 
 @needs_kernel
