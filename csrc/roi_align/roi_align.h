@@ -10,7 +10,7 @@
 namespace sam_detr {
 
 // input (N, C, H, W) float32/float64, any strides; rois (K, 5) of the same dtype, rows
-// (batch_index, x1, y1, x2, y2) in input coordinates before spatial_scale.
+// (batch_index, x1, y1, x2, y2) in image coordinates (spatial_scale maps them onto the input).
 // Returns (K, C, pooled_height, pooled_width), contiguous.
 at::Tensor roi_align_forward_cpu(
     const at::Tensor& input,
