@@ -5,19 +5,21 @@
 // and input gradients agree with it bit for bit where neither build contracts multiply-adds into
 // FMAs (torchvision's x86-64 wheels do not; this file forbids it). What differs is the work layout:
 //
-// * The feature map is read and the gradient written channels-last, (N, H, W, C), so the work for
-//   one sampling point is a run over contiguous channels, which vectorises (SSE2, AVX2 or AVX-512,
-//   picked at run time) without changing any per-channel arithmetic. The (C, PH, PW) blocks of
-//   output and grad_output are transposed to and from (PH * PW, C) one RoI at a time.
+// * Both passes are split into (image, channel block) tasks run in parallel. A task keeps its
+//   block of the image channels-last, (H * W, block), in a scratch buffer: the forward transposes
+//   the features into it, the backward accumulates the gradient there and transposes it out at the
+//   end. The work for one sampling point is then a run over contiguous channels, which vectorises
+//   (SSE2, AVX2 or AVX-512, picked at run time) without changing any per-channel arithmetic; the
+//   (block, PH, PW) slices of output and grad_output are transposed one RoI at a time.
 // * A sampling coordinate depends on the bin row and sample row only for y, on the bin column and
 //   sample column only for x, so each RoI needs PH * grid_h + PW * grid_w bilinear setups instead
 //   of torchvision's per-(channel, bin) recomputation in the backward.
-// * The forward is parallel over RoIs; every output element has one writer.
-// * The backward is parallel over (image, channel block) tasks. A task owns its slice of the
-//   gradient and visits the RoIs of its image in index order, bins and samples in torchvision's
-//   order, so every gradient element receives the same additions in the same order as in
-//   torchvision's serial loop: no atomics, and the result depends neither on the thread count nor
-//   on the block size.
+// * Every output element has one writer. In the backward a task visits the RoIs of its image in
+//   index order, their bins and samples in torchvision's order, so every gradient element receives
+//   the same additions in the same order as in torchvision's serial loop: no atomics, and the
+//   result depends neither on the thread count nor on the block size.
+// * One parallel region per call: no separate passes to reorder, zero or copy tensors, each of
+//   which would wake the threads again.
 #include "roi_align/roi_align.h"
 
 #include <ATen/Parallel.h>
@@ -50,13 +52,14 @@
 namespace sam_detr {
 namespace {
 
-// The backward splits channels into blocks of at most this many so that a task's gradient slice
-// (H * W rows of the block) stays cache resident; the block size does not affect the result.
-constexpr int64_t kMaxChannelBlock = 64;
+// Tasks cover at most this many channels, and a block whose (H * W, block) scratch exceeds
+// kScratchBytes only when kMinChannelBlock does; the block size does not affect the result.
+constexpr int64_t kMaxChannelBlock = 128;
+constexpr int64_t kScratchBytes = 1 << 20;  // well inside a core's L2
 // Smallest block worth a task of its own: below it the per-RoI setup outweighs the channel work.
 constexpr int64_t kMinChannelBlock = 16;
-// Output elements (RoI x channel x bin) a thread should have before another one is woken: a
-// parallel region costs microseconds, and far more when the other cores are busy.
+// Elements (RoI x channel x bin, and image x channel x pixel) a thread should have before another
+// one is woken: a parallel region costs microseconds, and far more when the other cores are busy.
 constexpr int64_t kGrainElements = 32768;
 
 // Where one sampling coordinate falls along one axis of the feature map.
@@ -109,7 +112,6 @@ struct RoiGeometry {
 template <typename T>
 struct Problem {
   const T* rois;  // (K, 5)
-  const int64_t* batch;  // (K,) image of each RoI
   int64_t channels;
   int height;
   int width;
@@ -122,8 +124,8 @@ struct Problem {
   int64_t bins() const {
     return static_cast<int64_t>(pooled_h) * pooled_w;
   }
-  int64_t image_stride() const {
-    return static_cast<int64_t>(height) * width * channels;
+  int64_t pixels() const {
+    return static_cast<int64_t>(height) * width;
   }
 
   RoiGeometry<T> geometry(int64_t k) const {
@@ -167,18 +169,29 @@ void axis_samples(T start, T bin, int pooled, int grid, int size, std::vector<Ax
   }
 }
 
-// Per-thread scratch, reused across RoIs.
+// Per-thread scratch, reused across tasks and RoIs.
 template <typename T>
 struct Workspace {
   std::vector<AxisSample<T>> ys;
   std::vector<AxisSample<T>> xs;
-  std::vector<T> bins_by_channel;  // (bins, channels) of one RoI
+  std::vector<T> image;  // (H * W, block): a task's features or gradient, channels-last
+  std::vector<T> roi;  // (bins, block): one RoI's output or grad_output
+};
+
+// Channels [c0, c0 + nc) of one image, and the RoIs of that image in index order.
+struct Task {
+  const int64_t* rois;
+  int64_t num_rois;
+  int64_t image;
+  int64_t c0;
+  int64_t nc;
 };
 
 enum class Isa { kBaseline, kAvx2, kAvx512 };
 
-// ---- Transposes between the kernels' (bins, channels) layout and the tensors' (channels, bins).
-// Square tiles of one vector width go through registers; the rest element by element.
+// ---- Transposes between the tasks' channels-last scratch, (bins or pixels, block), and the
+// tensors' (block, bins or pixels) slices. Square tiles of one vector width go through registers;
+// the rest element by element.
 
 #if SAM_DETR_X86_ISAS
 // GCC 12 flags the deliberately undefined pass-through operand inside its own AVX-512 intrinsics
@@ -361,72 +374,92 @@ SAM_DETR_ALWAYS_INLINE void scatter_corner(
   }
 }
 
-// output[k] (C, PH, PW) for RoI k; input is channels-last (N, H, W, C).
+// output[k, c0:c0 + nc] for the task's RoIs k. input is (N, C, H, W), contiguous in that order or
+// channels-last.
 template <Isa isa, typename T>
-SAM_DETR_ALWAYS_INLINE void forward_roi_impl(
-    const Problem<T>& p, const T* input, int64_t k, Workspace<T>& ws, T* output) {
-  const int64_t channels = p.channels;
+SAM_DETR_ALWAYS_INLINE void forward_task_impl(
+    const Problem<T>& p,
+    const T* input,
+    bool channels_last,
+    const Task& t,
+    Workspace<T>& ws,
+    T* output) {  // (K, C, PH, PW)
+  if (t.num_rois == 0) {
+    return;
+  }
+  const int64_t nc = t.nc;
   const int64_t bins = p.bins();
-  const RoiGeometry<T> g = p.geometry(k);
-  axis_samples(g.start_h, g.bin_h, p.pooled_h, g.grid_h, p.height, ws.ys);
-  axis_samples(g.start_w, g.bin_w, p.pooled_w, g.grid_w, p.width, ws.xs);
-  const int samples = std::max(g.grid_h * g.grid_w, 1);
-  const T count = samples;
-  // dividing by a power of two and multiplying by its reciprocal round the same real number
-  const bool pow2_count = (samples & (samples - 1)) == 0;
-  const T inv_count = T(1) / count;
-  const T* image = input + p.batch[k] * p.image_stride();
-  const int64_t row_stride = static_cast<int64_t>(p.width) * channels;
-  ws.bins_by_channel.resize(bins * channels);
-  for (int ph = 0; ph < p.pooled_h; ++ph) {
-    for (int pw = 0; pw < p.pooled_w; ++pw) {
-      T* acc = ws.bins_by_channel.data() + (ph * p.pooled_w + pw) * channels;
-      std::fill(acc, acc + channels, T(0));
-      for (int iy = 0; iy < g.grid_h; ++iy) {
-        const AxisSample<T>& sy = ws.ys[ph * g.grid_h + iy];
-        const T* row_low = image + sy.low * row_stride;
-        const T* row_high = image + sy.high * row_stride;
-        for (int ix = 0; ix < g.grid_w; ++ix) {
-          const AxisSample<T>& sx = ws.xs[pw * g.grid_w + ix];
-          if (sy.inside && sx.inside) {
-            accumulate_sample(
-                acc, row_low + sx.low * channels, row_low + sx.high * channels,
-                row_high + sx.low * channels, row_high + sx.high * channels, sy.rest * sx.rest,
-                sy.rest * sx.frac, sy.frac * sx.rest, sy.frac * sx.frac, channels);
-          } else {
-            // torchvision adds 0 * pixel (0, 0) here, which matters when that pixel is inf or NaN
-            accumulate_sample(acc, image, image, image, image, T(0), T(0), T(0), T(0), channels);
+  const int64_t pixels = p.pixels();
+  ws.image.resize(pixels * nc);
+  T* image = ws.image.data();
+  if (channels_last) {
+    const T* src = input + t.image * pixels * p.channels + t.c0;
+    for (int64_t i = 0; i < pixels; ++i) {
+      std::copy(src + i * p.channels, src + i * p.channels + nc, image + i * nc);
+    }
+  } else {
+    transpose<isa>(input + (t.image * p.channels + t.c0) * pixels, nc, pixels, pixels, image, nc);
+  }
+  const int64_t row_stride = p.width * nc;
+  ws.roi.resize(bins * nc);
+  for (int64_t j = 0; j < t.num_rois; ++j) {
+    const int64_t k = t.rois[j];
+    const RoiGeometry<T> g = p.geometry(k);
+    axis_samples(g.start_h, g.bin_h, p.pooled_h, g.grid_h, p.height, ws.ys);
+    axis_samples(g.start_w, g.bin_w, p.pooled_w, g.grid_w, p.width, ws.xs);
+    const int samples = std::max(g.grid_h * g.grid_w, 1);
+    const T count = samples;
+    // dividing by a power of two and multiplying by its reciprocal round the same real number
+    const bool pow2_count = (samples & (samples - 1)) == 0;
+    const T inv_count = T(1) / count;
+    for (int ph = 0; ph < p.pooled_h; ++ph) {
+      for (int pw = 0; pw < p.pooled_w; ++pw) {
+        T* acc = ws.roi.data() + (ph * p.pooled_w + pw) * nc;
+        std::fill(acc, acc + nc, T(0));
+        for (int iy = 0; iy < g.grid_h; ++iy) {
+          const AxisSample<T>& sy = ws.ys[ph * g.grid_h + iy];
+          const T* row_low = image + sy.low * row_stride;
+          const T* row_high = image + sy.high * row_stride;
+          for (int ix = 0; ix < g.grid_w; ++ix) {
+            const AxisSample<T>& sx = ws.xs[pw * g.grid_w + ix];
+            if (sy.inside && sx.inside) {
+              accumulate_sample(
+                  acc, row_low + sx.low * nc, row_low + sx.high * nc, row_high + sx.low * nc,
+                  row_high + sx.high * nc, sy.rest * sx.rest, sy.rest * sx.frac, sy.frac * sx.rest,
+                  sy.frac * sx.frac, nc);
+            } else {
+              // torchvision adds 0 * pixel (0, 0) here, which matters when it is inf or NaN
+              accumulate_sample(acc, image, image, image, image, T(0), T(0), T(0), T(0), nc);
+            }
+          }
+        }
+        if (pow2_count) {
+          for (int64_t c = 0; c < nc; ++c) {
+            acc[c] *= inv_count;
+          }
+        } else {
+          for (int64_t c = 0; c < nc; ++c) {
+            acc[c] /= count;
           }
         }
       }
-      if (pow2_count) {
-        for (int64_t c = 0; c < channels; ++c) {
-          acc[c] *= inv_count;
-        }
-      } else {
-        for (int64_t c = 0; c < channels; ++c) {
-          acc[c] /= count;
-        }
-      }
     }
+    transpose<isa>(ws.roi.data(), bins, nc, nc, output + (k * p.channels + t.c0) * bins, bins);
   }
-  transpose<isa>(
-      ws.bins_by_channel.data(), bins, channels, channels, output + k * channels * bins, bins);
 }
 
-// Adds RoI k's gradient to channels [c0, c0 + nc) of its image; grad_input is channels-last.
+// Adds RoI k's gradient to a task's (H * W, nc) gradient scratch.
 template <typename T, bool kPow2Count>
-SAM_DETR_ALWAYS_INLINE void backward_roi_block(
+SAM_DETR_ALWAYS_INLINE void backward_roi(
     const Problem<T>& p,
     const RoiGeometry<T>& g,
     const Workspace<T>& ws,
     const T* grad_by_bin,  // (bins, nc)
     int64_t nc,
-    T* image) {  // grad_input of the image, offset to channel c0
+    T* image) {
   const T count = g.grid_h * g.grid_w;
   const T inv_count = T(1) / count;
-  const int64_t row_stride = static_cast<int64_t>(p.width) * p.channels;
-  const int64_t channels = p.channels;
+  const int64_t row_stride = p.width * nc;
   for (int ph = 0; ph < p.pooled_h; ++ph) {
     for (int pw = 0; pw < p.pooled_w; ++pw) {
       const T* grad = grad_by_bin + (ph * p.pooled_w + pw) * nc;
@@ -444,66 +477,75 @@ SAM_DETR_ALWAYS_INLINE void backward_roi_block(
           }
           // one corner at a time: corners clamped onto the same pixel add in torchvision's order
           scatter_corner<T, kPow2Count>(
-              row_low + sx.low * channels, grad, sy.rest * sx.rest, count, inv_count, nc);
+              row_low + sx.low * nc, grad, sy.rest * sx.rest, count, inv_count, nc);
           scatter_corner<T, kPow2Count>(
-              row_low + sx.high * channels, grad, sy.rest * sx.frac, count, inv_count, nc);
+              row_low + sx.high * nc, grad, sy.rest * sx.frac, count, inv_count, nc);
           scatter_corner<T, kPow2Count>(
-              row_high + sx.low * channels, grad, sy.frac * sx.rest, count, inv_count, nc);
+              row_high + sx.low * nc, grad, sy.frac * sx.rest, count, inv_count, nc);
           scatter_corner<T, kPow2Count>(
-              row_high + sx.high * channels, grad, sy.frac * sx.frac, count, inv_count, nc);
+              row_high + sx.high * nc, grad, sy.frac * sx.frac, count, inv_count, nc);
         }
       }
     }
   }
 }
 
-// Channels [c0, c0 + nc) of image b's gradient, from its RoIs order[begin:end] (ascending).
+// grad_input[image, c0:c0 + nc], from the task's RoIs in index order. grad_input is (N, C, H, W),
+// contiguous in that order or channels-last.
 template <Isa isa, typename T>
 SAM_DETR_ALWAYS_INLINE void backward_task_impl(
     const Problem<T>& p,
     const T* grad_output,  // (K, C, PH, PW)
-    const int64_t* order,
-    int64_t begin,
-    int64_t end,
-    int64_t b,
-    int64_t c0,
-    int64_t nc,
+    bool channels_last,
+    const Task& t,
     Workspace<T>& ws,
-    T* grad_input) {  // (N, H, W, C)
+    T* grad_input) {
+  const int64_t nc = t.nc;
   const int64_t bins = p.bins();
-  T* image = grad_input + b * p.image_stride() + c0;
-  ws.bins_by_channel.resize(bins * nc);
-  T* grad_by_bin = ws.bins_by_channel.data();
-  for (int64_t j = begin; j < end; ++j) {
-    const int64_t k = order[j];
+  const int64_t pixels = p.pixels();
+  ws.image.assign(pixels * nc, T(0));
+  T* image = ws.image.data();
+  ws.roi.resize(bins * nc);
+  for (int64_t j = 0; j < t.num_rois; ++j) {
+    const int64_t k = t.rois[j];
     const RoiGeometry<T> g = p.geometry(k);
     if (g.grid_h <= 0 || g.grid_w <= 0) {
       continue;  // torchvision's sample loops are empty
     }
     axis_samples(g.start_h, g.bin_h, p.pooled_h, g.grid_h, p.height, ws.ys);
     axis_samples(g.start_w, g.bin_w, p.pooled_w, g.grid_w, p.width, ws.xs);
-    transpose<isa>(grad_output + (k * p.channels + c0) * bins, nc, bins, bins, grad_by_bin, nc);
+    transpose<isa>(grad_output + (k * p.channels + t.c0) * bins, nc, bins, bins, ws.roi.data(), nc);
     const int count = g.grid_h * g.grid_w;
     if ((count & (count - 1)) == 0) {
-      backward_roi_block<T, true>(p, g, ws, grad_by_bin, nc, image);
+      backward_roi<T, true>(p, g, ws, ws.roi.data(), nc, image);
     } else {
-      backward_roi_block<T, false>(p, g, ws, grad_by_bin, nc, image);
+      backward_roi<T, false>(p, g, ws, ws.roi.data(), nc, image);
     }
+  }
+  if (channels_last) {
+    T* dst = grad_input + t.image * pixels * p.channels + t.c0;
+    for (int64_t i = 0; i < pixels; ++i) {
+      std::copy(image + i * nc, image + (i + 1) * nc, dst + i * p.channels);
+    }
+  } else {
+    T* dst = grad_input + (t.image * p.channels + t.c0) * pixels;
+    transpose<isa>(image, pixels, nc, nc, dst, pixels);
   }
 }
 
 // The same kernels compiled for each instruction set; the widest the CPU has is used.
 #define SAM_DETR_ROI_ALIGN_VARIANTS(SUFFIX, ISA, TARGET)                                        \
   template <typename T>                                                                        \
-  TARGET void forward_roi_##SUFFIX(                                                            \
-      const Problem<T>& p, const T* input, int64_t k, Workspace<T>& ws, T* output) {           \
-    forward_roi_impl<ISA>(p, input, k, ws, output);                                            \
+  TARGET void forward_task_##SUFFIX(                                                           \
+      const Problem<T>& p, const T* input, bool channels_last, const Task& t, Workspace<T>& ws, \
+      T* output) {                                                                             \
+    forward_task_impl<ISA>(p, input, channels_last, t, ws, output);                            \
   }                                                                                            \
   template <typename T>                                                                        \
   TARGET void backward_task_##SUFFIX(                                                          \
-      const Problem<T>& p, const T* grad_output, const int64_t* order, int64_t begin,          \
-      int64_t end, int64_t b, int64_t c0, int64_t nc, Workspace<T>& ws, T* grad_input) {       \
-    backward_task_impl<ISA>(p, grad_output, order, begin, end, b, c0, nc, ws, grad_input);     \
+      const Problem<T>& p, const T* grad_output, bool channels_last, const Task& t,            \
+      Workspace<T>& ws, T* grad_input) {                                                       \
+    backward_task_impl<ISA>(p, grad_output, channels_last, t, ws, grad_input);                 \
   }
 
 SAM_DETR_ROI_ALIGN_VARIANTS(baseline, Isa::kBaseline, )
@@ -561,25 +603,79 @@ void parallel_chunks(int64_t n, int64_t grain, const F& body) {
   });
 }
 
+// RoI indices grouped by image, ascending within an image (a stable counting sort).
+struct RoiGroups {
+  std::vector<int64_t> order;  // (K,)
+  std::vector<int64_t> begin;  // (N + 1,) offsets of each image's group in `order`
+};
+
+RoiGroups group_by_image(const std::vector<int64_t>& batch, int64_t batch_size) {
+  RoiGroups groups{std::vector<int64_t>(batch.size()), std::vector<int64_t>(batch_size + 1, 0)};
+  for (int64_t b : batch) {
+    ++groups.begin[b + 1];
+  }
+  for (int64_t b = 0; b < batch_size; ++b) {
+    groups.begin[b + 1] += groups.begin[b];
+  }
+  std::vector<int64_t> next(groups.begin.begin(), groups.begin.end() - 1);
+  for (size_t k = 0; k < batch.size(); ++k) {
+    groups.order[next[batch[k]]++] = static_cast<int64_t>(k);
+  }
+  return groups;
+}
+
+// Channel block of the tasks: as large as the scratch budget allows, then halved until every
+// thread has two tasks (so that one can make up for another delayed), but not below
+// kMinChannelBlock.
 template <typename T>
-void forward_kernel(const Problem<T>& p, int64_t num_rois, const T* input, T* output) {
+int64_t channel_block(int64_t batch_size, int64_t channels, int64_t pixels) {
+  const int64_t fits = kScratchBytes / (pixels * static_cast<int64_t>(sizeof(T)));
+  int64_t block = std::min({channels, kMaxChannelBlock, std::max(fits, kMinChannelBlock)});
+  const int64_t threads = at::get_num_threads();
+  while (block > kMinChannelBlock && batch_size * ((channels + block - 1) / block) < 2 * threads) {
+    block = (block + 1) / 2;
+  }
+  return block;
+}
+
+// Calls body(task, workspace) for every (image, channel block) of the problem, in parallel.
+template <typename T, typename F>
+void for_each_task(const Problem<T>& p, const RoiGroups& groups, const F& body) {
+  const int64_t batch_size = static_cast<int64_t>(groups.begin.size()) - 1;
+  const int64_t block = channel_block<T>(batch_size, p.channels, p.pixels());
+  const int64_t blocks_per_image = (p.channels + block - 1) / block;
+  const int64_t tasks = batch_size * blocks_per_image;
+  const int64_t work =
+      (static_cast<int64_t>(groups.order.size()) * p.bins() + batch_size * p.pixels()) * p.channels;
+  const int64_t grain = std::max<int64_t>(1, tasks * kGrainElements / std::max<int64_t>(1, work));
+  parallel_chunks<T>(tasks, grain, [&](int64_t begin, int64_t end, Workspace<T>& ws) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / blocks_per_image;
+      const int64_t c0 = (task % blocks_per_image) * block;
+      const Task t{
+          groups.order.data() + groups.begin[b], groups.begin[b + 1] - groups.begin[b], b, c0,
+          std::min(block, p.channels - c0)};
+      body(t, ws);
+    }
+  });
+}
+
+template <typename T>
+void forward_kernel(
+    const Problem<T>& p, const RoiGroups& groups, const T* input, bool channels_last, T* output) {
   const Isa isa = best_isa();
-  const int64_t roi_elements = std::max<int64_t>(1, p.channels * p.bins());
-  const int64_t grain = std::max<int64_t>(1, kGrainElements / roi_elements);
-  parallel_chunks<T>(num_rois, grain, [&](int64_t begin, int64_t end, Workspace<T>& ws) {
-    for (int64_t k = begin; k < end; ++k) {
-      switch (isa) {
+  for_each_task(p, groups, [&](const Task& t, Workspace<T>& ws) {
+    switch (isa) {
 #if SAM_DETR_X86_ISAS
-        case Isa::kAvx512:
-          forward_roi_avx512(p, input, k, ws, output);
-          break;
-        case Isa::kAvx2:
-          forward_roi_avx2(p, input, k, ws, output);
-          break;
+      case Isa::kAvx512:
+        forward_task_avx512(p, input, channels_last, t, ws, output);
+        break;
+      case Isa::kAvx2:
+        forward_task_avx2(p, input, channels_last, t, ws, output);
+        break;
 #endif
-        default:
-          forward_roi_baseline(p, input, k, ws, output);
-      }
+      default:
+        forward_task_baseline(p, input, channels_last, t, ws, output);
     }
   });
 }
@@ -587,52 +683,25 @@ void forward_kernel(const Problem<T>& p, int64_t num_rois, const T* input, T* ou
 template <typename T>
 void backward_kernel(
     const Problem<T>& p,
+    const RoiGroups& groups,
     const T* grad_output,
-    const std::vector<int64_t>& order,  // RoI indices grouped by image, ascending within an image
-    const std::vector<int64_t>& image_begin,  // (N + 1,) offsets of each image's group in `order`
-    int64_t block,
+    bool channels_last,
     T* grad_input) {
   const Isa isa = best_isa();
-  const int64_t batch_size = static_cast<int64_t>(image_begin.size()) - 1;
-  const int64_t blocks_per_image = (p.channels + block - 1) / block;
-  const int64_t tasks = batch_size * blocks_per_image;
-  const int64_t work = static_cast<int64_t>(order.size()) * p.channels * p.bins();
-  const int64_t grain = std::max<int64_t>(1, tasks * kGrainElements / std::max<int64_t>(1, work));
-  parallel_chunks<T>(tasks, grain, [&](int64_t begin, int64_t end, Workspace<T>& ws) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / blocks_per_image;
-      const int64_t c0 = (task % blocks_per_image) * block;
-      const int64_t nc = std::min(block, p.channels - c0);
-      const int64_t first = image_begin[b];
-      const int64_t last = image_begin[b + 1];
-      switch (isa) {
+  for_each_task(p, groups, [&](const Task& t, Workspace<T>& ws) {
+    switch (isa) {
 #if SAM_DETR_X86_ISAS
-        case Isa::kAvx512:
-          backward_task_avx512(
-              p, grad_output, order.data(), first, last, b, c0, nc, ws, grad_input);
-          break;
-        case Isa::kAvx2:
-          backward_task_avx2(
-              p, grad_output, order.data(), first, last, b, c0, nc, ws, grad_input);
-          break;
+      case Isa::kAvx512:
+        backward_task_avx512(p, grad_output, channels_last, t, ws, grad_input);
+        break;
+      case Isa::kAvx2:
+        backward_task_avx2(p, grad_output, channels_last, t, ws, grad_input);
+        break;
 #endif
-        default:
-          backward_task_baseline(
-              p, grad_output, order.data(), first, last, b, c0, nc, ws, grad_input);
-      }
+      default:
+        backward_task_baseline(p, grad_output, channels_last, t, ws, grad_input);
     }
   });
-}
-
-// Channel block for the backward: the largest up to kMaxChannelBlock that still gives every thread
-// a task, but not below kMinChannelBlock.
-int64_t backward_channel_block(int64_t batch_size, int64_t channels) {
-  const int64_t threads = at::get_num_threads();
-  int64_t block = std::min(channels, kMaxChannelBlock);
-  while (block > kMinChannelBlock && batch_size * ((channels + block - 1) / block) < threads) {
-    block = (block + 1) / 2;
-  }
-  return std::max<int64_t>(block, 1);
 }
 
 void check_rois(const at::Tensor& rois, const at::Tensor& like, const char* like_name) {
@@ -662,7 +731,6 @@ std::vector<int64_t> roi_batch_indices(const T* rois, int64_t num_rois, int64_t 
 template <typename T>
 Problem<T> make_problem(
     const T* rois,
-    const std::vector<int64_t>& batch,
     int64_t channels,
     int64_t height,
     int64_t width,
@@ -673,7 +741,6 @@ Problem<T> make_problem(
     double spatial_scale) {
   return Problem<T>{
       rois,
-      batch.data(),
       channels,
       static_cast<int>(height),
       static_cast<int>(width),
@@ -705,7 +772,7 @@ at::Tensor roi_align_forward_cpu(
       pooled_height, ", ", pooled_width, ")");
   const int64_t num_rois = rois.size(0);
   const int64_t channels = input.size(1);
-  // every element is written below
+  // every element is written by exactly one task
   at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options());
   if (output.numel() == 0) {
     return output;
@@ -713,16 +780,20 @@ at::Tensor roi_align_forward_cpu(
   TORCH_CHECK(
       input.size(2) > 0 && input.size(3) > 0,
       "roi_align: input must have a non-empty feature map, got ", input.sizes());
-  // a no-op for channels-last inputs
-  const at::Tensor input_hwc = input.permute({0, 2, 3, 1}).contiguous();
+  // channels-last inputs are read as they are; anything else is made contiguous
+  const bool channels_last =
+      !input.is_contiguous() && input.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor input_c = channels_last ? input : input.contiguous();
   const at::Tensor rois_c = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_forward_cpu", [&] {
     const scalar_t* rois_data = rois_c.data_ptr<scalar_t>();
     const std::vector<int64_t> batch = roi_batch_indices(rois_data, num_rois, input.size(0));
     const Problem<scalar_t> problem = make_problem(
-        rois_data, batch, channels, input.size(2), input.size(3), pooled_height, pooled_width,
+        rois_data, channels, input.size(2), input.size(3), pooled_height, pooled_width,
         sampling_ratio, aligned, spatial_scale);
-    forward_kernel(problem, num_rois, input_hwc.data_ptr<scalar_t>(), output.data_ptr<scalar_t>());
+    forward_kernel(
+        problem, group_by_image(batch, input.size(0)), input_c.data_ptr<scalar_t>(), channels_last,
+        output.data_ptr<scalar_t>());
   });
   return output;
 }
@@ -751,36 +822,26 @@ at::Tensor roi_align_backward_cpu(
           grad_output.size(3) == pooled_width,
       "roi_align: grad_output must have shape (", num_rois, ", ", channels, ", ", pooled_height,
       ", ", pooled_width, "), got ", grad_output.sizes());
-  at::Tensor grad_hwc = at::zeros({batch_size, height, width, channels}, grad_output.options());
-  if (grad_output.numel() > 0 && grad_hwc.numel() > 0) {
-    const at::Tensor grad_c = grad_output.contiguous();
-    const at::Tensor rois_c = rois.contiguous();
-    AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "roi_align_backward_cpu", [&] {
-      const scalar_t* rois_data = rois_c.data_ptr<scalar_t>();
-      const std::vector<int64_t> batch = roi_batch_indices(rois_data, num_rois, batch_size);
-      // stable counting sort by image: each image's RoIs keep their index order
-      std::vector<int64_t> image_begin(batch_size + 1, 0);
-      for (int64_t b : batch) {
-        ++image_begin[b + 1];
-      }
-      for (int64_t b = 0; b < batch_size; ++b) {
-        image_begin[b + 1] += image_begin[b];
-      }
-      std::vector<int64_t> order(num_rois);
-      std::vector<int64_t> next(image_begin.begin(), image_begin.end() - 1);
-      for (int64_t k = 0; k < num_rois; ++k) {
-        order[next[batch[k]]++] = k;
-      }
-      const Problem<scalar_t> problem = make_problem(
-          rois_data, batch, channels, height, width, pooled_height, pooled_width, sampling_ratio,
-          aligned, spatial_scale);
-      backward_kernel(
-          problem, grad_c.data_ptr<scalar_t>(), order, image_begin,
-          backward_channel_block(batch_size, channels), grad_hwc.data_ptr<scalar_t>());
-    });
+  const auto options = grad_output.options().memory_format(
+      channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  if (grad_output.numel() == 0 || height * width == 0) {
+    return at::zeros({batch_size, channels, height, width}, options);
   }
-  at::Tensor grad_input = grad_hwc.permute({0, 3, 1, 2});
-  return channels_last ? grad_input : grad_input.contiguous();
+  // every element is written by exactly one task, zeros included
+  at::Tensor grad_input = at::empty({batch_size, channels, height, width}, options);
+  const at::Tensor grad_c = grad_output.contiguous();
+  const at::Tensor rois_c = rois.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "roi_align_backward_cpu", [&] {
+    const scalar_t* rois_data = rois_c.data_ptr<scalar_t>();
+    const std::vector<int64_t> batch = roi_batch_indices(rois_data, num_rois, batch_size);
+    const Problem<scalar_t> problem = make_problem(
+        rois_data, channels, height, width, pooled_height, pooled_width, sampling_ratio, aligned,
+        spatial_scale);
+    backward_kernel(
+        problem, group_by_image(batch, batch_size), grad_c.data_ptr<scalar_t>(), channels_last,
+        grad_input.data_ptr<scalar_t>());
+  });
+  return grad_input;
 }
 
 std::vector<std::string> roi_align_cpu_isas() {
