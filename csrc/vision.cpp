@@ -22,6 +22,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // roi_align
   m.def("roi_align_forward", &sam_detr::roi_align_forward, "RoIAlign forward (CPU)");
   m.def("roi_align_backward", &sam_detr::roi_align_backward, "RoIAlign backward (CPU)");
-  m.def("roi_align_cpu_isas", &sam_detr::roi_align_cpu_isas, "instruction sets of the RoIAlign CPU kernels");
-  m.def("roi_align_set_cpu_isa", &sam_detr::roi_align_set_cpu_isa, "selects the RoIAlign CPU kernels' instruction set");
+  m.def("roi_align_cpu_isas", &sam_detr::roi_align_cpu_isas,
+        "instruction sets the RoIAlign CPU kernels can use here");
+  m.def("roi_align_set_cpu_isa", &sam_detr::roi_align_set_cpu_isa,
+        "makes the RoIAlign CPU kernels use one instruction set (tests, benchmarks)");
 }
