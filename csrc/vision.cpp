@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include "ms_deform_attn/ms_deform_attn.h"
+#include "roi_align/roi_align.h"
 
 namespace sam_detr {
 
@@ -18,8 +19,18 @@ bool with_cuda() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("with_cuda", &sam_detr::with_cuda, "whether the CUDA kernels were compiled");
+
+  // ms_deform_attn
   m.def("ms_deform_attn_forward", &sam_detr::ms_deform_attn_forward,
         "multi-scale deformable attention forward (see ms_deform_attn/ms_deform_attn.h)");
   m.def("ms_deform_attn_backward", &sam_detr::ms_deform_attn_backward,
         "multi-scale deformable attention backward: [grad_value, grad_sampling_loc, grad_attn_weight]");
+
+  // roi_align
+  m.def("roi_align_forward", &sam_detr::roi_align_forward, "RoIAlign forward (CPU)");
+  m.def("roi_align_backward", &sam_detr::roi_align_backward, "RoIAlign backward (CPU)");
+  m.def("roi_align_cpu_isas", &sam_detr::roi_align_cpu_isas,
+        "instruction sets the RoIAlign CPU kernels can use here");
+  m.def("roi_align_set_cpu_isa", &sam_detr::roi_align_set_cpu_isa,
+        "makes the RoIAlign CPU kernels use one instruction set (tests, benchmarks)");
 }
