@@ -2,6 +2,7 @@
 // device-dispatching entry points, <op>/<op>_cpu.cpp and <op>/<op>_cuda.cu implement them.
 #include <torch/extension.h>
 
+#include "cpu_isa.h"
 #include "ms_deform_attn/ms_deform_attn.h"
 #include "roi_align/roi_align.h"
 
@@ -19,6 +20,12 @@ bool with_cuda() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("with_cuda", &sam_detr::with_cuda, "whether the CUDA kernels were compiled");
+  m.def("cpu_isa", [] { return sam_detr::cpu_isa_name(sam_detr::cpu_isa()); },
+        "instruction set the CPU kernels of all ops use: default, avx2 or avx512 (see cpu_isa.h)");
+  m.def("cpu_isas", &sam_detr::supported_cpu_isas,
+        "instruction sets the CPU kernels were compiled for and this CPU runs, narrowest first");
+  m.def("set_cpu_isa", &sam_detr::set_cpu_isa,
+        "makes the CPU kernels of all ops use one instruction set (tests, benchmarks); returns the previous one");
 
   // ms_deform_attn
   m.def("ms_deform_attn_forward", &sam_detr::ms_deform_attn_forward,
@@ -29,8 +36,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // roi_align
   m.def("roi_align_forward", &sam_detr::roi_align_forward, "RoIAlign forward (CPU)");
   m.def("roi_align_backward", &sam_detr::roi_align_backward, "RoIAlign backward (CPU)");
-  m.def("roi_align_cpu_isas", &sam_detr::roi_align_cpu_isas,
-        "instruction sets the RoIAlign CPU kernels can use here");
-  m.def("roi_align_set_cpu_isa", &sam_detr::roi_align_set_cpu_isa,
-        "makes the RoIAlign CPU kernels use one instruction set (tests, benchmarks)");
 }

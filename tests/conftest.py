@@ -38,3 +38,27 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def coco_mini_dir() -> Path:
     return COCO_MINI
+
+
+def _compiled_extension():
+    from sam_detr.layers import _ext  # imported here: only the compiled-op tests need it
+
+    return _ext.get_extension()
+
+
+def pytest_generate_tests(metafunc):
+    if "cpu_isa" in metafunc.fixturenames:
+        ext = _compiled_extension()
+        # without the extension the tests that use the fixture skip; one parameter keeps them listed
+        names = ext.cpu_isas() if ext is not None and hasattr(ext, "cpu_isas") else ["default"]
+        metafunc.parametrize("cpu_isa", names, indirect=True)
+
+
+@pytest.fixture
+def cpu_isa(request):
+    """Runs a test once per instruction set the CPU kernels of sam_detr._C can use here (selected for
+    every op through sam_detr._C.set_cpu_isa, then restored)."""
+    ext = _compiled_extension()
+    previous = ext.set_cpu_isa(request.param)
+    yield request.param
+    ext.set_cpu_isa(previous)

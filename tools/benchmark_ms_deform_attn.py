@@ -207,6 +207,9 @@ def main():
     parser.add_argument("--image", default="800x1333", help="input image HxW the levels are derived from")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    parser.add_argument(
+        "--isa", choices=["default", "avx2", "avx512"], help="instruction set of the CPU kernels (default: widest)"
+    )
     parser.add_argument("--no-pytorch", action="store_true", help="skip the (slow) PyTorch path")
     parser.add_argument("--official", help="directory holding the built official MultiScaleDeformableAttention")
     parser.add_argument("--bandwidth", type=float, help="peak memory bandwidth in GB/s for the roofline fraction")
@@ -225,7 +228,9 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     if not _ext.kernel_available("ms_deform_attn", torch.device(device)):
-        sys.exit(f"sam_detr._C has no {device} kernels: {_ext.unavailable_reason("ms_deform_attn", torch.device(device))}")
+        sys.exit(f"sam_detr._C has no {device} kernels: {_ext.unavailable_reason('ms_deform_attn', torch.device(device))}")
+    if args.isa:
+        _ext.get_extension().set_cpu_isa(args.isa)
 
     ops = {"compiled": ms_deform_attn}
     if not args.no_pytorch:
@@ -242,7 +247,7 @@ def main():
         bandwidth, source = peak_bandwidth(args.bandwidth)
         print(f"device: {torch.cuda.get_device_name()}, peak bandwidth {bandwidth:.0f} GB/s ({source})")
     else:
-        print(f"device: CPU, {torch.get_num_threads()} threads, kernels for {torch.backends.cpu.get_cpu_capability()}")
+        print(f"device: CPU, {torch.get_num_threads()} threads, kernels for {_ext.get_extension().cpu_isa()}")
     print(f"batch {batch}, {args.dtype}, image {image_hw[0]}x{image_hw[1]}, median of {repeat} runs\n")
 
     header = f"{'shape':8} {'op':9} {'fwd ms':>9} {'f+b ms':>9} {'fwd x':>7} {'f+b x':>7} {'fwd MB':>8} {'f+b MB':>8}"

@@ -75,6 +75,9 @@ def main():
     parser.add_argument("--channels", type=int, default=256)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--shapes", nargs="*", help="subset of shape names (e.g. 'R50 15x20 b1')")
+    parser.add_argument(
+        "--isa", choices=["default", "avx2", "avx512"], help="instruction set of sam_detr's kernels (default: widest)"
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -82,7 +85,9 @@ def main():
     ext = _ext.get_extension()
     if ext is None or not hasattr(ext, "roi_align_forward"):
         raise SystemExit("sam_detr._C with roi_align is not built: python setup.py build_ext --inplace")
-    isa = ext.roi_align_cpu_isas()[-1]
+    if args.isa:
+        ext.set_cpu_isa(args.isa)
+    isa = ext.cpu_isa()
     print(
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, {args.threads} threads, {args.dtype}, "
         f"kernels: {isa}; {args.boxes} boxes/image, {args.channels} channels, 7x7, aligned, sampling_ratio -1"

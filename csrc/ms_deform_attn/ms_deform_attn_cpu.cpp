@@ -1,6 +1,5 @@
 // CPU host side of multi-scale deformable attention: CPU-only checks, allocation, threading and the
-// choice of kernel variant (AVX-512, AVX2 or portable, from at::get_cpu_capability(), so
-// ATEN_CPU_CAPABILITY=default|avx2|avx512 selects them as it does PyTorch's own kernels).
+// kernel variant (AVX-512, AVX2 or portable) that sam_detr::cpu_isa() selects.
 //
 // Forward: at::parallel_for over the N * Lq queries; each query writes its own output row, so it is
 // race-free and its result does not depend on the thread count.
@@ -10,14 +9,13 @@
 // number of threads.
 #include "ms_deform_attn/ms_deform_attn.h"
 
-#include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/Version.h>
 
+#include "cpu_isa.h"
 #include "ms_deform_attn/ms_deform_attn_cpu.h"
 
 namespace sam_detr {
@@ -27,7 +25,6 @@ namespace {
 using ms_deform_attn_cpu::BackwardArgs;
 using ms_deform_attn_cpu::Corner;
 using ms_deform_attn_cpu::ForwardArgs;
-using ms_deform_attn_cpu::Isa;
 using ms_deform_attn_cpu::Kernels;
 using ms_deform_attn_cpu::PointCorners;
 using ms_deform_attn_cpu::Sizes;
@@ -40,33 +37,19 @@ constexpr int64_t kQueryGrain = 32;
 constexpr int64_t kMinBackwardTasks = 16;
 constexpr int64_t kReduceGrain = 4096;
 
-Isa cpu_isa() {
-#if SAM_DETR_MSDA_CPU_X86_VARIANTS
-  static const Isa isa = [] {
-    const std::string capability = at::get_cpu_capability();
-    if (capability == "AVX512") return Isa::kAvx512;
-    if (capability == "AVX2") return Isa::kAvx2;
-    return Isa::kDefault;
-  }();
-  return isa;
-#else
-  return Isa::kDefault;
-#endif
-}
-
 template <typename T>
 Kernels<T> select_kernels() {
-#if SAM_DETR_MSDA_CPU_X86_VARIANTS
+#if SAM_DETR_CPU_X86_VARIANTS
   switch (cpu_isa()) {
-    case Isa::kAvx512:
-      return ms_deform_attn_cpu::kernels<Isa::kAvx512, T>();
-    case Isa::kAvx2:
-      return ms_deform_attn_cpu::kernels<Isa::kAvx2, T>();
-    case Isa::kDefault:
+    case CpuIsa::kAvx512:
+      return ms_deform_attn_cpu::kernels<CpuIsa::kAvx512, T>();
+    case CpuIsa::kAvx2:
+      return ms_deform_attn_cpu::kernels<CpuIsa::kAvx2, T>();
+    case CpuIsa::kDefault:
       break;
   }
 #endif
-  return ms_deform_attn_cpu::kernels<Isa::kDefault, T>();
+  return ms_deform_attn_cpu::kernels<CpuIsa::kDefault, T>();
 }
 
 // The kernels index value with the level shapes, so unlike on CUDA (where reading them would

@@ -7,13 +7,7 @@
 
 #include <cstdint>
 
-// The AVX2 and AVX-512 variants rely on GCC's `#pragma GCC target`; other compilers and other
-// architectures get the portable variant only.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define SAM_DETR_MSDA_CPU_X86_VARIANTS 1
-#else
-#define SAM_DETR_MSDA_CPU_X86_VARIANTS 0
-#endif
+#include "cpu_isa.h"
 
 namespace sam_detr {
 namespace ms_deform_attn_cpu {
@@ -87,10 +81,8 @@ struct Kernels {
   void (*backward_reduce)(const BackwardArgs<T>& args, int64_t begin, int64_t end);
 };
 
-enum class Isa { kDefault, kAvx2, kAvx512 };
-
 // Defined in ms_deform_attn_cpu_isa_<isa>.cpp for T = float and double.
-template <Isa isa, typename T>
+template <CpuIsa isa, typename T>
 Kernels<T> kernels();
 
 }  // namespace ms_deform_attn_cpu

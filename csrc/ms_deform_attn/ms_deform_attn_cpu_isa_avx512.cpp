@@ -1,8 +1,8 @@
-// The CPU kernels compiled for AVX-512; used only when at::get_cpu_capability() reports it, so the build
+// The CPU kernels compiled for AVX-512; used only when sam_detr::cpu_isa() selects it, so the build
 // needs no -m flags and the extension still runs on any x86-64.
 #include "ms_deform_attn/ms_deform_attn_cpu.h"
 
-#if SAM_DETR_MSDA_CPU_X86_VARIANTS
+#if SAM_DETR_CPU_X86_VARIANTS
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
@@ -14,12 +14,12 @@ namespace sam_detr {
 namespace ms_deform_attn_cpu {
 
 template <>
-Kernels<float> kernels<Isa::kAvx512, float>() {
+Kernels<float> kernels<CpuIsa::kAvx512, float>() {
   return make_kernels<float>();
 }
 
 template <>
-Kernels<double> kernels<Isa::kAvx512, double>() {
+Kernels<double> kernels<CpuIsa::kAvx512, double>() {
   return make_kernels<double>();
 }
 
@@ -28,4 +28,4 @@ Kernels<double> kernels<Isa::kAvx512, double>() {
 
 #pragma GCC pop_options
 
-#endif  // SAM_DETR_MSDA_CPU_X86_VARIANTS
+#endif  // SAM_DETR_CPU_X86_VARIANTS

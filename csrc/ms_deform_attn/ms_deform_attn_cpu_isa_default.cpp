@@ -8,12 +8,12 @@ namespace sam_detr {
 namespace ms_deform_attn_cpu {
 
 template <>
-Kernels<float> kernels<Isa::kDefault, float>() {
+Kernels<float> kernels<CpuIsa::kDefault, float>() {
   return make_kernels<float>();
 }
 
 template <>
-Kernels<double> kernels<Isa::kDefault, double>() {
+Kernels<double> kernels<CpuIsa::kDefault, double>() {
   return make_kernels<double>();
 }
 

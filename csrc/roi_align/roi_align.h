@@ -4,9 +4,6 @@
 
 #include <torch/extension.h>
 
-#include <string>
-#include <vector>
-
 namespace sam_detr {
 
 // input (N, C, H, W) float32/float64, any strides; rois (K, 5) of the same dtype, rows
@@ -37,13 +34,6 @@ at::Tensor roi_align_backward_cpu(
     int64_t sampling_ratio,
     bool aligned,
     bool channels_last);
-
-// Names of the instruction sets the CPU kernels were compiled for and this CPU runs, narrowest
-// first ("baseline", then "avx2", "avx512" on x86-64). The widest is used by default.
-std::vector<std::string> roi_align_cpu_isas();
-// Makes the kernels use instruction set `name` (one of roi_align_cpu_isas()); returns the one used
-// before. For tests and benchmarks: every set gives the same results.
-std::string roi_align_set_cpu_isa(const std::string& name);
 
 inline at::Tensor roi_align_forward(
     const at::Tensor& input,

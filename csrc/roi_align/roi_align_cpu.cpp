@@ -9,8 +9,9 @@
 //   block of the image channels-last, (H * W, block), in a scratch buffer: the forward transposes
 //   the features into it, the backward accumulates the gradient there and transposes it out at the
 //   end. The work for one sampling point is then a run over contiguous channels, which vectorises
-//   (SSE2, AVX2 or AVX-512, picked at run time) without changing any per-channel arithmetic; the
-//   (block, PH, PW) slices of output and grad_output are transposed one RoI at a time.
+//   (SSE2, AVX2 or AVX-512, as sam_detr::cpu_isa() selects) without changing any per-channel
+//   arithmetic; the (block, PH, PW) slices of output and grad_output are transposed one RoI at a
+//   time.
 // * A sampling coordinate depends on the bin row and sample row only for y, on the bin column and
 //   sample column only for x, so each RoI needs PH * grid_h + PW * grid_w bilinear setups instead
 //   of torchvision's per-(channel, bin) recomputation in the backward.
@@ -29,7 +30,9 @@
 #include <cmath>
 #include <vector>
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include "cpu_isa.h"
+
+#if SAM_DETR_CPU_X86_VARIANTS
 #include <immintrin.h>
 #endif
 
@@ -41,11 +44,9 @@
 #pragma GCC optimize("fp-contract=off")
 #endif
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-#define SAM_DETR_X86_ISAS 1
+#if SAM_DETR_CPU_X86_VARIANTS
 #define SAM_DETR_ALWAYS_INLINE __attribute__((always_inline)) inline
 #else
-#define SAM_DETR_X86_ISAS 0
 #define SAM_DETR_ALWAYS_INLINE inline
 #endif
 
@@ -187,13 +188,11 @@ struct Task {
   int64_t nc;
 };
 
-enum class Isa { kBaseline, kAvx2, kAvx512 };
-
 // ---- Transposes between the tasks' channels-last scratch, (bins or pixels, block), and the
 // tensors' (block, bins or pixels) slices. Square tiles of one vector width go through registers;
 // the rest element by element.
 
-#if SAM_DETR_X86_ISAS
+#if SAM_DETR_CPU_X86_VARIANTS
 // GCC 12 flags the deliberately undefined pass-through operand inside its own AVX-512 intrinsics
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -296,17 +295,17 @@ SAM_DETR_AVX2 void transpose_tile_avx2(
   _mm256_storeu_pd(dst + 3 * ld_dst, _mm256_permute2f128_pd(t1, t3, 0x31));
 }
 #pragma GCC diagnostic pop
-#endif  // SAM_DETR_X86_ISAS
+#endif  // SAM_DETR_CPU_X86_VARIANTS
 
-// Side of the register tiles: one vector of T; the baseline's scalar tiles only block for the
-// cache.
-template <Isa isa, typename T>
+// Side of the register tiles: one vector of T; the default variant's scalar tiles only block for
+// the cache.
+template <CpuIsa isa, typename T>
 constexpr int64_t tile_size() {
-  return isa == Isa::kAvx512 ? 64 / sizeof(T) : isa == Isa::kAvx2 ? 32 / sizeof(T) : 8;
+  return isa == CpuIsa::kAvx512 ? 64 / sizeof(T) : isa == CpuIsa::kAvx2 ? 32 / sizeof(T) : 8;
 }
 
 // dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols.
-template <Isa isa, typename T>
+template <CpuIsa isa, typename T>
 SAM_DETR_ALWAYS_INLINE void transpose(
     const T* src, int64_t rows, int64_t cols, int64_t ld_src, T* dst, int64_t ld_dst) {
   constexpr int64_t kTile = tile_size<isa, T>();
@@ -323,11 +322,11 @@ SAM_DETR_ALWAYS_INLINE void transpose(
     for (int64_t c0 = 0; c0 < full_cols; c0 += kTile) {
       const T* s = src + r0 * ld_src + c0;
       T* d = dst + c0 * ld_dst + r0;
-#if SAM_DETR_X86_ISAS
-      if constexpr (isa == Isa::kAvx512) {
+#if SAM_DETR_CPU_X86_VARIANTS
+      if constexpr (isa == CpuIsa::kAvx512) {
         transpose_tile_avx512(s, ld_src, d, ld_dst);
         continue;
-      } else if constexpr (isa == Isa::kAvx2) {
+      } else if constexpr (isa == CpuIsa::kAvx2) {
         transpose_tile_avx2(s, ld_src, d, ld_dst);
         continue;
       }
@@ -376,7 +375,7 @@ SAM_DETR_ALWAYS_INLINE void scatter_corner(
 
 // output[k, c0:c0 + nc] for the task's RoIs k. input is (N, C, H, W), contiguous in that order or
 // channels-last.
-template <Isa isa, typename T>
+template <CpuIsa isa, typename T>
 SAM_DETR_ALWAYS_INLINE void forward_task_impl(
     const Problem<T>& p,
     const T* input,
@@ -492,7 +491,7 @@ SAM_DETR_ALWAYS_INLINE void backward_roi(
 
 // grad_input[image, c0:c0 + nc], from the task's RoIs in index order. grad_input is (N, C, H, W),
 // contiguous in that order or channels-last.
-template <Isa isa, typename T>
+template <CpuIsa isa, typename T>
 SAM_DETR_ALWAYS_INLINE void backward_task_impl(
     const Problem<T>& p,
     const T* grad_output,  // (K, C, PH, PW)
@@ -533,7 +532,7 @@ SAM_DETR_ALWAYS_INLINE void backward_task_impl(
   }
 }
 
-// The same kernels compiled for each instruction set; the widest the CPU has is used.
+// The same kernels compiled for each instruction set; cpu_isa() picks one per call.
 #define SAM_DETR_ROI_ALIGN_VARIANTS(SUFFIX, ISA, TARGET)                                        \
   template <typename T>                                                                        \
   TARGET void forward_task_##SUFFIX(                                                           \
@@ -548,44 +547,12 @@ SAM_DETR_ALWAYS_INLINE void backward_task_impl(
     backward_task_impl<ISA>(p, grad_output, channels_last, t, ws, grad_input);                 \
   }
 
-SAM_DETR_ROI_ALIGN_VARIANTS(baseline, Isa::kBaseline, )
-#if SAM_DETR_X86_ISAS
-SAM_DETR_ROI_ALIGN_VARIANTS(avx2, Isa::kAvx2, SAM_DETR_AVX2)
-SAM_DETR_ROI_ALIGN_VARIANTS(avx512, Isa::kAvx512, SAM_DETR_AVX512)
+SAM_DETR_ROI_ALIGN_VARIANTS(default, CpuIsa::kDefault, )
+#if SAM_DETR_CPU_X86_VARIANTS
+SAM_DETR_ROI_ALIGN_VARIANTS(avx2, CpuIsa::kAvx2, SAM_DETR_AVX2)
+SAM_DETR_ROI_ALIGN_VARIANTS(avx512, CpuIsa::kAvx512, SAM_DETR_AVX512)
 #endif
 #undef SAM_DETR_ROI_ALIGN_VARIANTS
-
-constexpr const char* kIsaNames[] = {"baseline", "avx2", "avx512"};
-
-bool isa_supported(Isa isa) {
-#if SAM_DETR_X86_ISAS
-  __builtin_cpu_init();
-  switch (isa) {
-    case Isa::kAvx512:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-    case Isa::kAvx2:
-      return __builtin_cpu_supports("avx2");
-    default:
-      return true;
-  }
-#else
-  return isa == Isa::kBaseline;
-#endif
-}
-
-// The widest supported instruction set unless a test picked another with roi_align_set_cpu_isa.
-std::atomic<Isa>& current_isa() {
-  static std::atomic<Isa> isa{
-      isa_supported(Isa::kAvx512) ? Isa::kAvx512
-          : isa_supported(Isa::kAvx2) ? Isa::kAvx2
-                                      : Isa::kBaseline};
-  return isa;
-}
-
-Isa best_isa() {
-  return current_isa().load(std::memory_order_relaxed);
-}
 
 // Runs body(begin, end, workspace) over [0, n) in chunks of `grain` handed out on demand: a thread
 // that the OS deschedules (other processes, data-loader workers) then delays the call by one chunk
@@ -663,19 +630,19 @@ void for_each_task(const Problem<T>& p, const RoiGroups& groups, const F& body) 
 template <typename T>
 void forward_kernel(
     const Problem<T>& p, const RoiGroups& groups, const T* input, bool channels_last, T* output) {
-  const Isa isa = best_isa();
+  const CpuIsa isa = cpu_isa();
   for_each_task(p, groups, [&](const Task& t, Workspace<T>& ws) {
     switch (isa) {
-#if SAM_DETR_X86_ISAS
-      case Isa::kAvx512:
+#if SAM_DETR_CPU_X86_VARIANTS
+      case CpuIsa::kAvx512:
         forward_task_avx512(p, input, channels_last, t, ws, output);
         break;
-      case Isa::kAvx2:
+      case CpuIsa::kAvx2:
         forward_task_avx2(p, input, channels_last, t, ws, output);
         break;
 #endif
       default:
-        forward_task_baseline(p, input, channels_last, t, ws, output);
+        forward_task_default(p, input, channels_last, t, ws, output);
     }
   });
 }
@@ -687,19 +654,19 @@ void backward_kernel(
     const T* grad_output,
     bool channels_last,
     T* grad_input) {
-  const Isa isa = best_isa();
+  const CpuIsa isa = cpu_isa();
   for_each_task(p, groups, [&](const Task& t, Workspace<T>& ws) {
     switch (isa) {
-#if SAM_DETR_X86_ISAS
-      case Isa::kAvx512:
+#if SAM_DETR_CPU_X86_VARIANTS
+      case CpuIsa::kAvx512:
         backward_task_avx512(p, grad_output, channels_last, t, ws, grad_input);
         break;
-      case Isa::kAvx2:
+      case CpuIsa::kAvx2:
         backward_task_avx2(p, grad_output, channels_last, t, ws, grad_input);
         break;
 #endif
       default:
-        backward_task_baseline(p, grad_output, channels_last, t, ws, grad_input);
+        backward_task_default(p, grad_output, channels_last, t, ws, grad_input);
     }
   });
 }
@@ -842,29 +809,6 @@ at::Tensor roi_align_backward_cpu(
         grad_input.data_ptr<scalar_t>());
   });
   return grad_input;
-}
-
-std::vector<std::string> roi_align_cpu_isas() {
-  std::vector<std::string> names;
-  for (Isa isa : {Isa::kBaseline, Isa::kAvx2, Isa::kAvx512}) {
-    if (isa_supported(isa)) {
-      names.emplace_back(kIsaNames[static_cast<int>(isa)]);
-    }
-  }
-  return names;
-}
-
-std::string roi_align_set_cpu_isa(const std::string& name) {
-  const std::string previous = kIsaNames[static_cast<int>(best_isa())];
-  for (Isa isa : {Isa::kBaseline, Isa::kAvx2, Isa::kAvx512}) {
-    if (name == kIsaNames[static_cast<int>(isa)]) {
-      TORCH_CHECK(isa_supported(isa), "roi_align: this CPU cannot run the ", name, " kernels");
-      current_isa().store(isa);
-      return previous;
-    }
-  }
-  TORCH_CHECK(false, "roi_align: unknown instruction set '", name, "'; this CPU runs ",
-              c10::Join(", ", roi_align_cpu_isas()));
 }
 
 }  // namespace sam_detr

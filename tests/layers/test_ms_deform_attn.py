@@ -3,9 +3,6 @@
 CPU cases run everywhere `sam_detr._C` is built; `cuda` cases need a GPU and an extension built with CUDA.
 """
 import importlib
-import os
-import subprocess
-import sys
 import types
 
 import pytest
@@ -21,7 +18,7 @@ from sam_detr.layers.ms_deform_attn import (
     ms_deform_attn_pytorch,
 )
 
-from conftest import HAS_CUDA, REPO_ROOT
+from conftest import HAS_CUDA
 
 # the package re-exports the function under the submodule's name
 msda_module = importlib.import_module("sam_detr.layers.ms_deform_attn")
@@ -107,7 +104,7 @@ def check_against_reference(case, dtype, device, fwd_tol, bwd_tol):
 @needs_op
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("dtype, fwd_tol, bwd_tol", [(torch.float64, 1e-10, 1e-10), (torch.float32, 1e-5, 2e-5)])
-def test_cpu_matches_pytorch(case, dtype, fwd_tol, bwd_tol):
+def test_cpu_matches_pytorch(case, dtype, fwd_tol, bwd_tol, cpu_isa):
     check_against_reference(case, dtype, "cpu", fwd_tol, bwd_tol)
 
 
@@ -123,7 +120,7 @@ def test_cpu_zero_queries_and_batch():
 
 
 @needs_op
-def test_cpu_unaligned_value():
+def test_cpu_unaligned_value(cpu_isa):
     """A value whose data starts 4 bytes into its storage (still contiguous) gives the same result."""
     value, ss, lsi, loc, attn = make_inputs(2, 2, 32, [(5, 6), (2, 3)], 4, 3, dtype=torch.float32)
     shifted = torch.empty(value.numel() + 1)[1:].view(value.shape).copy_(value)
@@ -149,7 +146,7 @@ def _cpu_backward(case, dtype):
 @pytest.mark.parametrize(
     "case", [(3, 8, 32, [(9, 11), (5, 6)], 40, 4), (1, 1, 256, [(9, 11), (5, 6)], 40, 4)], ids=["heads", "chunked"]
 )
-def test_cpu_backward_deterministic(case):
+def test_cpu_backward_deterministic(case, cpu_isa):
     """Bit-identical gradients run to run and for 1 or 2 threads (each task owns its grad_value slice)."""
     threads = torch.get_num_threads()
     try:
@@ -161,35 +158,6 @@ def test_cpu_backward_deterministic(case):
         torch.set_num_threads(threads)
     for a, b, c in zip(first, second, single):
         assert torch.equal(a, b) and torch.equal(a, c)
-
-
-_ISA_CHECK = """
-import torch
-from test_ms_deform_attn import CASES, check_against_reference
-assert torch.backends.cpu.get_cpu_capability() == {capability!r}, torch.backends.cpu.get_cpu_capability()
-for case in CASES:
-    check_against_reference(case, torch.float64, "cpu", 1e-10, 1e-10)
-    check_against_reference(case, torch.float32, "cpu", 1e-5, 2e-5)
-print("ok")
-"""
-_ISA_RANK = {"DEFAULT": 0, "AVX2": 1, "AVX512": 2}
-
-
-@needs_op
-@pytest.mark.parametrize("capability", ["DEFAULT", "AVX2"])
-def test_cpu_isa_variants(capability):
-    """The variants below this CPU's best one (ATEN_CPU_CAPABILITY picks them, once per process, so each
-    runs in a child process) are correct too; the best one is what the other tests run."""
-    available = torch.backends.cpu.get_cpu_capability()
-    if _ISA_RANK.get(available, -1) <= _ISA_RANK[capability]:
-        pytest.skip(f"this CPU's best variant is {available}, tested in this process")
-    path = os.pathsep.join(str(p) for p in (REPO_ROOT, REPO_ROOT / "tests", REPO_ROOT / "tests" / "layers"))
-    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability.lower(), PYTHONPATH=path)
-    code = _ISA_CHECK.format(capability=capability)
-    result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
-    )
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 
 
 @needs_op

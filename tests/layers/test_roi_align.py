@@ -31,14 +31,6 @@ def assert_matches(actual: torch.Tensor, expected: torch.Tensor):
         torch.testing.assert_close(actual, expected, rtol=tol, atol=tol, equal_nan=True)
 
 
-@pytest.fixture(params=_EXT.roi_align_cpu_isas() if HAS_KERNEL else ["baseline"])
-def cpu_isa(request):
-    """Runs a test once per instruction set the kernels were compiled for and this CPU has."""
-    previous = _EXT.roi_align_set_cpu_isa(request.param)
-    yield request.param
-    _EXT.roi_align_set_cpu_isa(previous)
-
-
 def make_boxes(gen: torch.Generator, num: int, height: int, width: int, scale: float, dtype) -> torch.Tensor:
     """(M, 4) boxes x1y1x2y2 in image coordinates (feature map coordinates / scale), `num` of each
     random kind (mostly inside, partly outside) and a few of every special kind: fully outside,
@@ -290,11 +282,11 @@ def test_backward_is_deterministic():
     boxes = [make_boxes(gen, 40, 15, 20, 1.0, torch.float32), make_boxes(gen, 25, 15, 20, 1.0, torch.float32)]
     grad_out = torch.randn(sum(len(b) for b in boxes), 130, 7, 7, generator=gen)
     threads = torch.get_num_threads()
-    isa = ext.roi_align_set_cpu_isa("baseline")
+    isa = ext.cpu_isa()
     grads = []
     try:
-        for isa_name in ext.roi_align_cpu_isas():
-            ext.roi_align_set_cpu_isa(isa_name)
+        for isa_name in ext.cpu_isas():
+            ext.set_cpu_isa(isa_name)
             for num_threads in (1, 2, 5, 2):
                 torch.set_num_threads(num_threads)
                 xi = x.clone().requires_grad_(True)
@@ -302,16 +294,9 @@ def test_backward_is_deterministic():
                 grads.append(xi.grad)
     finally:
         torch.set_num_threads(threads)
-        ext.roi_align_set_cpu_isa(isa)
+        ext.set_cpu_isa(isa)
     for grad in grads[1:]:
         assert torch.equal(grad, grads[0])
-
-
-@needs_kernel
-def test_set_cpu_isa_rejects_unknown():
-    ext = _EXT
-    with pytest.raises(RuntimeError, match="unknown instruction set 'sse9'"):
-        ext.roi_align_set_cpu_isa("sse9")
 
 
 @pytest.mark.parametrize(
