@@ -50,7 +50,9 @@ def main() -> None:
     parser.add_argument("--config-file", required=True, help="LazyConfig file of the model")
     parser.add_argument("--source", required=True, help="official checkpoint (.pth)")
     parser.add_argument("--output", required=True, help="where to write the converted checkpoint (.pth)")
-    parser.add_argument("--dataset", default="coco_2017_val", help="registered dataset whose classes the model predicts")
+    parser.add_argument(
+        "--dataset", default="coco_2017_val", help="registered dataset whose classes the model predicts"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, key=value")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)

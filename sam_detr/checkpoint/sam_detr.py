@@ -9,7 +9,7 @@ Aligner, which is a submodule here:
     transformer.decoder.bbox_embed.*                       dropped: the same tensors as bbox_embed.*
 """
 import re
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -28,7 +28,7 @@ def sam_detr_key(key: str) -> str:
     return _ALIGNER.sub(r"\1semantics_aligner.\2.", key)
 
 
-def dataset_class_ids(dataset_name: str = "coco_2017_val") -> list:
+def dataset_class_ids(dataset_name: str = "coco_2017_val") -> List[int]:
     """The dataset's category id of each contiguous class, from its Detectron2 metadata: for COCO, the
     official class index of each of Detectron2's 80 classes."""
     import detectron2.data.datasets  # noqa: F401  (registers the builtin datasets' metadata)
@@ -74,7 +74,9 @@ def convert_sam_detr(
             raise KeyError(f"official key {key!r} (as {name!r}) is not in the target model")
         if class_ids is not None and name.startswith("class_embed."):
             if max(class_ids) >= value.shape[0]:
-                raise ValueError(f"official key {key!r} has {value.shape[0]} classes, class_ids go up to {max(class_ids)}")
+                raise ValueError(
+                    f"official key {key!r} has {value.shape[0]} classes, class_ids go up to {max(class_ids)}"
+                )
             value = value[list(class_ids)]
         if value.shape != target[name].shape:
             raise ValueError(

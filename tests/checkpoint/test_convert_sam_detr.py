@@ -75,13 +75,14 @@ def test_official_listing_converts_and_loads_strictly(listing):
     incompatible = DetectionCheckpointer(model)._load_model({"model": converted, "matching_heuristics": False})
     assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
     model.load_state_dict(converted, strict=True)
+    layer = "transformer.decoder.layers"
     expected = {
         "backbone.0.body.conv1.weight": "backbone.stem.conv1.weight",
         "backbone.0.body.layer1.0.downsample.1.running_var": "backbone.res2.0.shortcut.norm.running_var",
         "backbone.0.body.layer4.2.bn3.bias": "backbone.res5.2.conv3.norm.bias",
-        "transformer.decoder.layers.3.point2.6.weight": "transformer.decoder.layers.3.semantics_aligner.point2.6.weight",
-        "transformer.decoder.layers.5.attn2.bias": "transformer.decoder.layers.5.semantics_aligner.attn2.bias",
-        "transformer.decoder.layers.2.ca_qpos_sine_proj.layers.1.weight": "transformer.decoder.layers.2.ca_qpos_sine_proj.layers.1.weight",
+        f"{layer}.3.point2.6.weight": f"{layer}.3.semantics_aligner.point2.6.weight",
+        f"{layer}.5.attn2.bias": f"{layer}.5.semantics_aligner.attn2.bias",
+        f"{layer}.2.ca_qpos_sine_proj.layers.1.weight": f"{layer}.2.ca_qpos_sine_proj.layers.1.weight",
         "input_proj.0.0.weight": "input_proj.0.0.weight",
         "query_embed.weight": "query_embed.weight",
         "bbox_embed.4.layers.2.bias": "bbox_embed.4.layers.2.bias",
@@ -137,7 +138,8 @@ def test_errors_name_the_first_offending_key():
     not (CONFIGS / "common" / "data" / "coco_detr.py").is_file(), reason="configs/common/data/coco_detr.py is absent"
 )
 def test_tool_converts_a_checkpoint_for_a_config(tmp_path):
-    spec = importlib.util.spec_from_file_location("convert_official_weights", REPO_ROOT / "tools" / "convert_official_weights.py")
+    path = REPO_ROOT / "tools" / "convert_official_weights.py"
+    spec = importlib.util.spec_from_file_location("convert_official_weights", path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     official = fake_official("e50")

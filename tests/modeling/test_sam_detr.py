@@ -116,7 +116,9 @@ def _inputs():
         gt_classes=torch.tensor([1, 4]),
     )
     b = {"image": torch.randint(0, 256, (3, 45, 101), dtype=torch.uint8)}
-    b["instances"] = Instances((45, 101), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64))
+    b["instances"] = Instances(
+        (45, 101), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64)
+    )
     return [a, b]
 
 
@@ -153,7 +155,8 @@ def test_official_initialisation():
     assert torch.equal(layers[0].linear1.bias, layers[2].linear1.bias)
     assert not torch.equal(layers[0].linear1.weight, layers[2].linear1.weight)
     attn = [m for m in model.transformer.encoder.modules() if isinstance(m, MSDeformAttn)]
-    assert attn and all((m.sampling_offsets.weight == 0).all() and (m.attention_weights.weight == 0).all() for m in attn)
+    assert attn and all((m.sampling_offsets.weight == 0).all() for m in attn)
+    assert all((m.attention_weights.weight == 0).all() for m in attn)
     assert torch.allclose(model.class_embed[1].bias, torch.full((5,), -math.log(99.0)))
     assert all((h.layers[-1].weight == 0).all() and (h.layers[-1].bias == 0).all() for h in model.bbox_embed)
     assert torch.equal(model.class_embed[0].weight, model.class_embed[2].weight)
@@ -253,11 +256,12 @@ def test_every_sam_detr_config_is_tested():
 def test_config_trains_and_infers(name):
     batch, epochs, drop, norm, smca, dc5, ms = CONFIG_TABLE[name]
     cfg = LazyConfig.load(str(CONFIGS / name))
-    assert (cfg.dataloader.train.total_batch_size, cfg.train.epochs, cfg.lr_multiplier.milestones) == (batch, epochs, [drop])
+    assert cfg.dataloader.train.total_batch_size == batch
+    assert (cfg.train.epochs, cfg.lr_multiplier.milestones) == (epochs, [drop])
     assert cfg.optimizer.lr == 1e-4 and cfg.optimizer.weight_decay == 1e-4 and cfg.train.clip_grad.max_norm == 0.1
     assert cfg.train.init_checkpoint == "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
-    assert (cfg.model.input_proj_norm, cfg.model.transformer.decoder.layer.smca, cfg.model.backbone.dc5) == (norm, smca, dc5)
-    assert cfg.model.num_queries == 300
+    assert (cfg.model.input_proj_norm, cfg.model.backbone.dc5, cfg.model.num_queries) == (norm, dc5, 300)
+    assert cfg.model.transformer.decoder.layer.smca == smca
     # smaller for speed: fewer queries and layers (every level still visited)
     cfg.model.num_queries = 6
     cfg.model.transformer.encoder.num_layers = 1

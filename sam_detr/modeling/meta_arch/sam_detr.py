@@ -49,7 +49,8 @@ class SAMDETR(DETRBase):
             raise ValueError("SAM-DETR has no 'no object' class: its criterion needs class_loss_type='focal'")
         if len(self.in_features) != transformer.num_feature_levels:
             raise ValueError(
-                f"in_features {self.in_features} must give the {transformer.num_feature_levels} level(s) of the transformer"
+                f"in_features {self.in_features} must give the {transformer.num_feature_levels} level(s) "
+                "of the transformer"
             )
         hidden = transformer.d_model
         num_layers = len(transformer.decoder.layers)
