@@ -8,7 +8,7 @@ registered meta-architectures be built from a classic `CfgNode` as well:
 """
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_detr_config"]
+__all__ = ["add_detr_config", "add_sam_detr_config"]
 
 
 def add_detr_config(cfg: CN) -> CN:
@@ -44,4 +44,30 @@ def add_detr_config(cfg: CN) -> CN:
     cfg.MODEL.DETR.EOS_COEF = 0.1
     cfg.MODEL.DETR.FOCAL_ALPHA = 0.25
     cfg.MODEL.DETR.FOCAL_GAMMA = 2.0
+    return cfg
+
+
+def add_sam_detr_config(cfg: CN) -> CN:
+    """`add_detr_config` with SAM-DETR's values (300 queries, focal classes, cost and weight 2 for classes),
+    and cfg.MODEL.SAM_DETR. Multi-scale when MODEL.DETR.IN_FEATURES names several levels (finest first):
+
+        cfg = get_cfg(); add_sam_detr_config(cfg); cfg.MODEL.META_ARCHITECTURE = "SAMDETR"
+    """
+    add_detr_config(cfg)
+    cfg.MODEL.DETR.NUM_QUERIES = 300
+    cfg.MODEL.DETR.CLASS_LOSS = "focal"
+    cfg.MODEL.DETR.COST_CLASS = 2.0
+    cfg.MODEL.DETR.CLASS_WEIGHT = 2.0
+
+    cfg.MODEL.SAM_DETR = CN()
+    cfg.MODEL.SAM_DETR.SMCA = False
+    # GroupNorm after the input projections: the official 12-epoch and multi-scale models have it, the
+    # 50-epoch single-scale ones do not
+    cfg.MODEL.SAM_DETR.INPUT_PROJ_NORM = True
+    # per decoder layer, the level it attends to (index into IN_FEATURES); empty: the layers split evenly
+    # from the coarsest level to the finest ([2, 2, 1, 1, 0, 0] for 6 layers over 3 levels)
+    cfg.MODEL.SAM_DETR.DECODER_LEVELS = []
+    # the multi-scale (deformable) encoder
+    cfg.MODEL.SAM_DETR.ENC_N_POINTS = 4
+    cfg.MODEL.SAM_DETR.ENC_DIM_FEEDFORWARD = 1024
     return cfg

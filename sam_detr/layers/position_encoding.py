@@ -26,6 +26,10 @@ class PositionEmbeddingSine(nn.Module):
 
     Args:
         num_pos_feats: features per axis; the output has 2 * num_pos_feats channels, Y first.
+        shifted_denominator: divide by `(last index + offset) + eps - offset`, SAM-DETR's order of
+            operations. It equals `last index + eps` up to rounding, which matters where a whole row or
+            column is padding (last index 0): the (meaningless but not masked) embedding of such pixels
+            reaches the encoder's output there, and from it, e.g., RoIAlign at the image border.
     """
 
     def __init__(
@@ -36,6 +40,7 @@ class PositionEmbeddingSine(nn.Module):
         scale: float = 2 * math.pi,
         offset: float = 0.0,
         eps: float = 1e-6,
+        shifted_denominator: bool = False,
     ):
         super().__init__()
         self.num_pos_feats = num_pos_feats
@@ -44,6 +49,7 @@ class PositionEmbeddingSine(nn.Module):
         self.scale = scale
         self.offset = offset
         self.eps = eps
+        self.shifted_denominator = shifted_denominator
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
         """
@@ -55,7 +61,12 @@ class PositionEmbeddingSine(nn.Module):
         not_mask = ~mask
         y_embed = not_mask.cumsum(1, dtype=torch.float32)
         x_embed = not_mask.cumsum(2, dtype=torch.float32)
-        if self.normalize:
+        if self.normalize and self.shifted_denominator:
+            y_embed = y_embed + self.offset
+            x_embed = x_embed + self.offset
+            y_embed = y_embed / (y_embed[:, -1:, :] + self.eps - self.offset) * self.scale
+            x_embed = x_embed / (x_embed[:, :, -1:] + self.eps - self.offset) * self.scale
+        elif self.normalize:
             y_embed = (y_embed + self.offset) / (y_embed[:, -1:, :] + self.eps) * self.scale
             x_embed = (x_embed + self.offset) / (x_embed[:, :, -1:] + self.eps) * self.scale
         dim_t = _dim_t(self.num_pos_feats, self.temperature, mask.device)

@@ -1,2 +1,3 @@
 from .detr import DETR
 from .detr_base import DETRBase
+from .sam_detr import SAMDETR

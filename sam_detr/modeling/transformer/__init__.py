@@ -1,1 +1,5 @@
+from .deformable_encoder import DeformableTransformerEncoder, DeformableTransformerEncoderLayer
 from .detr_transformer import DetrTransformer, TransformerEncoder, TransformerEncoderLayer
+from .sam_detr_decoder import SAMDETRDecoder, SAMDETRDecoderLayer
+from .sam_detr_transformer import SAMDETRMultiScaleTransformer, SAMDETRTransformer
+from .semantics_aligner import SemanticsAligner

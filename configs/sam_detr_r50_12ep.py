@@ -1,0 +1,13 @@
+# SAM-DETR-R50, 12 epochs (ZhangGongjie/SAM-DETR: 33.1 AP): batch 16, lr 1e-4, drop at epoch 10.
+from .common.data.coco_detr import dataloader
+from .common.models.sam_detr_r50 import model
+from .common.optim import AdamW as optimizer
+from .common.schedule import step_lr_multiplier
+from .common.train import train
+
+dataloader.train.total_batch_size = 16
+train.epochs = 12
+lr_multiplier = step_lr_multiplier(lr_drop=10)
+# torchvision's ImageNet ResNet-50, as the official model (d2's conversion of it)
+train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
+train.output_dir = "./output/sam_detr_r50_12ep"

@@ -1,0 +1,120 @@
+"""SAM-DETR (Zhang et al., CVPR 2022), as ZhangGongjie/SAM-DETR: semantic-aligned matching."""
+import copy
+import math
+from typing import Dict, List
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY
+from torch import nn
+
+from ...layers import MLP, PositionEmbeddingSine
+from ..transformer import (
+    DeformableTransformerEncoder,
+    DeformableTransformerEncoderLayer,
+    SAMDETRDecoder,
+    SAMDETRDecoderLayer,
+    SAMDETRMultiScaleTransformer,
+    SAMDETRTransformer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
+from .detr_base import DETRBase
+
+__all__ = ["SAMDETR"]
+
+
+@META_ARCH_REGISTRY.register()
+class SAMDETR(DETRBase):
+    """Learned reference boxes refined by a decoder whose Semantics Aligners resample the queries from the
+    memory at salient points; focal classes, one box and class head per decoder layer.
+
+    Single-scale (one backbone level, optionally DC5) or multi-scale (several levels, deformable encoder),
+    as the transformer is built; with or without SMCA (set on its decoder layers).
+
+    Args:
+        transformer: the encoder-decoder; it fixes the width, the number of decoder layers and of levels
+            (one per entry of `in_features`).
+        num_queries: learned reference boxes, stored as unactivated (cx, cy, w, h).
+        input_proj_norm: GroupNorm(32) after each level's 1x1 input projection. The official code has it in
+            the multi-scale models and, by accident, in the 12-epoch single-scale ones (`--epochs < 25`) but
+            not in the 50-epoch ones; the configs set it per model.
+        (the other arguments: see `DETRBase`; `criterion` must use the focal class loss.)
+    """
+
+    @configurable
+    def __init__(self, *, transformer: SAMDETRTransformer, input_proj_norm: bool, num_queries: int = 300, **kwargs):
+        super().__init__(**kwargs)
+        if self.criterion.class_loss_type != "focal":
+            raise ValueError("SAM-DETR has no 'no object' class: its criterion needs class_loss_type='focal'")
+        if len(self.in_features) != transformer.num_feature_levels:
+            raise ValueError(
+                f"in_features {self.in_features} must give the {transformer.num_feature_levels} level(s) "
+                "of the transformer"
+            )
+        hidden = transformer.d_model
+        num_layers = len(transformer.decoder.layers)
+        self.transformer = transformer
+        self.position_embedding = PositionEmbeddingSine(
+            hidden // 2, normalize=True, offset=-0.5, shifted_denominator=True
+        )
+        self.input_proj = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, hidden, kernel_size=1), *([nn.GroupNorm(32, hidden)] if input_proj_norm else []))
+            for c in self.in_channels
+        )
+        self.query_embed = nn.Embedding(num_queries, 4)
+        class_embed = nn.Linear(hidden, self.num_classes)
+        nn.init.constant_(class_embed.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
+        bbox_embed = MLP(hidden, hidden, 4, 3)
+        nn.init.zeros_(bbox_embed.layers[-1].weight)
+        nn.init.zeros_(bbox_embed.layers[-1].bias)
+        # copies of one initialisation, as the official heads
+        self.class_embed = nn.ModuleList(copy.deepcopy(class_embed) for _ in range(num_layers))
+        self.bbox_embed = nn.ModuleList(copy.deepcopy(bbox_embed) for _ in range(num_layers))
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict:
+        """Reads cfg.MODEL.DETR and cfg.MODEL.SAM_DETR (see `sam_detr.config.add_sam_detr_config`)."""
+        d, s = cfg.MODEL.DETR, cfg.MODEL.SAM_DETR
+        num_levels = len(d.IN_FEATURES)
+        decoder = SAMDETRDecoder(
+            SAMDETRDecoderLayer(d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT, smca=s.SMCA),
+            num_layers=d.DEC_LAYERS,
+            layer_levels=s.DECODER_LEVELS or _coarse_to_fine(d.DEC_LAYERS, num_levels),
+        )
+        if num_levels == 1:
+            encoder = TransformerEncoder(
+                TransformerEncoderLayer(d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT), d.ENC_LAYERS
+            )
+            transformer = SAMDETRTransformer(encoder, decoder)
+        else:
+            encoder = DeformableTransformerEncoder(
+                DeformableTransformerEncoderLayer(
+                    d.HIDDEN_DIM, s.ENC_DIM_FEEDFORWARD, d.DROPOUT, num_levels, d.NHEADS, s.ENC_N_POINTS
+                ),
+                d.ENC_LAYERS,
+            )
+            transformer = SAMDETRMultiScaleTransformer(encoder, decoder)
+        return {
+            **super().from_config(cfg),
+            "transformer": transformer,
+            "input_proj_norm": s.INPUT_PROJ_NORM,
+            "num_queries": d.NUM_QUERIES,
+        }
+
+    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+        srcs = [proj(f) for proj, f in zip(self.input_proj, features)]
+        pos = [self.position_embedding(m).to(s.dtype) for m, s in zip(masks, srcs)]
+        hs, boxes = self.transformer(srcs, masks, pos, self.query_embed.weight, self.bbox_embed)
+        logits = torch.stack([head(h) for head, h in zip(self.class_embed, hs)])
+        return {
+            "pred_logits": logits[-1],
+            "pred_boxes": boxes[-1],
+            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])],
+        }
+
+
+def _coarse_to_fine(num_layers: int, num_levels: int) -> List[int]:
+    """Level per decoder layer, the layers split evenly from the coarsest level to the finest:
+    6 layers over 3 levels -> [2, 2, 1, 1, 0, 0], the official multi-scale schedule."""
+    return [num_levels - 1 - i * num_levels // num_layers for i in range(num_layers)]

@@ -1,0 +1,116 @@
+"""SAM-DETR's encoder-decoder: single-scale (DETR encoder) and multi-scale (deformable encoder)."""
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ...layers import MSDeformAttn
+from .deformable_encoder import DeformableTransformerEncoder, flatten_levels, valid_ratios
+from .detr_transformer import TransformerEncoder
+from .sam_detr_decoder import MemoryLevel, SAMDETRDecoder
+
+__all__ = ["SAMDETRTransformer", "SAMDETRMultiScaleTransformer"]
+
+
+class SAMDETRTransformer(nn.Module):
+    """Single-scale SAM-DETR: a DETR encoder over one feature level, then the SAM-DETR decoder.
+
+    Initialised as the official code: xavier_uniform over every parameter of more than one dimension of
+    the encoder and decoder, after the layers are built (so it overrides their own initialisation).
+    """
+
+    def __init__(self, encoder: TransformerEncoder, decoder: SAMDETRDecoder):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.d_model = decoder.d_model
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    @property
+    def num_feature_levels(self) -> int:
+        return 1
+
+    def encode(
+        self, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor]
+    ) -> List[MemoryLevel]:
+        """Per level (B, C, H, W) features and pos, (B, H, W) masks -> the encoded levels."""
+        (src,), (mask,), (pos,) = srcs, masks, pos
+        pos = pos.flatten(2).permute(2, 0, 1)
+        memory = self.encoder(src.flatten(2).permute(2, 0, 1), key_padding_mask=mask.flatten(1), pos=pos)
+        return [_memory_level(memory, src.shape[-2:], mask, pos)]
+
+    def forward(
+        self,
+        srcs: List[torch.Tensor],
+        masks: List[torch.Tensor],
+        pos: List[torch.Tensor],
+        ref_logits: torch.Tensor,
+        bbox_embed: Sequence[nn.Module],
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            srcs: per level, (B, C, H_l, W_l) projected features, finest first.
+            masks: per level, (B, H_l, W_l) bool, True on padding.
+            pos: per level, (B, C, H_l, W_l) sine position embeddings.
+            ref_logits: (Q, 4) the learned reference boxes, unactivated (cx, cy, w, h).
+            bbox_embed: per decoder layer, the box head.
+        Returns:
+            (num_decoder_layers, B, Q, C) decoder outputs and (num_decoder_layers, B, Q, 4) boxes
+            (cx, cy, w, h) normalised to the unpadded image.
+        """
+        if not len(srcs) == len(masks) == len(pos) == self.num_feature_levels:
+            raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(srcs)}")
+        return self.decoder(self.encode(srcs, masks, pos), ref_logits, bbox_embed)
+
+
+class SAMDETRMultiScaleTransformer(SAMDETRTransformer):
+    """SAM-DETR-MS: a deformable encoder over all levels; each decoder layer attends to one level.
+
+    Every level's position embedding is offset by a learned `level_embed`, in the encoder and in the
+    decoder. Initialised as the official code: the xavier pass, then MSDeformAttn's own initialisation
+    again, and `level_embed` ~ N(0, 1).
+    """
+
+    def __init__(self, encoder: DeformableTransformerEncoder, decoder: SAMDETRDecoder):
+        super().__init__(encoder, decoder)
+        levels = encoder.num_levels
+        if max(decoder.layer_levels) >= levels:
+            raise ValueError(f"decoder layer_levels {decoder.layer_levels} name levels beyond the {levels} encoded")
+        self.level_embed = nn.Parameter(torch.empty(levels, self.d_model))
+        for m in self.encoder.modules():
+            if isinstance(m, MSDeformAttn):
+                m._reset_parameters()
+        nn.init.normal_(self.level_embed)
+
+    @property
+    def num_feature_levels(self) -> int:
+        return self.level_embed.shape[0]
+
+    def encode(
+        self, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor]
+    ) -> List[MemoryLevel]:
+        pos = [p + e[None, :, None, None] for p, e in zip(pos, self.level_embed)]
+        flat = flatten_levels(srcs, masks, pos)
+        memory = self.encoder(
+            flat.src, flat.spatial_shapes, flat.level_start_index, flat.valid_ratios, flat.pos, flat.mask
+        )
+        sizes = [h * w for h, w in flat.spatial_shapes.tolist()]
+        return [
+            _memory_level(m.transpose(0, 1), src.shape[-2:], mask, p.transpose(0, 1))
+            for m, p, src, mask in zip(memory.split(sizes, 1), flat.pos.split(sizes, 1), srcs, masks)
+        ]
+
+
+def _memory_level(memory: torch.Tensor, size: Tuple[int, int], mask: torch.Tensor, pos: torch.Tensor) -> MemoryLevel:
+    """memory, pos: (H*W, B, C); mask: (B, H, W)."""
+    H, W = size
+    S, B, C = memory.shape
+    return MemoryLevel(
+        memory=memory,
+        memory_2d=memory.permute(1, 2, 0).reshape(B, C, H, W).contiguous(),
+        mask=mask.flatten(1),
+        pos=pos,
+        valid_ratio=valid_ratios(mask),
+    )

@@ -1,0 +1,152 @@
+"""The official SAM-DETR checkpoint converter, against the official key and shape listings."""
+import argparse
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import DETECTRON2_MISSING, REPO_ROOT
+
+pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
+
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+
+from sam_detr.checkpoint import convert_sam_detr, dataset_class_ids, sam_detr_key  # noqa: E402
+
+LISTINGS = Path(
+    os.environ.get("SAM_DETR_OFFICIAL_STATEDICTS", REPO_ROOT.parent / "shared" / "notes" / "official_statedicts")
+)
+CONFIGS = REPO_ROOT / "configs"
+pytestmark = [
+    pytest.mark.skipif(not LISTINGS.is_dir(), reason=f"{LISTINGS} (the official state-dict listings) is absent"),
+    # the models are built on the meta device: only names and shapes matter, loading values is a no-op
+    pytest.mark.filterwarnings("ignore:.*copying from a non-meta parameter:UserWarning"),
+]
+
+# listing -> (model graph, GroupNorm in input_proj, SMCA)
+GRAPHS = {
+    "e12": ("sam_detr_r50.py", True, False),
+    "e50": ("sam_detr_r50.py", False, False),
+    "smca_e12": ("sam_detr_r50.py", True, True),
+    "ms": ("sam_detr_r50_ms.py", True, False),
+    "ms_smca": ("sam_detr_r50_ms.py", True, True),
+}
+_LINE = re.compile(r"^(\S+) \(([\d, ]*)\)(?:  \[same tensor as (\S+)\])?$")
+
+
+def fake_official(listing: str):
+    """A state dict with the official keys, shapes and tied tensors; each tensor holds its own index, the
+    class heads one value per row (broadcast views: no memory for the 58M values)."""
+    state = {}
+    lines = (LISTINGS / f"sd_sam_{listing}.txt").read_text().splitlines()
+    for i, line in enumerate(lines[1:]):
+        key, shape, tied = _LINE.match(line).groups()
+        if tied:
+            state[key] = state[tied]
+            continue
+        shape = tuple(int(s) for s in shape.split(",") if s.strip())
+        value = torch.tensor(float(i))
+        if key.startswith("class_embed."):
+            value = value + torch.arange(shape[0], dtype=torch.float32).view(-1, *[1] * (len(shape) - 1)) / 100
+        state[key] = value.expand(shape)
+    return state
+
+
+def model_for(listing: str, num_classes: int):
+    graph, norm, smca = GRAPHS[listing]
+    model = LazyConfig.load(str(CONFIGS / "common" / "models" / graph)).model
+    model.criterion.num_classes = num_classes
+    model.input_proj_norm = norm
+    model.transformer.decoder.layer.smca = smca
+    with torch.device("meta"):
+        return instantiate(model)
+
+
+@pytest.mark.parametrize("listing", sorted(GRAPHS))
+def test_official_listing_converts_and_loads_strictly(listing):
+    official = fake_official(listing)
+    model = model_for(listing, num_classes=91)
+    converted = convert_sam_detr(official, model.state_dict())
+    assert len(converted) == len([k for k in official if not k.startswith("transformer.decoder.bbox_embed.")])
+    incompatible = DetectionCheckpointer(model)._load_model({"model": converted, "matching_heuristics": False})
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
+    model.load_state_dict(converted, strict=True)
+    layer = "transformer.decoder.layers"
+    expected = {
+        "backbone.0.body.conv1.weight": "backbone.stem.conv1.weight",
+        "backbone.0.body.layer1.0.downsample.1.running_var": "backbone.res2.0.shortcut.norm.running_var",
+        "backbone.0.body.layer4.2.bn3.bias": "backbone.res5.2.conv3.norm.bias",
+        f"{layer}.3.point2.6.weight": f"{layer}.3.semantics_aligner.point2.6.weight",
+        f"{layer}.5.attn2.bias": f"{layer}.5.semantics_aligner.attn2.bias",
+        f"{layer}.2.ca_qpos_sine_proj.layers.1.weight": f"{layer}.2.ca_qpos_sine_proj.layers.1.weight",
+        "input_proj.0.0.weight": "input_proj.0.0.weight",
+        "query_embed.weight": "query_embed.weight",
+        "bbox_embed.4.layers.2.bias": "bbox_embed.4.layers.2.bias",
+    }
+    if listing.startswith("ms"):
+        expected["transformer.level_embed"] = "transformer.level_embed"
+        expected["transformer.encoder.layers.1.self_attn.sampling_offsets.bias"] = (
+            "transformer.encoder.layers.1.self_attn.sampling_offsets.bias"
+        )
+    for source, target in expected.items():
+        assert sam_detr_key(source) == target
+        assert torch.equal(converted[target], official[source])
+
+
+def test_class_heads_keep_the_coco_rows_of_detectron2_classes():
+    official = fake_official("e12")
+    ids = dataset_class_ids("coco_2017_val")
+    assert len(ids) == 80 and ids[:3] == [1, 2, 3] and ids[-1] == 90 and 12 not in ids
+    converted = convert_sam_detr(official, model_for("e12", num_classes=80).state_dict(), class_ids=ids)
+    for i in range(6):
+        for suffix in ("weight", "bias"):
+            key = f"class_embed.{i}.{suffix}"
+            assert torch.equal(converted[key], official[key][ids])
+
+
+def test_errors_name_the_first_offending_key():
+    official = fake_official("e12")
+    target = model_for("e12", num_classes=91).state_dict()
+
+    extra = {**official, "transformer.decoder.layers.0.extra.weight": torch.zeros(1)}
+    with pytest.raises(KeyError, match=r"'transformer.decoder.layers.0.extra.weight'.*not in the target"):
+        convert_sam_detr(extra, target)
+    with pytest.raises(KeyError, match="'backbone.0.body.fc.weight' is not a torchvision ResNet weight"):
+        convert_sam_detr({**official, "backbone.0.body.fc.weight": torch.zeros(1)}, target)
+
+    missing = dict(official)
+    del missing["transformer.decoder.layers.4.norm2.bias"]
+    with pytest.raises(KeyError, match="'transformer.decoder.layers.4.norm2.bias' is not filled"):
+        convert_sam_detr(missing, target)
+
+    reshaped = {**official, "query_embed.weight": torch.zeros(100, 4)}
+    with pytest.raises(ValueError, match=r"'query_embed.weight'.*\(100, 4\).*\(300, 4\)"):
+        convert_sam_detr(reshaped, target)
+    with pytest.raises(ValueError, match="'class_embed.0.weight'.*shape"):
+        convert_sam_detr(official, model_for("e12", num_classes=80).state_dict())
+
+    untied = {**official, "transformer.decoder.bbox_embed.1.layers.0.bias": torch.zeros(256)}
+    with pytest.raises(ValueError, match="'transformer.decoder.bbox_embed.1.layers.0.bias' differs"):
+        convert_sam_detr(untied, target)
+
+
+@pytest.mark.skipif(
+    not (CONFIGS / "common" / "data" / "coco_detr.py").is_file(), reason="configs/common/data/coco_detr.py is absent"
+)
+def test_tool_converts_a_checkpoint_for_a_config(tmp_path):
+    path = REPO_ROOT / "tools" / "convert_official_weights.py"
+    spec = importlib.util.spec_from_file_location("convert_official_weights", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    official = fake_official("e50")
+    source = tmp_path / "official.pth"
+    torch.save({"model": official, "epoch": 49, "args": argparse.Namespace(epochs=50, lr=1e-4)}, source)
+    out = tool.convert(str(CONFIGS / "sam_detr_r50_50ep.py"), str(source), "coco_2017_val")
+    assert out["matching_heuristics"] is False and "SAM-DETR" in out["__author__"]
+    assert out["model"]["class_embed.5.bias"].shape == (80,)
+    assert torch.equal(out["model"]["transformer.decoder.layers.0.semantics_aligner.point1.0.bias"],
+                       official["transformer.decoder.layers.0.point1.0.bias"])

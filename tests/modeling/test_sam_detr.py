@@ -1,0 +1,299 @@
+import math
+from unittest import mock
+
+import pytest
+import torch
+
+from conftest import DETECTRON2_MISSING, REPO_ROOT
+
+pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
+
+from detectron2.config import LazyConfig, get_cfg, instantiate  # noqa: E402
+from detectron2.structures import Boxes, Instances  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+from sam_detr.config import add_sam_detr_config  # noqa: E402
+from sam_detr.layers import MSDeformAttn  # noqa: E402
+from sam_detr.modeling import SAMDETR, HungarianMatcher, SetCriterion, build_resnet_backbone  # noqa: E402
+from sam_detr.modeling.transformer import (  # noqa: E402
+    DeformableTransformerEncoder,
+    DeformableTransformerEncoderLayer,
+    SAMDETRDecoder,
+    SAMDETRDecoderLayer,
+    SAMDETRMultiScaleTransformer,
+    SAMDETRTransformer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
+from sam_detr.modeling.transformer import semantics_aligner  # noqa: E402
+from sam_detr.modeling.transformer.smca import smca_gaussian_bias  # noqa: E402
+
+CONFIGS = REPO_ROOT / "configs"
+DATA_CONFIG = CONFIGS / "common" / "data" / "coco_detr.py"
+
+# (trainable, all) parameters of the official models with 91 classes, as built from ZhangGongjie/SAM-DETR
+# (first line of ../shared/notes/official_statedicts/sd_sam_*.txt)
+OFFICIAL_COUNTS = {
+    "e12": (58_074_058, 58_296_458),
+    "e50": (58_073_546, 58_295_946),
+    "smca_e12": (58_123_306, 58_345_706),
+    "ms": (54_972_298, 55_194_698),
+    "ms_smca": (55_021_546, 55_243_946),
+}
+
+
+def official_graph(listing: str):
+    """The model graph of an official state-dict listing, with the official 91 classes."""
+    ms = listing.startswith("ms")
+    cfg = LazyConfig.load(str(CONFIGS / "common" / "models" / ("sam_detr_r50_ms.py" if ms else "sam_detr_r50.py")))
+    model = cfg.model
+    model.criterion.num_classes = 91
+    model.input_proj_norm = listing != "e50"
+    model.transformer.decoder.layer.smca = "smca" in listing
+    return model
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("listing", sorted(OFFICIAL_COUNTS))
+def test_parameter_counts_equal_official(listing):
+    with torch.device("meta"):
+        model = instantiate(official_graph(listing))
+    assert count(model) == OFFICIAL_COUNTS[listing]
+
+
+def test_yacs_config_builds_every_variant():
+    cfg = add_sam_detr_config(get_cfg())
+    cfg.MODEL.META_ARCHITECTURE = "SAMDETR"
+    cfg.MODEL.DETR.NUM_CLASSES = 91
+    with torch.device("meta"):
+        model = SAMDETR(cfg)
+    assert count(model) == OFFICIAL_COUNTS["e12"]
+    assert model.criterion.class_loss_type == "focal" and model.query_embed.weight.shape == (300, 4)
+    cfg.MODEL.SAM_DETR.SMCA = True
+    cfg.MODEL.RESNETS.OUT_FEATURES = cfg.MODEL.DETR.IN_FEATURES = ["res3", "res4", "res5"]
+    with torch.device("meta"):
+        model = SAMDETR(cfg)
+    assert isinstance(model.transformer, SAMDETRMultiScaleTransformer)
+    assert model.transformer.decoder.layer_levels == [2, 2, 1, 1, 0, 0]
+    assert count(model) == OFFICIAL_COUNTS["ms_smca"]
+
+
+def tiny_sam_detr(smca=False, multiscale=False, num_classes=5):
+    """A few channels and layers; the official structure otherwise."""
+    d = 32
+    decoder = SAMDETRDecoder(
+        SAMDETRDecoderLayer(d, 4, 64, dropout=0.0, smca=smca),
+        num_layers=3,
+        layer_levels=[2, 1, 0] if multiscale else None,
+    )
+    if multiscale:
+        encoder = DeformableTransformerEncoder(DeformableTransformerEncoderLayer(d, 64, 0.0, 3, 4, 2), 1)
+        transformer = SAMDETRMultiScaleTransformer(encoder, decoder)
+        features = ["res3", "res4", "res5"]
+    else:
+        transformer = SAMDETRTransformer(TransformerEncoder(TransformerEncoderLayer(d, 4, 64, 0.0), 1), decoder)
+        features = ["res5"]
+    return SAMDETR(
+        backbone=build_resnet_backbone(18, out_features=features, norm="BN", freeze_at=0),
+        in_features=features,
+        transformer=transformer,
+        input_proj_norm=True,
+        num_queries=7,
+        criterion=SetCriterion(
+            num_classes, HungarianMatcher(2, 5, 2), {"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+        ),
+    )
+
+
+def _inputs():
+    a = {"image": torch.randint(0, 256, (3, 67, 93), dtype=torch.uint8), "height": 134, "width": 186}
+    a["instances"] = Instances(
+        (67, 93),
+        gt_boxes=Boxes(torch.tensor([[3.0, 4.0, 40.0, 50.0], [50.0, 10.0, 90.0, 30.0]])),
+        gt_classes=torch.tensor([1, 4]),
+    )
+    b = {"image": torch.randint(0, 256, (3, 45, 101), dtype=torch.uint8)}
+    b["instances"] = Instances(
+        (45, 101), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64)
+    )
+    return [a, b]
+
+
+@pytest.mark.parametrize("smca,multiscale", [(False, False), (True, False), (True, True)])
+def test_training_step_and_inference(smca, multiscale):
+    torch.manual_seed(0)
+    model = tiny_sam_detr(smca, multiscale).train()
+    with EventStorage():
+        losses = model(_inputs())
+    assert set(losses) == {f"{k}{s}" for k in ("loss_ce", "loss_bbox", "loss_giou") for s in ("", "_0", "_1")}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.query_embed.weight.grad.abs().sum() > 0
+    assert model.backbone.res5[0].conv1.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for n, p in model.named_parameters() if "semantics_aligner" in n)
+    model.eval()
+    with torch.no_grad():
+        out = model(_inputs())
+    assert out[0]["instances"].image_size == (134, 186) and len(out[0]["instances"]) == 7 * 5
+    assert out[1]["instances"].pred_classes.max() < 5
+
+
+def test_official_initialisation():
+    torch.manual_seed(0)
+    model = tiny_sam_detr(multiscale=True)
+    layers = model.transformer.decoder.layers
+    point_head = layers[0].semantics_aligner.point2[-1]
+    # the official zero init of this weight is overwritten by the transformer's xavier pass; the bias stays 0
+    assert (point_head.bias == 0).all()
+    bound = math.sqrt(6 / sum(point_head.weight.shape))
+    assert 0 < point_head.weight.abs().max() <= bound
+    # the decoder layers are copies of one layer, re-initialised by xavier (weights only)
+    assert torch.equal(layers[0].linear1.bias, layers[2].linear1.bias)
+    assert not torch.equal(layers[0].linear1.weight, layers[2].linear1.weight)
+    attn = [m for m in model.transformer.encoder.modules() if isinstance(m, MSDeformAttn)]
+    assert attn and all((m.sampling_offsets.weight == 0).all() for m in attn)
+    assert all((m.attention_weights.weight == 0).all() for m in attn)
+    assert torch.allclose(model.class_embed[1].bias, torch.full((5,), -math.log(99.0)))
+    assert all((h.layers[-1].weight == 0).all() and (h.layers[-1].bias == 0).all() for h in model.bbox_embed)
+    assert torch.equal(model.class_embed[0].weight, model.class_embed[2].weight)
+
+
+def _head_outputs(model):
+    images, mask = model.preprocess_image(_inputs())
+    features = model.backbone(images.tensor)
+    features = [features[f] for f in model.in_features]
+    return model.forward_head(features, [model.resize_mask(mask, f.shape[-2:]) for f in features])
+
+
+@pytest.mark.parametrize("smca", [False, True])
+def test_reference_boxes_learn_through_layer_zero_only(smca):
+    """Later references are detached, the sine embeddings and RoIAlign pass no gradient to the boxes; only
+    SMCA's Gaussian does."""
+    torch.manual_seed(0)
+    model = tiny_sam_detr(smca)
+    for head in model.bbox_embed:  # zero-initialised: no gradient would reach the decoder at all
+        torch.nn.init.normal_(head.layers[-1].weight, std=0.1)
+    out = _head_outputs(model)
+    later = out["pred_boxes"].sum() + sum(o["pred_boxes"].sum() for o in out["aux_outputs"][1:])
+    later.backward()
+    grad = model.query_embed.weight.grad
+    assert (grad is not None and grad.abs().sum() > 0) == smca
+    model.zero_grad()
+    _head_outputs(model)["aux_outputs"][0]["pred_boxes"].sum().backward()
+    assert model.query_embed.weight.grad.abs().sum() > 0
+
+
+def test_each_layer_refines_the_previous_prediction():
+    torch.manual_seed(0)
+    model = tiny_sam_detr(multiscale=True).eval()
+    seen = []
+    for layer in model.transformer.decoder.layers:
+        layer.register_forward_pre_hook(lambda m, args: seen.append((args[1].memory_2d.shape[-2:], args[2])))
+    with torch.no_grad():
+        out = _head_outputs(model)
+    boxes = [o["pred_boxes"] for o in out["aux_outputs"]]
+    assert torch.equal(seen[0][1], model.query_embed.weight.sigmoid()[None].expand(2, -1, -1))
+    for (_, ref), prev in zip(seen[1:], boxes):
+        torch.testing.assert_close(ref, prev, rtol=0, atol=1e-6)
+    # layers 0, 1, 2 attend to the stride-32, 16 and 8 levels of a 67 x 101 batch
+    assert [tuple(s) for s, _ in seen] == [(3, 4), (5, 7), (9, 13)]
+
+
+def test_one_roi_align_per_decoder_layer():
+    model = tiny_sam_detr().eval()
+    with mock.patch.object(semantics_aligner, "roi_align", wraps=semantics_aligner.roi_align) as roi_align:
+        with torch.no_grad():
+            _head_outputs(model)
+    assert roi_align.call_count == len(model.transformer.decoder.layers)
+
+
+def test_smca_bias_equals_official_formula():
+    torch.manual_seed(0)
+    B, Q, M, H, W = 2, 5, 4, 3, 6
+    points, scales = torch.rand(B, Q, M, 2), torch.randn(B, Q, M, 2)
+    valid = torch.tensor([[1.0, 1.0], [4 / 6, 2 / 3]])
+    # ZhangGongjie/SAM-DETR models/transformer_decoder.py, with its (Q, H*W, B*M, 2) distances
+    grid_y, grid_x = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    grid = torch.stack((grid_x, grid_y), 2).float().reshape(-1, 2).unsqueeze(1).repeat(1, B * M, 1)
+    gau_point = points.permute(1, 0, 2, 3).clone()
+    gau_point[..., 0] *= W
+    gau_point[..., 1] *= H
+    gau_point = (gau_point * valid.reshape(1, B, 1, 2)).reshape(Q, B * M, 2)
+    distance = (gau_point.unsqueeze(1) - (grid + 0.5).unsqueeze(0)).pow(2)
+    scale = (scales.permute(1, 0, 2, 3) ** 2).reshape(Q, -1, 2).unsqueeze(1)
+    official = (-(distance * scale).sum(-1).abs() / 8.0).permute(2, 0, 1)
+    torch.testing.assert_close(smca_gaussian_bias(points, scales, (H, W), valid), official, rtol=0, atol=0)
+
+
+# (total batch size, epochs, lr drop, GroupNorm in input_proj, SMCA, DC5, multi-scale)
+CONFIG_TABLE = {
+    "sam_detr_r50.py": (16, 12, 10, True, False, False, False),
+    "sam_detr_r50_12ep.py": (16, 12, 10, True, False, False, False),
+    "sam_detr_r50_50ep.py": (16, 50, 40, False, False, False, False),
+    "sam_detr_r50_smca_12ep.py": (16, 12, 10, True, True, False, False),
+    "sam_detr_r50_smca_50ep.py": (16, 50, 40, False, True, False, False),
+    "sam_detr_r50_dc5_12ep.py": (8, 12, 10, True, False, True, False),
+    "sam_detr_r50_dc5_50ep.py": (8, 50, 40, False, False, True, False),
+    "sam_detr_r50_smca_dc5_12ep.py": (8, 12, 10, True, True, True, False),
+    "sam_detr_r50_smca_dc5_50ep.py": (8, 50, 40, False, True, True, False),
+    "sam_detr_r50_ms_12ep.py": (16, 12, 10, True, False, False, True),
+    "sam_detr_r50_ms_50ep.py": (16, 50, 40, True, False, False, True),
+    "sam_detr_r50_smca_ms_12ep.py": (16, 12, 10, True, True, False, True),
+    "sam_detr_r50_smca_ms_50ep.py": (16, 50, 40, True, True, False, True),
+}
+
+
+def test_every_sam_detr_config_is_tested():
+    assert sorted(p.name for p in CONFIGS.glob("sam_detr*.py")) == sorted(CONFIG_TABLE)
+
+
+@pytest.mark.skipif(not DATA_CONFIG.is_file(), reason=f"{DATA_CONFIG} (the COCO data config) is absent")
+@pytest.mark.parametrize("name", sorted(CONFIG_TABLE))
+def test_config_trains_and_infers(name):
+    batch, epochs, drop, norm, smca, dc5, ms = CONFIG_TABLE[name]
+    cfg = LazyConfig.load(str(CONFIGS / name))
+    assert cfg.dataloader.train.total_batch_size == batch
+    assert (cfg.train.epochs, cfg.lr_multiplier.milestones) == (epochs, [drop])
+    assert cfg.optimizer.lr == 1e-4 and cfg.optimizer.weight_decay == 1e-4 and cfg.train.clip_grad.max_norm == 0.1
+    assert cfg.train.init_checkpoint == "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
+    assert (cfg.model.input_proj_norm, cfg.model.backbone.dc5, cfg.model.num_queries) == (norm, dc5, 300)
+    assert cfg.model.transformer.decoder.layer.smca == smca
+    # smaller for speed: fewer queries and layers (every level still visited)
+    cfg.model.num_queries = 6
+    cfg.model.transformer.encoder.num_layers = 1
+    cfg.model.transformer.decoder.num_layers = 3 if ms else 2
+    if ms:
+        assert cfg.model.transformer.decoder.layer_levels == [2, 2, 1, 1, 0, 0]
+        cfg.model.transformer.decoder.layer_levels = [2, 1, 0]
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    assert isinstance(model.transformer, SAMDETRMultiScaleTransformer) == ms
+    assert len(model.input_proj) == (3 if ms else 1) and len(model.input_proj[0]) == (2 if norm else 1)
+    with EventStorage():
+        losses = model(_inputs())
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    model.eval()
+    with torch.no_grad():
+        out = model(_inputs()[:1])
+    assert isinstance(out[0]["instances"], Instances) and len(out[0]["instances"]) == 100
+
+
+def test_bad_arguments_are_explained():
+    base = tiny_sam_detr()
+    with pytest.raises(ValueError, match="focal"):
+        SAMDETR(
+            backbone=base.backbone, in_features=["res5"], transformer=base.transformer, input_proj_norm=False,
+            criterion=SetCriterion(3, HungarianMatcher(), {"loss_ce": 1, "loss_bbox": 1, "loss_giou": 1},
+                                   class_loss_type="softmax"),
+        )
+    with pytest.raises(ValueError, match="level"):
+        SAMDETR(backbone=build_resnet_backbone(18, out_features=["res4", "res5"]), in_features=["res4", "res5"],
+                transformer=base.transformer, input_proj_norm=False, criterion=base.criterion)
+    with pytest.raises(ValueError, match="layer_levels"):
+        SAMDETRDecoder(SAMDETRDecoderLayer(32, 4), num_layers=2, layer_levels=[0])

@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Convert an official checkpoint into a Detectron2 checkpoint for the model of a LazyConfig file.
+
+    python tools/convert_official_weights.py --config-file configs/sam_detr_r50_12ep.py \
+        --source checkpoint.pth --output sam_detr_r50_12ep.pth
+
+The conversion is strict: every official weight is used and every weight of the model filled, with equal
+shapes. When the model predicts the contiguous classes of `--dataset` (Detectron2's 80 COCO classes),
+the class heads keep the official rows of those classes (the official models index COCO category ids,
+91 rows). The output loads with `DetectionCheckpointer` (e.g. `train.init_checkpoint=<output>`).
+"""
+import argparse
+import logging
+
+import torch
+from detectron2.config import LazyConfig, instantiate
+
+from sam_detr.checkpoint import convert_sam_detr, dataset_class_ids
+from sam_detr.modeling import SAMDETR
+
+CONVERTERS = {SAMDETR: (convert_sam_detr, "ZhangGongjie/SAM-DETR")}
+
+logger = logging.getLogger("convert_official_weights")
+
+
+def load_official(path: str) -> dict:
+    """The "model" dict of an official checkpoint (its "args" is an argparse.Namespace)."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return checkpoint.get("model", checkpoint)
+
+
+def convert(config_file: str, source: str, dataset: str, opts=()) -> dict:
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    # only the names and shapes of the model are needed
+    with torch.device("meta"):
+        model = instantiate(cfg.model)
+    if type(model) not in CONVERTERS:
+        raise ValueError(f"no converter for {type(model).__name__}; known: {[c.__name__ for c in CONVERTERS]}")
+    converter, origin = CONVERTERS[type(model)]
+    ids = dataset_class_ids(dataset)
+    class_ids = ids if model.num_classes == len(ids) else None
+    weights = converter(load_official(source), model.state_dict(), class_ids=class_ids)
+    logger.info(f"converted {len(weights)} tensors" + (f", class heads mapped to {dataset}" if class_ids else ""))
+    return {"model": weights, "__author__": f"{origin} (converted by sam_detr)", "matching_heuristics": False}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, help="LazyConfig file of the model")
+    parser.add_argument("--source", required=True, help="official checkpoint (.pth)")
+    parser.add_argument("--output", required=True, help="where to write the converted checkpoint (.pth)")
+    parser.add_argument(
+        "--dataset", default="coco_2017_val", help="registered dataset whose classes the model predicts"
+    )
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, key=value")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    torch.save(convert(args.config_file, args.source, args.dataset, args.opts), args.output)
+    logger.info(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
