@@ -4,9 +4,8 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
-from ...layers import box_cxcywh_to_xyxy, points_sine_embed
+from ...layers import box_cxcywh_to_xyxy, points_sine_embed, roi_align
 
 __all__ = ["SemanticsAligner", "AlignedQueries"]
 
@@ -72,8 +71,8 @@ class SemanticsAligner(nn.Module):
         # the boxes in feature pixels of the padded map
         xyxy = box_cxcywh_to_xyxy(boxes) * boxes.new_tensor([W, H, W, H]) * valid_ratio.repeat(1, 2)[:, None]
         batch_idx = torch.arange(B, dtype=xyxy.dtype, device=xyxy.device).repeat_interleave(Q)[:, None]
-        # RoIAlign passes no gradient to the boxes (torchvision's has none); detached so that any RoIAlign
-        # implementation trains the same
+        # RoIAlign passes no gradient to the boxes (neither torchvision's nor ours has one); detached so that
+        # any RoIAlign implementation trains the same
         rois = torch.cat([batch_idx, xyxy.reshape(B * Q, 4)], 1).detach()
         # one RoIAlign serves both the point prediction and the resampling (the official code runs it twice)
         roi = roi_align(
