@@ -9,21 +9,13 @@
 config; `--num-machines`, `--machine-rank` and `--dist-url` run on several machines. On a machine
 without GPU, `--num-gpus N` starts N CPU workers (gloo).
 """
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 
-from sam_detr.engine.train_net import main
+from sam_detr.engine.train_net import launch_main
 
 
 def invoke_main() -> None:
-    args = default_argument_parser().parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_main(default_argument_parser().parse_args())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Training jobs on Slurm through submitit, requeued on timeout or preemption (see tools/submit_slurm.py).
 
-A job has one submitit task per node. Each task runs what tools/lazyconfig_train_net.py runs, `launch(main,
-...)` with `main` from train_net.py, one process per GPU of its node; the machines' arguments come from
+A job has one submitit task per node. Each task runs what tools/lazyconfig_train_net.py runs,
+`launch_main(args)` from train_net.py, one process per GPU of its node; the machines' arguments come from
 the allocation. Near the time limit, or when Slurm preempts the job, submitit signals the tasks and calls
 `TrainJob.checkpoint` in the first one; the job it returns (the same, with --resume) is requeued under
 the same job id and continues from the last checkpoint in train.output_dir. Nothing is saved on the
@@ -13,9 +13,9 @@ import zlib
 from typing import List, Sequence
 
 import submitit
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 
-from .train_net import main
+from .train_net import launch_main
 
 __all__ = ["TrainJob", "dist_url"]
 
@@ -55,14 +55,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         print(f"{job_env}: lazyconfig_train_net.py {shlex.join(argv)}", flush=True)
         args = default_argument_parser().parse_args(argv)
         try:
-            launch(
-                main,
-                args.num_gpus,
-                num_machines=args.num_machines,
-                machine_rank=args.machine_rank,
-                dist_url=args.dist_url,
-                args=(args,),
-            )
+            launch_main(args)
         except Exception as error:
             # submitit requeues by raising SystemExit from its signal handler, inside the training loop when
             # it runs in this process; the trainer's hooks then end the interrupted iteration (after_train)

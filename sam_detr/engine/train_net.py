@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks
+from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks, launch
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
@@ -119,3 +119,16 @@ def main(args):
         return do_test(cfg, model)
     do_train(args, cfg)
     return None
+
+
+def launch_main(args) -> None:
+    """Runs `main(args)` in args.num_gpus processes on each of args.num_machines machines (d2's `launch`):
+    what tools/lazyconfig_train_net.py and each Slurm task do with the parsed arguments."""
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

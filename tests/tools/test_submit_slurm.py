@@ -83,7 +83,7 @@ def _failed_training(*args, **kwargs):
 @pytest.mark.parametrize("training, error", [(_interrupted_training, SystemExit), (_failed_training, ZeroDivisionError)])
 def test_requeue_exit_is_not_hidden_by_the_unwinding(training, error, monkeypatch):
     monkeypatch.setattr(submitit, "JobEnvironment", lambda: SimpleNamespace(num_nodes=1, node=0))
-    monkeypatch.setattr(slurm, "launch", training)
+    monkeypatch.setattr(slurm, "launch_main", training)
     with pytest.raises(error) as caught:
         TrainJob(["--config-file", "c.py"], gpus_per_node=1)()
     if error is SystemExit:
