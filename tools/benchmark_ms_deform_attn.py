@@ -228,7 +228,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     if not _ext.kernel_available("ms_deform_attn", torch.device(device)):
-        sys.exit(f"sam_detr._C has no {device} kernels: {_ext.unavailable_reason('ms_deform_attn', torch.device(device))}")
+        reason = _ext.unavailable_reason("ms_deform_attn", torch.device(device))
+        sys.exit(f"sam_detr._C has no {device} kernels: {reason}")
     if args.isa:
         _ext.get_extension().set_cpu_isa(args.isa)
 

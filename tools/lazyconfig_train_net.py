@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Train or evaluate a model described by a LazyConfig file (Detectron2's flow, every knob under cfg.train).
+r"""Train or evaluate a model described by a LazyConfig file (Detectron2's flow, every knob under cfg.train).
 
     python tools/lazyconfig_train_net.py --config-file configs/sam_detr_r50.py --num-gpus 4
-    python tools/lazyconfig_train_net.py --config-file configs/sam_detr_r50.py --eval-only train.init_checkpoint=model.pth
+    python tools/lazyconfig_train_net.py --config-file configs/sam_detr_r50.py --eval-only \
+        train.init_checkpoint=model.pth
     python tools/lazyconfig_train_net.py --config-file configs/quickstart/detr.py      # CPU, embedded dataset
 
 `--resume` continues from the last checkpoint in train.output_dir; `key=value` arguments override the

@@ -10,7 +10,6 @@ Every knob lives under `cfg.train`:
     checkpointer.period, checkpointer.max_to_keep, eval_period, log_period
 """
 import logging
-import os
 from typing import Optional
 
 import torch

@@ -6,7 +6,6 @@ from sam_detr.layers import MultiheadAttentionNoProj
 
 def _reference(attn, q, k, v, key_padding_mask=None, attn_bias=None):
     Lq, N, E = q.shape
-    S = k.shape[0]
     H = attn.num_heads
     hd, vd = E // H, attn.vdim // H
     out = torch.zeros(Lq, N, attn.vdim, dtype=q.dtype)

@@ -18,11 +18,11 @@ def _random_boxes(n, generator):
 def _brute_force(cost):
     """The assignment of all targets minimising the total cost, by enumeration."""
     Q, T = cost.shape
-    best, best_perm = None, None
+    best = None
     for perm in itertools.permutations(range(Q), T):
         total = sum(cost[q, t] for t, q in enumerate(perm))
         if best is None or total < best:
-            best, best_perm = total, perm
+            best = total
     return best
 
 
@@ -31,7 +31,10 @@ def test_optimal_assignment_and_cost(class_cost_type):
     g = torch.Generator().manual_seed(0)
     Q, K = 6, 5
     K_out = K + 1 if class_cost_type == "softmax" else K
-    outputs = {"pred_logits": torch.randn(2, Q, K_out, generator=g), "pred_boxes": _random_boxes(2 * Q, g).view(2, Q, 4)}
+    outputs = {
+        "pred_logits": torch.randn(2, Q, K_out, generator=g),
+        "pred_boxes": _random_boxes(2 * Q, g).view(2, Q, 4),
+    }
     targets = [
         {"labels": torch.tensor([1, 3, 3]), "boxes": _random_boxes(3, g)},
         {"labels": torch.tensor([0]), "boxes": _random_boxes(1, g)},

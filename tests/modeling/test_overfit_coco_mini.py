@@ -14,9 +14,8 @@ from test_detr import tiny_detr  # noqa: E402
 
 @pytest.mark.coco_mini
 def test_loss_falls_on_real_images(coco_mini_dir):
-    dicts = load_coco_json(
-        str(coco_mini_dir / "annotations" / "instances_val2017.json"), str(coco_mini_dir / "val2017"), "coco_mini_overfit"
-    )
+    annotations = coco_mini_dir / "annotations" / "instances_val2017.json"
+    dicts = load_coco_json(str(annotations), str(coco_mini_dir / "val2017"), "coco_mini_overfit")
     mapper = DatasetMapper(is_train=True, augmentations=[T.ResizeShortestEdge(64, 96)], image_format="RGB")
     batch = [mapper(d) for d in sorted(dicts, key=lambda d: d["image_id"])[:4]]
     assert all(len(x["instances"]) > 0 for x in batch)

@@ -80,7 +80,9 @@ def _failed_training(*args, **kwargs):
     1 / 0
 
 
-@pytest.mark.parametrize("training, error", [(_interrupted_training, SystemExit), (_failed_training, ZeroDivisionError)])
+@pytest.mark.parametrize(
+    "training, error", [(_interrupted_training, SystemExit), (_failed_training, ZeroDivisionError)]
+)
 def test_requeue_exit_is_not_hidden_by_the_unwinding(training, error, monkeypatch):
     monkeypatch.setattr(submitit, "JobEnvironment", lambda: SimpleNamespace(num_nodes=1, node=0))
     monkeypatch.setattr(slurm, "launch_main", training)

@@ -25,7 +25,9 @@ def test_train_eval_only_and_resume(tmp_path, tmp_path_factory):
     config = ["--config-file", QUICKSTART]
     common = [*TINY_DETR, "train.log_period=1", f"train.output_dir={out}"]
     # 4 iterations, a checkpoint every 2, one evaluation at the end
-    trained = run_tool("lazyconfig_train_net", *config, *common, "train.max_iter=4", "train.checkpointer.period=2", env=env)
+    trained = run_tool(
+        "lazyconfig_train_net", *config, *common, "train.max_iter=4", "train.checkpointer.period=2", env=env
+    )
     log = trained.stdout + trained.stderr
     assert "iter: 3" in log and "total_loss" in log  # the progress line of d2's writers
     assert (out / "model_final.pth").is_file() and (out / "model_0000001.pth").is_file()

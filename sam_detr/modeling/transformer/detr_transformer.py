@@ -136,5 +136,7 @@ class DetrTransformer(nn.Module):
         mask = mask.flatten(1)
         query_pos = query_embed.unsqueeze(1).repeat(1, B, 1)
         memory = self.encoder(src, key_padding_mask=mask, pos=pos)
-        hs = self.decoder(torch.zeros_like(query_pos), memory, memory_key_padding_mask=mask, pos=pos, query_pos=query_pos)
+        hs = self.decoder(
+            torch.zeros_like(query_pos), memory, memory_key_padding_mask=mask, pos=pos, query_pos=query_pos
+        )
         return hs.transpose(1, 2)
