@@ -69,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("give the output folder once: --output-dir or train.output_dir=")
     if args.nodes < 1 or args.gpus_per_node < 1:
         parser.error("--nodes and --gpus-per-node must be positive")
+    if not os.path.isfile(args.config_file):
+        parser.error(f"--config-file {args.config_file}: no such file")
     return args
 
 

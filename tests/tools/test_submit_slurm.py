@@ -49,6 +49,7 @@ def test_dry_run_prints_the_job_and_submits_nothing(submit, tmp_path, capsys):
         (["--slurm-opt", "=1"], "expected key=value"),
         (["--output-dir", "a", "--config-file", QUICKSTART, "train.output_dir=b"], "give the output folder once"),
         (["--nodes", "0"], "must be positive"),
+        (["--config-file", "configs/missing.py"], "--config-file configs/missing.py: no such file"),
     ],
 )
 def test_bad_options(submit, argv, message, capsys):
