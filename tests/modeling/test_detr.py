@@ -5,8 +5,8 @@ pytest.importorskip("detectron2", reason="sam_detr.modeling needs detectron2")
 
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
-from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
+from model_inputs import two_images  # noqa: E402
 
 from sam_detr.config import add_detr_config  # noqa: E402
 from sam_detr.modeling import DETR, HungarianMatcher, SetCriterion, build_resnet_backbone  # noqa: E402
@@ -29,20 +29,6 @@ def tiny_detr(num_classes=5, freeze_at=0):
     )
 
 
-def _inputs():
-    a = {"image": torch.randint(0, 256, (3, 67, 93), dtype=torch.uint8), "height": 134, "width": 186}
-    a["instances"] = Instances(
-        (67, 93),
-        gt_boxes=Boxes(torch.tensor([[3.0, 4.0, 40.0, 50.0], [50.0, 10.0, 90.0, 30.0]])),
-        gt_classes=torch.tensor([1, 4]),
-    )
-    b = {"image": torch.randint(0, 256, (3, 45, 101), dtype=torch.uint8)}
-    b["instances"] = Instances(
-        (45, 101), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64)
-    )
-    return [a, b]
-
-
 def test_parameter_count_equals_official():
     cfg = add_detr_config(get_cfg())
     cfg.MODEL.META_ARCHITECTURE = "DETR"
@@ -57,7 +43,7 @@ def test_training_step_with_empty_ground_truth():
     torch.manual_seed(0)
     model = tiny_detr().train()
     with EventStorage() as storage:
-        losses = model(_inputs())
+        losses = model(two_images())
         assert set(losses) == {f"{k}{s}" for k in ("loss_ce", "loss_bbox", "loss_giou") for s in ("", "_0")}
         total = sum(losses.values())
         assert torch.isfinite(total)
@@ -70,7 +56,7 @@ def test_training_step_with_empty_ground_truth():
 def test_inference_returns_instances_at_requested_size():
     model = tiny_detr().eval()
     with torch.no_grad():
-        out = model(_inputs())
+        out = model(two_images())
     assert out[0]["instances"].image_size == (134, 186)
     assert out[1]["instances"].image_size == (45, 101)
     assert len(out[0]["instances"]) == 7
@@ -96,7 +82,7 @@ def test_padding_does_not_leak_into_the_head():
 
 def test_masks_follow_each_image():
     model = tiny_detr()
-    images, mask = model.preprocess_image(_inputs())
+    images, mask = model.preprocess_image(two_images())
     assert images.tensor.shape[-2:] == (67, 101)
     assert not mask[0, :67, :93].any() and mask[0, :, 93:].all()
     assert not mask[1, :45, :101].any() and mask[1, 45:, :].all()
@@ -105,7 +91,7 @@ def test_masks_follow_each_image():
 
 def test_bad_inputs_name_the_image():
     model = tiny_detr().train()
-    inputs = _inputs()
+    inputs = two_images()
     del inputs[1]["instances"]
     inputs[1]["image_id"] = 42
     with pytest.raises(KeyError, match="image_id 42"):

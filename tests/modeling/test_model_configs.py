@@ -8,23 +8,12 @@ from conftest import DETECTRON2_MISSING, REPO_ROOT
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
+from model_inputs import two_images  # noqa: E402
 
 from sam_detr.modeling import DETR, SAMDETR  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
-
-
-def _inputs():
-    """Two odd-sized images, the second without objects."""
-    inputs = []
-    for (h, w), boxes in (((97, 131), [[10.0, 12.0, 60.0, 80.0], [70.0, 5.0, 120.0, 50.0]]), ((83, 77), [])):
-        inst = Instances((h, w))
-        inst.gt_boxes = Boxes(torch.tensor(boxes).reshape(-1, 4))
-        inst.gt_classes = torch.arange(len(boxes), dtype=torch.int64)
-        inputs.append({"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8), "instances": inst})
-    return inputs
 
 
 @pytest.mark.parametrize(
@@ -38,15 +27,15 @@ def test_config_trains_and_infers(name, cls):
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     with EventStorage():
-        losses = model(_inputs())
+        losses = model(two_images())
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
     optimizer.step()
     model.eval()
     with torch.no_grad():
-        out = model(_inputs())
-    assert [o["instances"].image_size for o in out] == [(97, 131), (83, 77)]
+        out = model(two_images())
+    assert [o["instances"].image_size for o in out] == [(134, 186), (45, 101)]
 
 
 def test_quickstart_sam_detr_matches_the_quickstart_detr():

@@ -9,8 +9,9 @@ from conftest import DETECTRON2_MISSING, REPO_ROOT
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from detectron2.config import LazyConfig, get_cfg, instantiate  # noqa: E402
-from detectron2.structures import Boxes, Instances  # noqa: E402
+from detectron2.structures import Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
+from model_inputs import two_images  # noqa: E402
 
 from sam_detr.config import add_sam_detr_config  # noqa: E402
 from sam_detr.layers import MSDeformAttn  # noqa: E402
@@ -108,26 +109,12 @@ def tiny_sam_detr(smca=False, multiscale=False, num_classes=5):
     )
 
 
-def _inputs():
-    a = {"image": torch.randint(0, 256, (3, 67, 93), dtype=torch.uint8), "height": 134, "width": 186}
-    a["instances"] = Instances(
-        (67, 93),
-        gt_boxes=Boxes(torch.tensor([[3.0, 4.0, 40.0, 50.0], [50.0, 10.0, 90.0, 30.0]])),
-        gt_classes=torch.tensor([1, 4]),
-    )
-    b = {"image": torch.randint(0, 256, (3, 45, 101), dtype=torch.uint8)}
-    b["instances"] = Instances(
-        (45, 101), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64)
-    )
-    return [a, b]
-
-
 @pytest.mark.parametrize("smca,multiscale", [(False, False), (True, False), (True, True)])
 def test_training_step_and_inference(smca, multiscale):
     torch.manual_seed(0)
     model = tiny_sam_detr(smca, multiscale).train()
     with EventStorage():
-        losses = model(_inputs())
+        losses = model(two_images())
     assert set(losses) == {f"{k}{s}" for k in ("loss_ce", "loss_bbox", "loss_giou") for s in ("", "_0", "_1")}
     total = sum(losses.values())
     assert torch.isfinite(total)
@@ -137,7 +124,7 @@ def test_training_step_and_inference(smca, multiscale):
     assert all(p.grad is not None for n, p in model.named_parameters() if "semantics_aligner" in n)
     model.eval()
     with torch.no_grad():
-        out = model(_inputs())
+        out = model(two_images())
     assert out[0]["instances"].image_size == (134, 186) and len(out[0]["instances"]) == 7 * 5
     assert out[1]["instances"].pred_classes.max() < 5
 
@@ -163,7 +150,7 @@ def test_official_initialisation():
 
 
 def _head_outputs(model):
-    images, mask = model.preprocess_image(_inputs())
+    images, mask = model.preprocess_image(two_images())
     features = model.backbone(images.tensor)
     features = [features[f] for f in model.in_features]
     return model.forward_head(features, [model.resize_mask(mask, f.shape[-2:]) for f in features])
@@ -274,13 +261,13 @@ def test_config_trains_and_infers(name):
     assert isinstance(model.transformer, SAMDETRMultiScaleTransformer) == ms
     assert len(model.input_proj) == (3 if ms else 1) and len(model.input_proj[0]) == (2 if norm else 1)
     with EventStorage():
-        losses = model(_inputs())
+        losses = model(two_images())
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
     model.eval()
     with torch.no_grad():
-        out = model(_inputs()[:1])
+        out = model(two_images()[:1])
     assert isinstance(out[0]["instances"], Instances) and len(out[0]["instances"]) == 100
 
 

@@ -58,8 +58,4 @@ class DETR(DETRBase):
         hs = self.transformer(self.input_proj(src), mask, self.query_embed.weight, pos)  # (L, B, Q, C)
         logits = self.class_embed(hs)
         boxes = self.bbox_embed(hs).sigmoid()
-        return {
-            "pred_logits": logits[-1],
-            "pred_boxes": boxes[-1],
-            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])],
-        }
+        return self.layer_outputs(logits, boxes)

@@ -113,6 +113,16 @@ class DETRBase(nn.Module):
         """
         raise NotImplementedError
 
+    @staticmethod
+    def layer_outputs(logits: torch.Tensor, boxes: torch.Tensor) -> Dict:
+        """forward_head's predictions from those of every decoder layer, logits (L, B, Q, K') and boxes
+        (L, B, Q, 4): the last layer's, and the earlier ones' as "aux_outputs"."""
+        return {
+            "pred_logits": logits[-1],
+            "pred_boxes": boxes[-1],
+            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])],
+        }
+
     def forward(self, batched_inputs: List[Dict]):
         """
         Args:

@@ -107,11 +107,7 @@ class SAMDETR(DETRBase):
         pos = [self.position_embedding(m).to(s.dtype) for m, s in zip(masks, srcs)]
         hs, boxes = self.transformer(srcs, masks, pos, self.query_embed.weight, self.bbox_embed)
         logits = torch.stack([head(h) for head, h in zip(self.class_embed, hs)])
-        return {
-            "pred_logits": logits[-1],
-            "pred_boxes": boxes[-1],
-            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])],
-        }
+        return self.layer_outputs(logits, boxes)
 
 
 def _coarse_to_fine(num_layers: int, num_levels: int) -> List[int]:
