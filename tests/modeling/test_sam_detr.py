@@ -198,6 +198,13 @@ def test_one_roi_align_per_decoder_layer():
     assert roi_align.call_count == len(model.transformer.decoder.layers)
 
 
+def test_semantics_aligner_uses_the_package_roi_align():
+    """sam_detr.layers.roi_align: the compiled parallel CPU kernel where built, torchvision elsewhere."""
+    import sam_detr.layers
+
+    assert semantics_aligner.roi_align is sam_detr.layers.roi_align
+
+
 def test_smca_bias_equals_official_formula():
     torch.manual_seed(0)
     B, Q, M, H, W = 2, 5, 4, 3, 6
