@@ -102,8 +102,8 @@ def annotation_box(anno: Dict, num_classes: Optional[int] = None) -> np.ndarray:
 class _Report:
     """Counts of one kind of problem, per image, logged once at the end."""
 
-    def __init__(self, what: str, outcome: str):
-        self.what, self.outcome = what, outcome
+    def __init__(self, what: str, outcome: str, why: str = ""):
+        self.what, self.outcome, self.why = what, outcome, why
         self.per_image: Dict[str, int] = defaultdict(int)
         self.first_reason: Dict[str, str] = {}
 
@@ -115,11 +115,11 @@ class _Report:
         if not self.per_image:
             return
         for i, (image, count) in enumerate(self.per_image.items()):
-            reason = f": {self.first_reason[image]}" if self.first_reason[image] else ""
+            reason = f": {self.first_reason[image]}" if self.first_reason[image] else self.why
             line = f"{self.outcome} {count} {self.what} in {image}{reason}"
             logger.log(logging.WARNING if i < _NAMED_IMAGES else logging.DEBUG, f"[{name}] {line}")
         total = sum(self.per_image.values())
-        logger.warning(f"[{name}] {self.outcome} {total} {self.what} in {len(self.per_image)} image(s) in all")
+        logger.warning(f"[{name}] {self.outcome} {total} {self.what} in {len(self.per_image)} image(s) in all{self.why}")
 
 
 def check_dataset_dicts(
@@ -152,16 +152,14 @@ def check_dataset_dicts(
                 f"{field}='skip' is for training: COCOEvaluator reads the ground truth of what would be "
                 "skipped from the dataset's json, so the AP would be wrong"
             )
+    left_in_json = ("kept", ", as COCOEvaluator reads them from the json") if evaluation else None
     reports = {
         "missing": _Report("missing image file(s)", "skipped"),
         "bad": _Report("invalid annotation(s)", "skipped"),
-        "zero": _Report("annotation(s) with zero area", "kept" if evaluation else "skipped"),
-        "outside": _Report("annotation(s) wholly outside the image", "kept" if evaluation else "skipped"),
-        "clipped": _Report("annotation(s) partly outside the image", "kept" if evaluation else "clipped"),
+        "zero": _Report("annotation(s) with zero area", *(left_in_json or ("skipped",))),
+        "outside": _Report("annotation(s) wholly outside the image", *(left_in_json or ("skipped",))),
+        "clipped": _Report("annotation(s) partly outside the image", *(left_in_json or ("clipped",))),
     }
-    if evaluation:
-        for key in ("zero", "outside", "clipped"):
-            reports[key].what += " (as the dataset's json has them for COCOEvaluator)"
     checked, num_unannotated = [], 0
     for record in dataset_dicts:
         image = describe_image(record)
@@ -184,7 +182,7 @@ def check_dataset_dicts(
                 box = annotation_box(anno, num_classes)
             except InvalidAnnotation as e:
                 if bad_annotations == "error":
-                    raise ValueError(f"{where}, annotation {index} (id {anno.get('id', '?')}): {e}") from None
+                    raise ValueError(f"{where}, annotation {index}: {e}") from None
                 reports["bad"].add(image, f"annotation {index}: {e}")
                 continue
             kind = _box_kind(box, record.get("width"), record.get("height"))
