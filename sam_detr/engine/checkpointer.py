@@ -78,7 +78,8 @@ class StrictCheckpointer(DetectionCheckpointer):
         incompatible = super()._load_model(checkpoint)
         if not isinstance(checkpoint, dict):
             return incompatible
-        missing = _filter_reused_missing_keys(self.model, incompatible.missing_keys)
+        order = {k: i for i, k in enumerate(self.model.state_dict())}
+        missing = sorted(_filter_reused_missing_keys(self.model, incompatible.missing_keys), key=order.get)
         problems = []
         shapes = {k: (a, b) for k, a, b in incompatible.incorrect_shapes}
         missing = [k for k in missing if k not in shapes and not self._declared("missing", k)]
