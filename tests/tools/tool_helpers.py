@@ -26,6 +26,14 @@ TINY_DETR = [
     "dataloader.test.mapper.augmentations.0.short_edge_length=64",
 ]
 TINY_NUM_QUERIES = 5
+# The same for the quickstart SAM-DETR (configs/quickstart/sam_detr.py), with two decoder layers
+TINY_SAM_DETR = [
+    *(f"model.transformer.{part}.layer.{key}" for part in ("encoder", "decoder")
+      for key in ("d_model=32", "dim_feedforward=64")),
+    "model.transformer.encoder.num_layers=1",
+    "model.transformer.decoder.num_layers=2",
+    "model.num_queries=5",
+] + [o for o in TINY_DETR if o.startswith("dataloader.")]
 # training runs of a few iterations: a checkpoint every 2, a line of metrics at each, no evaluation at the end
 SHORT_RUN = ["train.checkpointer.period=2", "train.log_period=1", "dataloader.evaluator=null"]
 
