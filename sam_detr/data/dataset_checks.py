@@ -119,7 +119,8 @@ class _Report:
             line = f"{self.outcome} {count} {self.what} in {image}{reason}"
             logger.log(logging.WARNING if i < _NAMED_IMAGES else logging.DEBUG, f"[{name}] {line}")
         total = sum(self.per_image.values())
-        logger.warning(f"[{name}] {self.outcome} {total} {self.what} in {len(self.per_image)} image(s) in all{self.why}")
+        images = len(self.per_image)
+        logger.warning(f"[{name}] {self.outcome} {total} {self.what} in {images} image(s) in all{self.why}")
 
 
 def check_dataset_dicts(

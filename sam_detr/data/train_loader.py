@@ -164,7 +164,8 @@ class TrainLoader:
             if mapped is not None:
                 return mapped
             same_bucket = np.flatnonzero(self.buckets == self.buckets[index])
-            index = int(same_bucket[np.random.default_rng(_mix(self.seed, position, attempt)).integers(len(same_bucket))])
+            draw = np.random.default_rng(_mix(self.seed, position, attempt)).integers(len(same_bucket))
+            index = int(same_bucket[draw])
         raise RuntimeError(f"the mapper skipped sample {position} of the stream and {_SUBSTITUTES} substitutes")
 
     def __iter__(self) -> Iterator[List[Dict]]:

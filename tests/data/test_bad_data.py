@@ -116,7 +116,8 @@ def test_box_without_area(coco, package_log, box, kind):
     # evaluation: COCOEvaluator reads them from the json, so they are counted there and reported here
     package_log.clear()
     assert [len(d["annotations"]) for d in checked_dataset_dicts(name, evaluation=True)] == [1, 3]
-    assert re.search(rf"kept 2 annotation\(s\) {kind} in {where(image_id)}, as COCOEvaluator reads them", package_log.text)
+    assert re.search(rf"kept 2 annotation\(s\) {kind} in {where(image_id)}, as COCOEvaluator reads them",
+                     package_log.text)
 
 
 def test_box_partly_outside_is_clipped(coco, package_log):
