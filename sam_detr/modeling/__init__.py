@@ -1,5 +1,5 @@
 """Detectron2 models: the shared DETR pipeline and one meta-architecture per method."""
 from .backbone import build_detr_resnet_backbone, build_resnet_backbone
-from .criterion import SetCriterion
+from .criterion import LossGroup, SetCriterion
 from .matcher import HungarianMatcher
 from .meta_arch import DETR, DETRBase, SAMDETR

@@ -63,7 +63,7 @@ def test_empty_targets_and_non_finite_costs():
     src, tgt = matcher(outputs, [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}])[0]
     assert src.numel() == 0 and tgt.numel() == 0 and src.dtype == torch.int64
     # a diverged prediction (where the official code fails an assertion) is matched last; the losses then
-    # come out non-finite and the trainer stops naming them (tests/engine/test_non_finite.py)
+    # come out non-finite and the trainer stops naming them (tests/tools/test_resume.py)
     outputs["pred_boxes"][0, 1, 0] = float("nan")
     outputs["pred_logits"][0, 2] = float("nan")
     targets = [{"labels": torch.tensor([1, 2]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.6, 0.1, 0.4]])}]
