@@ -4,7 +4,7 @@ datasets of `sam_detr.data.datasets`."""
 from . import datasets  # noqa: F401  (registers the datasets)
 from .dataset_checks import check_dataset_dicts, checked_dataset_dicts
 from .detr_dataset_mapper import BadImageError, DetrDatasetMapper
-from .train_loader import TrainLoader, build_train_loader
+from .train_loader import TrainLoader
 from .transforms import (
     DETR_CROP_SCALES,
     DETR_CROP_SIZE,

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..utils.rng import preserved_rng, seed_all_from
 
-__all__ = ["TrainLoader", "build_train_loader", "GlobalBatches"]
+__all__ = ["TrainLoader", "GlobalBatches"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +107,8 @@ def _identity(batch):
 
 class TrainLoader:
     """Iterable over this process's training batches (lists of mapped dicts), resumable exactly; see the module
-    docstring. Built by `build_train_loader`, which takes the arguments of d2's
-    `build_detection_train_loader`.
+    docstring. It takes the arguments of d2's `build_detection_train_loader` (but sampler and collate_fn:
+    the stream is its own sampler).
 
     Args:
         dataset: Detectron2 dataset dicts (each with "width" and "height" when grouping).
@@ -123,9 +123,9 @@ class TrainLoader:
     def __init__(
         self,
         dataset: List[Dict],
+        *,
         mapper: Callable[[Dict], Optional[Dict]],
         total_batch_size: int,
-        *,
         num_workers: int = 0,
         aspect_ratio_grouping: bool = True,
         seed: Optional[int] = None,
@@ -214,19 +214,3 @@ class TrainLoader:
             f"image {self._stream.offset} of {len(self.buckets)})"
         )
 
-
-def build_train_loader(
-    dataset: List[Dict],
-    *,
-    mapper: Callable[[Dict], Optional[Dict]],
-    total_batch_size: int,
-    num_workers: int = 0,
-    aspect_ratio_grouping: bool = True,
-    seed: Optional[int] = None,
-) -> TrainLoader:
-    """`TrainLoader`, with the keyword arguments of d2's `build_detection_train_loader` (sampler and collate_fn
-    aside: the stream is its own sampler)."""
-    return TrainLoader(
-        dataset, mapper, total_batch_size, num_workers=num_workers, aspect_ratio_grouping=aspect_ratio_grouping,
-        seed=seed,
-    )

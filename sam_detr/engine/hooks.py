@@ -63,7 +63,7 @@ class TrainingStateHook(HookBase):
             logger.warning(
                 f"the train loader ({type(self.trainer.data_loader).__name__}) has no state_dict: --resume "
                 "restarts its stream, so a resumed run sees other images than the interrupted one would have "
-                "(sam_detr.data.build_train_loader resumes exactly)"
+                "(sam_detr.data.TrainLoader resumes exactly)"
             )
 
     def after_step(self):

@@ -21,7 +21,7 @@ from sam_detr.data import (  # noqa: E402
     BadImageError,
     DetrDatasetMapper,
     DetrResize,
-    build_train_loader,
+    TrainLoader,
     checked_dataset_dicts,
 )
 
@@ -211,7 +211,7 @@ def test_training_runs_through_the_tolerated_cases(coco, package_log):
     name = tolerated_cases(coco, training=True)
     dataset = checked_dataset_dicts(name, missing_images="skip", bad_annotations="skip")
     assert len(dataset) == 10
-    loader = build_train_loader(dataset, mapper=mapper(bad_images="skip"), total_batch_size=2, seed=0)
+    loader = TrainLoader(dataset, mapper=mapper(bad_images="skip"), total_batch_size=2, seed=0)
     model = tiny_model().train()
     seen = set()
     with EventStorage():

@@ -15,7 +15,7 @@ from coco_builder import CocoBuilder, png  # noqa: E402
 from detectron2.data import transforms as T  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
-from sam_detr.data import DetrDatasetMapper, DetrResize, RandomSizeCrop, build_train_loader  # noqa: E402
+from sam_detr.data import DetrDatasetMapper, DetrResize, RandomSizeCrop, TrainLoader  # noqa: E402
 from sam_detr.data import checked_dataset_dicts  # noqa: E402
 from sam_detr.data.train_loader import GlobalBatches  # noqa: E402
 
@@ -50,20 +50,20 @@ def assert_same(a, b):
 
 
 def test_stream_does_not_depend_on_workers(dataset):
-    single = take(build_train_loader(dataset, mapper=mapper(), total_batch_size=2, seed=3), 6)
-    assert_same(single, take(build_train_loader(dataset, mapper=mapper(), total_batch_size=2, seed=3,
+    single = take(TrainLoader(dataset, mapper=mapper(), total_batch_size=2, seed=3), 6)
+    assert_same(single, take(TrainLoader(dataset, mapper=mapper(), total_batch_size=2, seed=3,
                                                 num_workers=2), 6))
-    other_seed = take(build_train_loader(dataset, mapper=mapper(), total_batch_size=2, seed=4), 6)
+    other_seed = take(TrainLoader(dataset, mapper=mapper(), total_batch_size=2, seed=4), 6)
     assert [[i for i, _ in b] for b in other_seed] != [[i for i, _ in b] for b in single]
 
 
 def test_state_continues_the_stream_exactly(dataset):
-    whole = take(build_train_loader(dataset, mapper=mapper(), total_batch_size=2, seed=5), 9)
-    interrupted = build_train_loader(dataset, mapper=mapper(), total_batch_size=2, seed=5)
+    whole = take(TrainLoader(dataset, mapper=mapper(), total_batch_size=2, seed=5), 9)
+    interrupted = TrainLoader(dataset, mapper=mapper(), total_batch_size=2, seed=5)
     take(interrupted, 4)
     state = interrupted.state_dict()
     assert state["batches"] == 4
-    resumed = build_train_loader(dataset, mapper=mapper(), total_batch_size=2, seed=99, num_workers=1)
+    resumed = TrainLoader(dataset, mapper=mapper(), total_batch_size=2, seed=99, num_workers=1)
     resumed.load_state_dict(state)
     assert_same(take(resumed, 5), whole[4:])  # across an epoch boundary: 7 images, 2 per batch
 
@@ -81,15 +81,15 @@ def test_batches_are_grouped_by_aspect_ratio():
 
 
 def test_processes_share_each_global_batch(dataset, monkeypatch):
-    one = take(build_train_loader(dataset, mapper=mapper(), total_batch_size=4, seed=1), 3)
+    one = take(TrainLoader(dataset, mapper=mapper(), total_batch_size=4, seed=1), 3)
     shares = []
     for rank in range(2):
         monkeypatch.setattr(comm, "get_world_size", lambda: 2)
         monkeypatch.setattr(comm, "get_rank", lambda rank=rank: rank)
-        shares.append(take(build_train_loader(dataset, mapper=mapper(), total_batch_size=4, seed=1), 3))
+        shares.append(take(TrainLoader(dataset, mapper=mapper(), total_batch_size=4, seed=1), 3))
     assert_same(one, [a + b for a, b in zip(*shares)])
     with pytest.raises(ValueError, match="multiple of the 2 processes"):
-        build_train_loader(dataset, mapper=mapper(), total_batch_size=3, seed=1)
+        TrainLoader(dataset, mapper=mapper(), total_batch_size=3, seed=1)
 
 
 def test_skipped_images_get_a_deterministic_substitute(dataset):
@@ -100,7 +100,7 @@ def test_skipped_images_get_a_deterministic_substitute(dataset):
         def __call__(self, d):
             return None if d["image_id"] == 1 else self.mapper(d)
 
-    runs = [take(build_train_loader(dataset, mapper=SkipFirst(), total_batch_size=2, seed=2), 8) for _ in range(2)]
+    runs = [take(TrainLoader(dataset, mapper=SkipFirst(), total_batch_size=2, seed=2), 8) for _ in range(2)]
     assert_same(*runs)
     assert all(i != 1 for batch in runs[0] for i, _ in batch) and all(len(batch) == 2 for batch in runs[0])
 
@@ -109,6 +109,6 @@ def test_loading_leaves_the_training_generators_alone(dataset):
     torch.manual_seed(0), np.random.seed(0), random.seed(0)
     expected = (torch.rand(3), np.random.rand(3), random.random())
     torch.manual_seed(0), np.random.seed(0), random.seed(0)
-    take(build_train_loader(dataset, mapper=mapper(), total_batch_size=2, seed=0), 3)
+    take(TrainLoader(dataset, mapper=mapper(), total_batch_size=2, seed=0), 3)
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]

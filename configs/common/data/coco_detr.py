@@ -14,7 +14,7 @@ from detectron2.evaluation import COCOEvaluator
 from sam_detr.data import (
     DetrDatasetMapper,
     DetrResize,
-    build_train_loader,
+    TrainLoader,
     checked_dataset_dicts,
     detr_train_augmentation,
 )
@@ -28,7 +28,7 @@ dataloader = OmegaConf.create()
 # read by the training tool to turn train.epochs into iterations
 dataloader.train_images = NUM_TRAIN_IMAGES
 
-dataloader.train = L(build_train_loader)(
+dataloader.train = L(TrainLoader)(
     # the policies: "error" or "skip" a missing image file or an annotation that cannot be right; "skip" or
     # "error" a box with no area (in the image)
     dataset=L(checked_dataset_dicts)(
