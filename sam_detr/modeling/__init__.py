@@ -2,4 +2,4 @@
 from .backbone import build_detr_resnet_backbone, build_resnet_backbone
 from .criterion import LossGroup, SetCriterion
 from .matcher import HungarianMatcher
-from .meta_arch import DETR, DETRBase, SAMDETR
+from .meta_arch import DETR, DETRBase, DeformableDETR, SAMDETR
