@@ -15,6 +15,12 @@ LISTINGS = Path(
 needs_listings = pytest.mark.skipif(
     not LISTINGS.is_dir(), reason=f"{LISTINGS} (the official state-dict listings) is absent"
 )
+# the marks of a converter test module: its models are built on the meta device (only names and shapes
+# matter, loading values is a no-op)
+CONVERTER_TEST_MARKS = [
+    needs_listings,
+    pytest.mark.filterwarnings("ignore:.*copying from a non-meta parameter:UserWarning"),
+]
 
 _LINE = re.compile(r"^(\S+) \(([\d, ]*)\)(?:  \[same tensor as (\S+)\])?$")
 # every official classifier, including the tied copies the official models register under the decoder

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import DETECTRON2_MISSING, REPO_ROOT
-from official_listings import fake_official, needs_listings
+from official_listings import CONVERTER_TEST_MARKS, fake_official
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
@@ -15,11 +15,7 @@ from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from sam_detr.checkpoint import convert_deformable_detr, dataset_class_ids, deformable_detr_key  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
-pytestmark = [
-    needs_listings,
-    # the models are built on the meta device: only names and shapes matter, loading values is a no-op
-    pytest.mark.filterwarnings("ignore:.*copying from a non-meta parameter:UserWarning"),
-]
+pytestmark = CONVERTER_TEST_MARKS
 
 # listing -> config of the same official model
 CONFIG_OF = {
@@ -56,7 +52,8 @@ def test_official_listing_converts_and_loads_strictly(listing):
         "transformer.encoder.layers.2.norm2.weight": "transformer.encoder.layers.2.ffn.norm.weight",
         "transformer.decoder.layers.3.cross_attn.attention_weights.weight":
             "transformer.decoder.layers.3.cross_attn.attention_weights.weight",
-        "transformer.decoder.layers.1.self_attn.in_proj_weight": "transformer.decoder.layers.1.self_attn.in_proj_weight",
+        "transformer.decoder.layers.1.self_attn.in_proj_weight":
+            "transformer.decoder.layers.1.self_attn.in_proj_weight",
         "transformer.decoder.layers.4.norm2.bias": "transformer.decoder.layers.4.norm2.bias",
         "transformer.decoder.layers.4.norm3.bias": "transformer.decoder.layers.4.ffn.norm.bias",
         "transformer.decoder.layers.0.linear2.weight": "transformer.decoder.layers.0.ffn.linear2.weight",
@@ -87,13 +84,15 @@ def test_shared_heads_stay_shared_and_copies_stay_apart():
     official = fake_official("ddetr_refine")
     converted = convert_deformable_detr(official, refine.state_dict())
     assert not torch.equal(converted["bbox_embed.1.layers.0.bias"], converted["bbox_embed.2.layers.0.bias"])
-    assert torch.equal(converted["bbox_embed.1.layers.0.bias"], official["transformer.decoder.bbox_embed.1.layers.0.bias"])
+    tied = official["transformer.decoder.bbox_embed.1.layers.0.bias"]
+    assert torch.equal(converted["bbox_embed.1.layers.0.bias"], tied)
 
 
 def test_class_heads_keep_the_coco_rows_and_the_proposal_head_its_objectness_row():
     official = fake_official("ddetr_twostage")
     ids = dataset_class_ids("coco_2017_val")
-    converted = convert_deformable_detr(official, model_for("ddetr_twostage", num_classes=80).state_dict(), class_ids=ids)
+    target = model_for("ddetr_twostage", num_classes=80).state_dict()
+    converted = convert_deformable_detr(official, target, class_ids=ids)
     for i in range(6):
         assert torch.equal(converted[f"class_embed.{i}.weight"], official[f"class_embed.{i}.weight"][ids])
     # two-stage selects and trains the proposals on logit 0: it stays first

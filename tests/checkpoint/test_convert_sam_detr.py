@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import DETECTRON2_MISSING, REPO_ROOT
-from official_listings import needs_listings
+from official_listings import CONVERTER_TEST_MARKS
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
@@ -17,11 +17,7 @@ from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from sam_detr.checkpoint import convert_sam_detr, dataset_class_ids, sam_detr_key  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
-pytestmark = [
-    needs_listings,
-    # the models are built on the meta device: only names and shapes matter, loading values is a no-op
-    pytest.mark.filterwarnings("ignore:.*copying from a non-meta parameter:UserWarning"),
-]
+pytestmark = CONVERTER_TEST_MARKS
 
 # listing -> (model graph, GroupNorm in input_proj, SMCA)
 GRAPHS = {

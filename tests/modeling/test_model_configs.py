@@ -8,8 +8,7 @@ from conftest import DETECTRON2_MISSING, REPO_ROOT
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.utils.events import EventStorage  # noqa: E402
-from model_inputs import two_images  # noqa: E402
+from model_inputs import train_step_and_inference  # noqa: E402
 
 from sam_detr.modeling import DETR, SAMDETR, DeformableDETR  # noqa: E402
 
@@ -32,15 +31,7 @@ def test_config_trains_and_infers(name, cls):
     assert type(model) is cls
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
-    with EventStorage():
-        losses = model(two_images())
-    total = sum(losses.values())
-    assert torch.isfinite(total)
-    total.backward()
-    optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        out = model(two_images())
+    _, out = train_step_and_inference(model, optimizer)
     assert [o["instances"].image_size for o in out] == [(134, 186), (45, 101)]
 
 
@@ -60,27 +51,18 @@ def load_quickstarts(name):
     return detr.model, other.model
 
 
-def test_quickstart_sam_detr_matches_the_quickstart_detr():
-    """The two main jobs differ only in the detector, so that their APs compare."""
-    detr, sam = load_quickstarts("sam_detr.py")
+@pytest.mark.parametrize(
+    "name, layer_keys",
+    [
+        ("sam_detr.py", ("d_model", "nhead", "dim_feedforward", "dropout")),
+        ("deformable_detr.py", ("d_model", "n_heads", "d_ffn", "dropout")),
+    ],
+)
+def test_quickstarts_match_the_quickstart_detr(name, layer_keys):
+    """The main jobs differ only in the detector, so that their APs compare."""
+    detr, other = load_quickstarts(name)
     t = detr.transformer
-    for part in (sam.transformer.encoder, sam.transformer.decoder):
-        layer = part.layer
-        assert (layer.d_model, layer.nhead, layer.dim_feedforward, layer.dropout) == (
-            t.d_model, t.nhead, t.dim_feedforward, t.dropout
-        )
-    assert sam.transformer.encoder.num_layers == t.num_encoder_layers
-    assert sam.transformer.decoder.num_layers == t.num_decoder_layers
-
-
-def test_quickstart_deformable_detr_matches_the_quickstart_detr():
-    detr, deformable = load_quickstarts("deformable_detr.py")
-    t = detr.transformer
-    for part in (deformable.transformer.encoder, deformable.transformer.decoder):
-        layer = part.layer
-        assert (layer.d_model, layer.n_heads, layer.d_ffn, layer.dropout) == (
-            t.d_model, t.nhead, t.dim_feedforward, t.dropout
-        )
-    assert deformable.transformer.encoder.num_layers == t.num_encoder_layers
-    assert deformable.transformer.decoder.num_layers == t.num_decoder_layers
-    assert deformable.transformer.proposals.d_model == t.d_model and deformable.with_box_refine
+    for part in (other.transformer.encoder, other.transformer.decoder):
+        assert tuple(part.layer[k] for k in layer_keys) == (t.d_model, t.nhead, t.dim_feedforward, t.dropout)
+    assert other.transformer.encoder.num_layers == t.num_encoder_layers
+    assert other.transformer.decoder.num_layers == t.num_decoder_layers

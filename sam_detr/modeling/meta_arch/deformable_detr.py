@@ -65,7 +65,8 @@ class DeformableDETR(DETRBase):
         extra_levels = transformer.num_feature_levels - len(self.in_features)
         if extra_levels < 0:
             raise ValueError(
-                f"in_features {self.in_features} are more levels than the transformer's {transformer.num_feature_levels}"
+                f"in_features {self.in_features} are more levels than the transformer's "
+                f"{transformer.num_feature_levels}"
             )
         hidden = transformer.d_model
         self.transformer = transformer
