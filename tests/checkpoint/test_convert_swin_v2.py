@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-pytest.importorskip("detectron2", reason="sam_detr.modeling needs detectron2")
+from conftest import DETECTRON2_MISSING
+from swin_v2_tiny import TINY_SWINV2, trained_like
+
+pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from sam_detr.checkpoint.swin_v2 import (  # noqa: E402
     convert_plain_detr_backbone, convert_swinv2_pretrained, plain_detr_backbone_key, swinv2_pretrained_key,
@@ -9,24 +12,9 @@ from sam_detr.checkpoint.swin_v2 import (  # noqa: E402
 )
 from sam_detr.modeling import build_swinv2_backbone  # noqa: E402
 
-TINY = dict(
-    embed_dim=8,
-    depths=(1, 1, 2, 2),
-    num_heads=(1, 2, 2, 4),
-    window_size=4,
-    pretrained_window_sizes=(4, 4, 4, 2),
-    global_blocks=((), (), (), (0, 1)),
-    drop_path_rate=0.0,
-)
-
-
 def _model(seed):
     torch.manual_seed(seed)
-    model = build_swinv2_backbone(**TINY).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape))
-    return model
+    return trained_like(build_swinv2_backbone(**TINY_SWINV2, drop_path_rate=0.0), seed).eval()
 
 
 def _geometry_buffers(model, prefix):

@@ -3,7 +3,10 @@ import math
 import pytest
 import torch
 
-pytest.importorskip("detectron2", reason="sam_detr.modeling needs detectron2")
+from conftest import DETECTRON2_MISSING
+from swin_v2_tiny import TINY_SWINV2, trained_like
+
+pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 import torch.nn.functional as F  # noqa: E402
 
@@ -14,26 +17,6 @@ from sam_detr.modeling.backbone.swin_v2 import (  # noqa: E402
     shifted_window_mask,
 )
 
-# a tiny SwinV2: window 4, global blocks in the last stage, as `_2global`
-TINY = dict(
-    embed_dim=8,
-    depths=(1, 1, 2, 2),
-    num_heads=(1, 2, 2, 4),
-    window_size=4,
-    pretrained_window_sizes=(4, 4, 4, 2),
-    global_blocks=((), (), (), (0, 1)),
-)
-
-
-def _trained_like(model, seed=0):
-    """Weights away from the init (the res-post-norm gains start at 0, which hides the blocks)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=g))
-    return model
-
-
 def _stride32_size(n):
     n = math.ceil(n / 4)
     for _ in range(3):
@@ -43,7 +26,7 @@ def _stride32_size(n):
 
 @pytest.mark.parametrize("size", [(75, 101), (33, 47), (5, 3), (64, 64)])
 def test_trunk_and_upsampled_shapes_on_odd_sizes(size):
-    trunk = SwinTransformerV2(**TINY, drop_path_rate=0.0, out_features=("res2", "res3", "res4", "res5")).eval()
+    trunk = SwinTransformerV2(**TINY_SWINV2, drop_path_rate=0.0, out_features=("res2", "res3", "res4", "res5")).eval()
     shapes = trunk.output_shape()
     assert {k: (s.channels, s.stride) for k, s in shapes.items()} == {
         "res2": (8, 4), "res3": (16, 8), "res4": (32, 16), "res5": (64, 32)
@@ -56,7 +39,7 @@ def test_trunk_and_upsampled_shapes_on_odd_sizes(size):
         assert out[name].shape == (2, shapes[name].channels, h, w)
         h, w = (h + 1) // 2, (w + 1) // 2
 
-    model = build_swinv2_backbone(**TINY, drop_path_rate=0.0).eval()
+    model = build_swinv2_backbone(**TINY_SWINV2, drop_path_rate=0.0).eval()
     assert {k: (s.channels, s.stride) for k, s in model.output_shape().items()} == {"p4": (32, 16)}
     with torch.no_grad():
         p4 = model(x)["p4"]
@@ -85,7 +68,7 @@ def test_global_block_is_window_attention_over_the_whole_map(size):
     window is the map; on a square map, exactly the windowed module with window = side."""
     h, w = size
     torch.manual_seed(0)
-    glob = _trained_like(CosineAttention(8, 2, None, pretrained_window_size=4)).eval()
+    glob = trained_like(CosineAttention(8, 2, None, pretrained_window_size=4)).eval()
     x = torch.randn(3, h * w, 8)
     bias = glob.position_bias(h, w)
     assert bias.shape == (2, h * w, h * w)
@@ -104,7 +87,7 @@ def test_global_block_is_window_attention_over_the_whole_map(size):
 
 
 def test_global_blocks_run_on_any_size_and_backpropagate():
-    model = _trained_like(build_swinv2_backbone(**TINY, drop_path_rate=0.0))
+    model = trained_like(build_swinv2_backbone(**TINY_SWINV2, drop_path_rate=0.0))
     for size in ((75, 101), (40, 9)):
         model.zero_grad()
         model(torch.randn(1, 3, *size))["p4"].square().mean().backward()
@@ -143,7 +126,7 @@ def test_shifted_block_pads_then_shifts():
     """An odd map is padded to whole windows before the cyclic shift: the block equals running it on the
     zero-padded map with the full-size mask, then cropping."""
     torch.manual_seed(0)
-    blk = _trained_like(SwinV2Block(8, 2, 4, 2, 4, 4.0, 0.0)).eval()
+    blk = trained_like(SwinV2Block(8, 2, 4, 2, 4, 4.0, 0.0)).eval()
     h, w = 6, 7
     x = torch.randn(2, h * w, 8)
     with torch.no_grad():
@@ -160,7 +143,7 @@ def test_layer_norm_fp32_and_qkv_island_under_autocast(monkeypatch):
     assert y.dtype == torch.bfloat16
     assert torch.equal(y, F.layer_norm(x.float(), (8,), eps=1e-6).bfloat16())
 
-    attn = _trained_like(CosineAttention(8, 2, 4, 4)).eval()
+    attn = trained_like(CosineAttention(8, 2, 4, 4)).eval()
     seen = []
     real_linear = F.linear
 
@@ -193,8 +176,8 @@ def test_logit_scale_is_clamped_at_log_100():
 
 def test_checkpointing_and_drop_path():
     torch.manual_seed(0)
-    plain = _trained_like(build_swinv2_backbone(**TINY, drop_path_rate=0.0)).train()
-    ckpt = build_swinv2_backbone(**TINY, drop_path_rate=0.0, use_checkpoint=True).train()
+    plain = trained_like(build_swinv2_backbone(**TINY_SWINV2, drop_path_rate=0.0)).train()
+    ckpt = build_swinv2_backbone(**TINY_SWINV2, drop_path_rate=0.0, use_checkpoint=True).train()
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 45, 37)
     plain(x)["p4"].sum().backward()
@@ -202,7 +185,7 @@ def test_checkpointing_and_drop_path():
     for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=name)
 
-    dropping = _trained_like(build_swinv2_backbone(**TINY, drop_path_rate=0.5))
+    dropping = trained_like(build_swinv2_backbone(**TINY_SWINV2, drop_path_rate=0.5))
     rates = [blk.drop_path for stage in dropping.net.layers for blk in stage.blocks]
     assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
     dropping.eval()
@@ -216,7 +199,7 @@ def test_checkpointing_and_drop_path():
 
 
 def test_initialisation_is_the_official_one():
-    trunk = SwinTransformerV2(**TINY, drop_path_rate=0.0)
+    trunk = SwinTransformerV2(**TINY_SWINV2, drop_path_rate=0.0)
     blk = trunk.layers[3].blocks[0]
     assert blk.attn.window_size is None and trunk.layers[2].blocks[1].attn.window_size == 4
     assert trunk.layers[2].blocks[1].shift_size == 2 and trunk.layers[2].blocks[0].shift_size == 0
@@ -230,20 +213,20 @@ def test_initialisation_is_the_official_one():
 
 
 def test_upsample_wrapper():
-    trunk = SwinTransformerV2(**TINY, drop_path_rate=0.0)
+    trunk = SwinTransformerV2(**TINY_SWINV2, drop_path_rate=0.0)
     up = UpsampleBackbone(trunk, out_stride=8)
     names = [n for n, _ in up.upsample.named_parameters()]
     assert names == ["0.weight", "0.bias", "1.ln.weight", "1.ln.bias", "3.weight", "3.bias"]
     assert {k: (s.channels, s.stride) for k, s in up.output_shape().items()} == {"p3": (16, 8)}
     with torch.no_grad():
         assert up(torch.randn(1, 3, 40, 50))["p3"].shape == (1, 16, 8, 8)
-    same = UpsampleBackbone(SwinTransformerV2(**TINY, drop_path_rate=0.0), out_stride=32)
+    same = UpsampleBackbone(SwinTransformerV2(**TINY_SWINV2, drop_path_rate=0.0), out_stride=32)
     assert isinstance(same.upsample, torch.nn.Identity) and "p5" in same.output_shape()
     with pytest.raises(ValueError, match="out_stride 12"):
-        UpsampleBackbone(SwinTransformerV2(**TINY, drop_path_rate=0.0), out_stride=12)
+        UpsampleBackbone(SwinTransformerV2(**TINY_SWINV2, drop_path_rate=0.0), out_stride=12)
     with pytest.raises(ValueError, match="out_stride 64"):
-        UpsampleBackbone(SwinTransformerV2(**TINY, drop_path_rate=0.0), out_stride=64)
-    multi = SwinTransformerV2(**TINY, drop_path_rate=0.0, out_features=("res4", "res5"))
+        UpsampleBackbone(SwinTransformerV2(**TINY_SWINV2, drop_path_rate=0.0), out_stride=64)
+    multi = SwinTransformerV2(**TINY_SWINV2, drop_path_rate=0.0, out_features=("res4", "res5"))
     with pytest.raises(ValueError, match="in_feature"):
         UpsampleBackbone(multi, out_stride=16)
     assert UpsampleBackbone(multi, out_stride=8, in_feature="res4").output_shape()["p3"].channels == 16
@@ -251,8 +234,8 @@ def test_upsample_wrapper():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match=r"global_blocks\[3\]"):
-        SwinTransformerV2(**{**TINY, "global_blocks": ((), (), (), (2,))}, drop_path_rate=0.0)
+        SwinTransformerV2(**{**TINY_SWINV2, "global_blocks": ((), (), (), (2,))}, drop_path_rate=0.0)
     with pytest.raises(ValueError, match="num_heads"):
-        SwinTransformerV2(**{**TINY, "num_heads": (1, 2)}, drop_path_rate=0.0)
+        SwinTransformerV2(**{**TINY_SWINV2, "num_heads": (1, 2)}, drop_path_rate=0.0)
     with pytest.raises(ValueError, match="res6"):
-        SwinTransformerV2(**TINY, drop_path_rate=0.0, out_features=("res6",))
+        SwinTransformerV2(**TINY_SWINV2, drop_path_rate=0.0, out_features=("res6",))

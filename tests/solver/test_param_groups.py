@@ -3,7 +3,10 @@ import pickle
 import pytest
 import torch
 
-pytest.importorskip("detectron2", reason="sam_detr.modeling needs detectron2")
+from conftest import DETECTRON2_MISSING
+from swin_v2_tiny import TINY_SWINV2
+
+pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from detectron2.config import LazyCall as L  # noqa: E402
 from detectron2.config import instantiate  # noqa: E402
@@ -78,9 +81,7 @@ def test_no_weight_decay_names():
 
 
 def test_param_groups_from_a_lazy_config_and_pickled_rules():
-    tiny = dict(embed_dim=8, depths=(1, 1, 2, 2), num_heads=(1, 2, 2, 4), window_size=4,
-                pretrained_window_sizes=(4, 4, 4, 2), drop_path_rate=0.0)
-    model = _Detector(**tiny)
+    model = _Detector(**TINY_SWINV2, drop_path_rate=0.0)
     cfg = L(torch.optim.AdamW)(
         params=L(param_groups_by_name)(
             base_lr="${..lr}",
