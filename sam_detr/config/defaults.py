@@ -33,6 +33,8 @@ def add_detr_config(cfg: CN) -> CN:
     cfg.MODEL.DETR.NUM_QUERIES = 100
     cfg.MODEL.DETR.SIZE_DIVISIBILITY = 0
     cfg.MODEL.DETR.NUM_SELECT = 100
+    # backbone and input projection per image, so that detections do not depend on the batch (DETRBase)
+    cfg.MODEL.DETR.BATCH_INVARIANT = False
     # matching costs and loss weights; CLASS_LOSS is "softmax" (DETR) or "focal" (the others)
     cfg.MODEL.DETR.CLASS_LOSS = "softmax"
     cfg.MODEL.DETR.COST_CLASS = 1.0

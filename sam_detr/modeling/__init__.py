@@ -2,6 +2,6 @@
 from .backbone import (
     SwinTransformerV2, UpsampleBackbone, build_detr_resnet_backbone, build_resnet_backbone, build_swinv2_backbone,
 )
-from .criterion import SetCriterion
+from .criterion import LossGroup, SetCriterion
 from .matcher import HungarianMatcher
 from .meta_arch import DETR, DETRBase, SAMDETR

@@ -1,4 +1,5 @@
 """The set-prediction loss shared by every DETR-style method."""
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 from ..layers.box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
 from .matcher import HungarianMatcher
 
-__all__ = ["SetCriterion", "sigmoid_focal_loss"]
+__all__ = ["SetCriterion", "LossGroup", "sigmoid_focal_loss"]
 
 Indices = List[Tuple[torch.Tensor, torch.Tensor]]
 
@@ -41,14 +42,56 @@ def _event_storage():
         return None
 
 
+@dataclass
+class LossGroup:
+    """One group of predictions the criterion supervises, with its own targets, matching and weights.
+
+    A group is the dict `outputs[key]` (the top-level outputs when `key` is None) with "pred_logits" and
+    "pred_boxes" and optionally "aux_outputs" (one such dict per earlier decoder layer). Its losses are
+    named `<loss><suffix>` and `<loss>_{i}<suffix>` for aux layer i. A group absent from the outputs is
+    skipped (e.g. "enc_outputs" of a one-stage model).
+
+    Args:
+        key: where the group's predictions are in the model's outputs.
+        suffix: appended to the group's loss names.
+        class_agnostic: every target gets label 0 (the two-stage encoder's proposals).
+        target_repeats: the targets of each image repeated this many times (H-DETR's one-to-many branch).
+        matcher: matches this group (default: the criterion's Hungarian matcher).
+        match_boxes: the key of the boxes the matcher compares with the targets ("pred_boxes"; MS-DETR
+            matches its encoder's proposals on their fixed "anchors").
+        weight_dict: the weight of each loss in this group (default: the criterion's).
+    """
+
+    key: Optional[str] = None
+    suffix: str = ""
+    class_agnostic: bool = False
+    target_repeats: int = 1
+    matcher: Optional[nn.Module] = None
+    match_boxes: str = "pred_boxes"
+    weight_dict: Optional[Dict[str, float]] = None
+
+    def targets(self, targets: List[Dict[str, torch.Tensor]]) -> List[Dict[str, torch.Tensor]]:
+        """The group's version of the targets: class-agnostic and/or repeated."""
+        out = []
+        for t in targets:
+            labels = torch.zeros_like(t["labels"]) if self.class_agnostic else t["labels"]
+            out.append({"labels": labels.repeat(self.target_repeats), "boxes": t["boxes"].repeat(self.target_repeats, 1)})
+        return out
+
+
+# the final decoder layer with its auxiliary layers, and the two-stage encoder's proposals
+DEFAULT_GROUPS = (LossGroup(), LossGroup(key="enc_outputs", suffix="_enc", class_agnostic=True))
+
+
 class SetCriterion(nn.Module):
     """Matches every decoder layer's predictions to the targets and computes the weighted losses.
 
     Losses: "class" (`loss_ce`: sigmoid focal loss, or softmax cross-entropy with a down-weighted
     no-object class) and "boxes" (`loss_bbox`: L1 on normalised (cx, cy, w, h); `loss_giou`: 1 - GIoU),
-    each divided by the number of target boxes averaged over all workers. The outputs of decoder layer i
-    (`aux_outputs[i]`) give `<loss>_{i}` and a two-stage encoder (`enc_outputs`, matched against
-    class-agnostic targets) gives `<loss>_enc`, all weighted like the final layer.
+    each divided by the number of target boxes of its group averaged over all workers. The predictions
+    supervised come in groups (`LossGroup`): by default the final decoder layer with its auxiliary layers
+    (`<loss>`, `<loss>_{i}`) and a two-stage encoder's proposals (`enc_outputs`, matched against
+    class-agnostic targets: `<loss>_enc`); one-to-many supervision adds a group of its own.
 
     Args:
         num_classes: K. Focal models predict K logits; softmax models K + 1, the last being "no object".
@@ -67,8 +110,11 @@ class SetCriterion(nn.Module):
         eos_coef: float = 0.1,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        groups: Sequence[LossGroup] = DEFAULT_GROUPS,
     ):
         super().__init__()
+        if not groups or groups[0].key is not None:
+            raise ValueError("the first loss group must be the top-level outputs (key=None)")
         if class_loss_type not in ("focal", "softmax"):
             raise ValueError(f"class_loss_type must be 'focal' or 'softmax', got {class_loss_type!r}")
         loss_keys = {"class": ["loss_ce"], "boxes": ["loss_bbox", "loss_giou"]}
@@ -85,6 +131,12 @@ class SetCriterion(nn.Module):
         self.class_loss_type = class_loss_type
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
+        self.groups = list(groups)
+        for group in self.groups:
+            weights = self.weight_dict if group.weight_dict is None else group.weight_dict
+            missing = [k for name in losses for k in loss_keys[name] if k not in weights]
+            if missing:
+                raise ValueError(f"the weights of loss group {group.key!r} have no weight for {missing}")
         if class_loss_type == "softmax":
             empty_weight = torch.ones(num_classes + 1)
             empty_weight[-1] = eos_coef
@@ -123,22 +175,21 @@ class SetCriterion(nn.Module):
             dist.all_reduce(num)
         return torch.clamp(num / world_size, min=1).item()
 
-    def group_losses(
+    def layer_losses(
         self,
         outputs: Dict[str, torch.Tensor],
         targets: List[Dict[str, torch.Tensor]],
         num_boxes: float,
+        indices: Indices,
+        weight_dict: Dict[str, float],
         suffix: str = "",
-        indices: Optional[Indices] = None,
     ) -> Dict[str, torch.Tensor]:
         """Weighted losses of one set of predictions ("pred_logits", "pred_boxes"), keys ending in suffix."""
-        if indices is None:
-            indices = self.matcher(outputs, targets)
         losses = {}
         for name in self.losses:
             fn = self.loss_class if name == "class" else self.loss_boxes
             for key, value in fn(outputs, targets, indices, num_boxes).items():
-                losses[key + suffix] = value * self.weight_dict[key]
+                losses[key + suffix] = value * weight_dict[key]
         return losses
 
     def forward(
@@ -146,22 +197,32 @@ class SetCriterion(nn.Module):
     ) -> Dict[str, torch.Tensor]:
         """
         Args:
-            outputs: "pred_logits" (B, Q, K[+1]), "pred_boxes" (B, Q, 4) normalised (cx, cy, w, h), and
-                optionally "aux_outputs" (a list of such dicts, one per earlier decoder layer) and
-                "enc_outputs" (one such dict).
+            outputs: "pred_logits" (B, Q, K[+1]), "pred_boxes" (B, Q, 4) normalised (cx, cy, w, h),
+                "aux_outputs" (a list of such dicts, one per earlier decoder layer), and the dict of each
+                further loss group (e.g. "enc_outputs").
             targets: per image, "labels" (T,) int64 and "boxes" (T, 4) normalised (cx, cy, w, h).
         Returns:
             the weighted losses, to be summed.
         """
-        num_boxes = self.num_boxes(targets, outputs["pred_logits"].device)
-        indices = self.matcher(outputs, targets)
-        losses = self.group_losses(outputs, targets, num_boxes, indices=indices)
-        for i, aux in enumerate(outputs.get("aux_outputs", [])):
-            losses.update(self.group_losses(aux, targets, num_boxes, suffix=f"_{i}"))
-        if "enc_outputs" in outputs:
-            binary = [{"labels": torch.zeros_like(t["labels"]), "boxes": t["boxes"]} for t in targets]
-            losses.update(self.group_losses(outputs["enc_outputs"], binary, num_boxes, suffix="_enc"))
-        self._log_metrics(outputs, targets, indices)
+        losses = {}
+        for group in self.groups:
+            group_outputs = outputs if group.key is None else outputs.get(group.key)
+            if group_outputs is None:
+                continue
+            group_targets = group.targets(targets)
+            num_boxes = self.num_boxes(group_targets, outputs["pred_logits"].device)
+            matcher = self.matcher if group.matcher is None else group.matcher
+            weights = self.weight_dict if group.weight_dict is None else group.weight_dict
+            layers = [(group.suffix, group_outputs)]
+            layers += [(f"_{i}{group.suffix}", aux) for i, aux in enumerate(group_outputs.get("aux_outputs", []))]
+            for suffix, layer in layers:
+                if group.match_boxes not in layer:
+                    raise KeyError(f"loss group {group.key!r}: outputs{suffix} have no {group.match_boxes!r} to match")
+                to_match = {"pred_logits": layer["pred_logits"], "pred_boxes": layer[group.match_boxes]}
+                indices = matcher(to_match, group_targets)
+                losses.update(self.layer_losses(layer, group_targets, num_boxes, indices, weights, suffix))
+                if group.key is None and suffix == "":
+                    self._log_metrics(layer, group_targets, indices)
         return losses
 
     @torch.no_grad()

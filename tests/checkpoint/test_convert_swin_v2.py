@@ -6,9 +6,10 @@ from swin_v2_tiny import TINY_SWINV2, trained_like
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
+from sam_detr.checkpoint import KeyRules  # noqa: E402
 from sam_detr.checkpoint.swin_v2 import (  # noqa: E402
-    convert_plain_detr_backbone, convert_swinv2_pretrained, plain_detr_backbone_key, swinv2_pretrained_key,
-    unwrap_state_dict,
+    PLAIN_DETR_BACKBONE_RULES, convert_plain_detr_backbone, convert_swinv2_pretrained, drop_geometry_buffers,
+    swinv2_pretrained_key, unwrap_state_dict,
 )
 from sam_detr.modeling import build_swinv2_backbone  # noqa: E402
 
@@ -62,14 +63,16 @@ def test_detection_checkpoint_round_trip():
 
 
 def test_detection_key_mapping():
-    assert plain_detr_backbone_key("backbone.0.net.body.layers.3.blocks.1.attn.cpb_mlp.2.weight") == (
+    rename = KeyRules(PLAIN_DETR_BACKBONE_RULES, backbone_prefix=None)
+    assert rename("backbone.0.net.body.layers.3.blocks.1.attn.cpb_mlp.2.weight") == (
         "backbone.net.layers.3.blocks.1.attn.cpb_mlp.2.weight"
     )
-    assert plain_detr_backbone_key("backbone.0.body.norm3.weight") == "backbone.net.norm3.weight"
-    assert plain_detr_backbone_key("backbone.0.upsample.0.bias") == "backbone.upsample.0.bias"
-    assert plain_detr_backbone_key("backbone.0.net.body.layers.0.blocks.0.attn.relative_coords_table") is None
-    with pytest.raises(KeyError, match="backbone.0.neck.weight"):
-        plain_detr_backbone_key("backbone.0.neck.weight")
+    assert rename("backbone.0.body.norm3.weight") == "backbone.net.norm3.weight"
+    assert rename("backbone.0.upsample.0.bias") == "backbone.upsample.0.bias"
+    buffers = {"backbone.0.net.body.layers.0.blocks.0.attn.relative_coords_table": 0,
+               "backbone.0.net.body.layers.0.blocks.0.attn.relative_position_index": 0,
+               "layers.0.blocks.1.attn_mask": 0, "backbone.0.upsample.0.bias": 1}
+    assert drop_geometry_buffers(buffers) == {"backbone.0.upsample.0.bias": 1}
 
 
 def test_detection_converter_names_the_offending_key():

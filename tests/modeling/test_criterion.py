@@ -7,7 +7,7 @@ pytest.importorskip("detectron2", reason="sam_detr.modeling needs detectron2")
 
 from sam_detr.layers import box_cxcywh_to_xyxy, generalized_box_iou  # noqa: E402
 from sam_detr.modeling import HungarianMatcher, SetCriterion  # noqa: E402
-from sam_detr.modeling.criterion import sigmoid_focal_loss  # noqa: E402
+from sam_detr.modeling.criterion import LossGroup, sigmoid_focal_loss  # noqa: E402
 
 WEIGHTS = {"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0}
 
@@ -112,7 +112,50 @@ def test_encoder_targets_are_class_agnostic():
     criterion = SetCriterion(4, HungarianMatcher(), WEIGHTS)
     losses = criterion(outputs, targets)
     binary = [{"labels": torch.tensor([0]), "boxes": targets[0]["boxes"]}]
-    expected = criterion.group_losses(enc, binary, 1.0, suffix="_enc")
+    expected = criterion.layer_losses(enc, binary, 1.0, criterion.matcher(enc, binary), WEIGHTS, suffix="_enc")
+    for k, v in expected.items():
+        torch.testing.assert_close(losses[k], v)
+
+
+class _RecordingMatcher(HungarianMatcher):
+    """The Hungarian matcher, recording what it was asked to match."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, outputs, targets):
+        self.calls.append((outputs["pred_boxes"], [t["labels"] for t in targets]))
+        return super().forward(outputs, targets)
+
+
+def test_loss_groups_are_data():
+    """A further group (e.g. one-to-many) has its own key, suffix, matcher, matched boxes, target repeats
+    and weights; its aux layers are supervised too, and its num_boxes counts its own targets."""
+    g = torch.Generator().manual_seed(5)
+    outputs = _outputs(2, 6, 4, g, aux=1)
+    outputs["o2m_outputs"] = _outputs(2, 9, 4, g, aux=2)
+    for layer in [outputs["o2m_outputs"]] + outputs["o2m_outputs"]["aux_outputs"]:
+        layer["anchors"] = layer["pred_boxes"].detach().flip(1)
+    matcher = _RecordingMatcher()
+    o2m_weights = {"loss_ce": 3.0, "loss_bbox": 1.0, "loss_giou": 1.0}
+    group = LossGroup(key="o2m_outputs", suffix="_o2m", target_repeats=3, matcher=matcher,
+                      match_boxes="anchors", weight_dict=o2m_weights)
+    criterion = SetCriterion(4, HungarianMatcher(), WEIGHTS, groups=[LossGroup(), group])
+    targets = _targets()
+    losses = criterion(outputs, targets)
+    suffixes = ("", "_0", "_o2m", "_0_o2m", "_1_o2m")
+    assert set(losses) == {f"{k}{s}" for k in WEIGHTS for s in suffixes}
+    # the final o2m layer is matched on its anchors, against each image's targets repeated 3 times
+    boxes, labels = matcher.calls[0]
+    assert torch.equal(boxes, outputs["o2m_outputs"]["anchors"])
+    assert labels[0].tolist() == [2, 0] * 3 and len(labels[1]) == 0
+    assert len(matcher.calls) == 3
+    repeated = group.targets(targets)
+    indices = HungarianMatcher()(
+        {"pred_logits": outputs["o2m_outputs"]["pred_logits"], "pred_boxes": outputs["o2m_outputs"]["anchors"]},
+        repeated)
+    expected = criterion.layer_losses(outputs["o2m_outputs"], repeated, 6.0, indices, o2m_weights, "_o2m")
     for k, v in expected.items():
         torch.testing.assert_close(losses[k], v)
 
@@ -134,3 +177,7 @@ def test_configuration_errors():
         SetCriterion(3, HungarianMatcher(), {"loss_ce": 1.0})
     with pytest.raises(ValueError, match="unknown loss"):
         SetCriterion(3, HungarianMatcher(), WEIGHTS, losses=("class", "masks"))
+    with pytest.raises(ValueError, match="'o2m'.*no weight"):
+        SetCriterion(3, HungarianMatcher(), WEIGHTS, groups=[LossGroup(), LossGroup("o2m", weight_dict={})])
+    with pytest.raises(ValueError, match="first loss group"):
+        SetCriterion(3, HungarianMatcher(), WEIGHTS, groups=[LossGroup("enc_outputs")])

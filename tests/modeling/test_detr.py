@@ -67,7 +67,7 @@ def test_padding_does_not_leak_into_the_head():
     """An image's predictions do not depend on how much padding its batch adds (masks at every level)."""
     torch.manual_seed(1)
     model = tiny_detr().eval()
-    feat = torch.randn(2, 512, 5, 7)
+    feat = torch.randn(2, 32, 5, 7)  # projected features (d_model 32)
     mask = torch.ones(2, 5, 7, dtype=torch.bool)
     mask[0, :3, :4] = False
     mask[1] = False
@@ -99,3 +99,22 @@ def test_bad_inputs_name_the_image():
     with pytest.raises(ValueError, match="softmax"):
         DETR(backbone=build_resnet_backbone(18), in_features=["res5"], transformer=DetrTransformer(d_model=32),
              criterion=SetCriterion(3, HungarianMatcher(), {"loss_ce": 1, "loss_bbox": 1, "loss_giou": 1}))
+
+
+def test_batch_invariant_detections_do_not_depend_on_the_batch():
+    """With batch_invariant, an image's detections are those it gets alone, whatever joins its batch; in
+    the official mode, padding reaches its backbone features (BatchNorm in eval, convolutions at the
+    border) and they change."""
+    torch.manual_seed(2)
+    small = {"image": torch.randint(0, 256, (3, 45, 61), dtype=torch.uint8)}
+    large = {"image": torch.randint(0, 256, (3, 97, 131), dtype=torch.uint8)}
+    for invariant in (True, False):
+        model = tiny_detr().eval()
+        model.batch_invariant = invariant
+        with torch.no_grad():
+            alone = model([small])[0]["instances"]
+            batched = model([small, large])[0]["instances"]
+        close = torch.allclose(alone.scores, batched.scores, atol=1e-4) and torch.allclose(
+            alone.pred_boxes.tensor, batched.pred_boxes.tensor, atol=1e-4
+        )
+        assert close == invariant

@@ -139,8 +139,8 @@ def test_official_initialisation():
     bound = math.sqrt(6 / sum(point_head.weight.shape))
     assert 0 < point_head.weight.abs().max() <= bound
     # the decoder layers are copies of one layer, re-initialised by xavier (weights only)
-    assert torch.equal(layers[0].linear1.bias, layers[2].linear1.bias)
-    assert not torch.equal(layers[0].linear1.weight, layers[2].linear1.weight)
+    assert torch.equal(layers[0].ffn.linear1.bias, layers[2].ffn.linear1.bias)
+    assert not torch.equal(layers[0].ffn.linear1.weight, layers[2].ffn.linear1.weight)
     attn = [m for m in model.transformer.encoder.modules() if isinstance(m, MSDeformAttn)]
     assert attn and all((m.sampling_offsets.weight == 0).all() for m in attn)
     assert all((m.attention_weights.weight == 0).all() for m in attn)
@@ -151,9 +151,7 @@ def test_official_initialisation():
 
 def _head_outputs(model):
     images, mask = model.preprocess_image(two_images())
-    features = model.backbone(images.tensor)
-    features = [features[f] for f in model.in_features]
-    return model.forward_head(features, [model.resize_mask(mask, f.shape[-2:]) for f in features])
+    return model.forward_head(*model.extract_features(images, mask))
 
 
 @pytest.mark.parametrize("smca", [False, True])

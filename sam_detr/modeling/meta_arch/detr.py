@@ -6,7 +6,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from ...layers import MLP, PositionEmbeddingSine
+from ...layers import MLP, InputProjection, PositionEmbeddingSine
 from ..transformer import DetrTransformer
 from .detr_base import DETRBase
 
@@ -31,7 +31,7 @@ class DETR(DETRBase):
         hidden = transformer.d_model
         self.transformer = transformer
         self.position_embedding = PositionEmbeddingSine(hidden // 2, normalize=True)
-        self.input_proj = nn.Conv2d(self.in_channels[-1], hidden, kernel_size=1)
+        self.input_proj = InputProjection(self.in_channels, hidden, norm=False)
         self.query_embed = nn.Embedding(num_queries, hidden)
         self.class_embed = nn.Linear(hidden, self.num_classes + 1)
         self.bbox_embed = MLP(hidden, hidden, 4, 3)
@@ -55,7 +55,7 @@ class DETR(DETRBase):
     def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
         src, mask = features[-1], masks[-1]
         pos = self.position_embedding(mask).to(src.dtype)
-        hs = self.transformer(self.input_proj(src), mask, self.query_embed.weight, pos)  # (L, B, Q, C)
+        hs = self.transformer(src, mask, self.query_embed.weight, pos)  # (L, B, Q, C)
         logits = self.class_embed(hs)
         boxes = self.bbox_embed(hs).sigmoid()
         return self.layer_outputs(logits, boxes)

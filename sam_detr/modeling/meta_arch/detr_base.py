@@ -23,9 +23,20 @@ class DETRBase(nn.Module):
     """Base of the DETR-style meta-architectures.
 
     It normalises and batches the images as the official code does (zero padding at the bottom/right up
-    to the batch maximum, optionally rounded up to `size_divisibility`), builds one padding mask per
-    backbone level, turns `Instances` into normalised (cx, cy, w, h) targets, and returns the criterion's
-    losses in training or `[{"instances": Instances}]` in inference. A method implements `forward_head`.
+    to the batch maximum, optionally rounded up to `size_divisibility`), runs the backbone and the method's
+    input projection (`self.input_proj`, an `InputProjection` the method builds), builds one padding mask
+    per level, turns `Instances` into normalised (cx, cy, w, h) targets, and returns the criterion's losses
+    in training or `[{"instances": Instances}]` in inference. A method builds `self.input_proj` and
+    implements `forward_head`.
+
+    Batch-size-independent evaluation: in the official code (`batch_invariant=False`) the padding of a
+    batch changes the backbone features of its smaller images (convolutions and normalisations see the
+    padded zeros) and their masks (interpolated from the padded image mask), so an image's detections
+    depend on the batch it is in. With `batch_invariant=True`, the backbone and the input projection run on
+    each image at its own size; their outputs are padded afterwards, and every level's mask marks exactly
+    each image's own feature size. The heads mask padding exactly (attention logits at -inf, zeroed
+    deformable values), so an image's detections are those it gets alone, up to rounding; the cost is one
+    backbone pass per image.
 
     Args:
         backbone: a d2 backbone; `in_features` are the levels passed to the head, finest first.
@@ -34,6 +45,8 @@ class DETRBase(nn.Module):
         pixel_mean, pixel_std: per-channel normalisation of the input images (RGB, 0-255).
         size_divisibility: pad the batch to a multiple of this (0: no rounding, as the official code).
         num_select: detections kept per image by the top-k post-processing.
+        batch_invariant: compute the backbone and the input projection per image (see above), in
+            training and inference.
     """
 
     def __init__(
@@ -46,6 +59,7 @@ class DETRBase(nn.Module):
         pixel_std: Sequence[float] = IMAGENET_PIXEL_STD,
         size_divisibility: int = 0,
         num_select: int = 100,
+        batch_invariant: bool = False,
     ):
         super().__init__()
         shapes = backbone.output_shape()
@@ -58,6 +72,7 @@ class DETRBase(nn.Module):
         self.criterion = criterion
         self.size_divisibility = size_divisibility
         self.num_select = num_select
+        self.batch_invariant = batch_invariant
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -90,6 +105,7 @@ class DETRBase(nn.Module):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "size_divisibility": d.SIZE_DIVISIBILITY,
             "num_select": d.NUM_SELECT,
+            "batch_invariant": d.BATCH_INVARIANT,
         }
 
     @property
@@ -104,7 +120,8 @@ class DETRBase(nn.Module):
         """The method itself.
 
         Args:
-            features: per level of `in_features`, (B, C_l, H_l, W_l).
+            features: per level of `self.input_proj`'s output (the `in_features` levels, then any extra
+                ones), (B, C, H_l, W_l).
             masks: per level, (B, H_l, W_l) bool, True on padding.
         Returns:
             "pred_logits" (B, Q, K or K + 1) and "pred_boxes" (B, Q, 4) normalised (cx, cy, w, h) of the
@@ -132,9 +149,7 @@ class DETRBase(nn.Module):
             in training, a dict of weighted losses; in inference, `[{"instances": Instances}]`.
         """
         images, mask = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
-        features = [features[f] for f in self.in_features]
-        masks = [self.resize_mask(mask, f.shape[-2:]) for f in features]
+        features, masks = self.extract_features(images, mask)
         outputs = self.forward_head(features, masks)
         if self.training:
             return self.criterion(outputs, self.prepare_targets(batched_inputs))
@@ -158,6 +173,32 @@ class DETRBase(nn.Module):
         for i, (h, w) in enumerate(images.image_sizes):
             mask[i, :h, :w] = False
         return images, mask
+
+    def project(self, images: torch.Tensor) -> List[torch.Tensor]:
+        """(B, 3, H, W) normalised images -> per level, the projected features (B, C, H_l, W_l)."""
+        features = self.backbone(images)
+        return self.input_proj([features[f] for f in self.in_features])
+
+    def extract_features(self, images: ImageList, mask: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """The projected feature levels of the batch and their (B, H_l, W_l) padding masks (see the class
+        docstring for `batch_invariant`)."""
+        if not self.batch_invariant:
+            features = self.project(images.tensor)
+            return features, [self.resize_mask(mask, f.shape[-2:]) for f in features]
+        per_image = [self.project(images.tensor[i : i + 1, :, :h, :w]) for i, (h, w) in enumerate(images.image_sizes)]
+        features, masks = [], []
+        for level in zip(*per_image):
+            H = max(f.shape[-2] for f in level)
+            W = max(f.shape[-1] for f in level)
+            batch = level[0].new_zeros((len(level), level[0].shape[1], H, W))
+            level_mask = torch.ones((len(level), H, W), dtype=torch.bool, device=batch.device)
+            for i, f in enumerate(level):
+                h, w = f.shape[-2:]
+                batch[i, :, :h, :w] = f[0]
+                level_mask[i, :h, :w] = False
+            features.append(batch)
+            masks.append(level_mask)
+        return features, masks
 
     @staticmethod
     def resize_mask(mask: torch.Tensor, size) -> torch.Tensor:

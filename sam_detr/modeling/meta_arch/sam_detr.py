@@ -8,7 +8,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from ...layers import MLP, PositionEmbeddingSine
+from ...layers import MLP, InputProjection, PositionEmbeddingSine
 from ..transformer import (
     DeformableTransformerEncoder,
     DeformableTransformerEncoderLayer,
@@ -58,10 +58,7 @@ class SAMDETR(DETRBase):
         self.position_embedding = PositionEmbeddingSine(
             hidden // 2, normalize=True, offset=-0.5, shifted_denominator=True
         )
-        self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, hidden, kernel_size=1), *([nn.GroupNorm(32, hidden)] if input_proj_norm else []))
-            for c in self.in_channels
-        )
+        self.input_proj = InputProjection(self.in_channels, hidden, norm=input_proj_norm)
         self.query_embed = nn.Embedding(num_queries, 4)
         class_embed = nn.Linear(hidden, self.num_classes)
         nn.init.constant_(class_embed.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
@@ -103,9 +100,8 @@ class SAMDETR(DETRBase):
         }
 
     def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
-        srcs = [proj(f) for proj, f in zip(self.input_proj, features)]
-        pos = [self.position_embedding(m).to(s.dtype) for m, s in zip(masks, srcs)]
-        hs, boxes = self.transformer(srcs, masks, pos, self.query_embed.weight, self.bbox_embed)
+        pos = [self.position_embedding(m).to(f.dtype) for m, f in zip(masks, features)]
+        hs, boxes = self.transformer(features, masks, pos, self.query_embed.weight, self.bbox_embed)
         logits = torch.stack([head(h) for head, h in zip(self.class_embed, hs)])
         return self.layer_outputs(logits, boxes)
 

@@ -1,4 +1,5 @@
 from .deformable_encoder import DeformableTransformerEncoder, DeformableTransformerEncoderLayer
+from .levels import FlattenedLevels, flatten_levels, valid_ratios
 from .detr_transformer import DetrTransformer, TransformerEncoder, TransformerEncoderLayer
 from .sam_detr_decoder import SAMDETRDecoder, SAMDETRDecoderLayer
 from .sam_detr_transformer import SAMDETRMultiScaleTransformer, SAMDETRTransformer

@@ -7,8 +7,9 @@ import copy
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ...layers import FFN
 
 __all__ = ["TransformerEncoderLayer", "TransformerEncoder", "DetrTransformer"]
 
@@ -27,20 +28,15 @@ class TransformerEncoderLayer(nn.Module):
     def __init__(self, d_model: int = 256, nhead: int = 8, dim_feedforward: int = 2048, dropout: float = 0.1):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
         self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.ffn = FFN(d_model, dim_feedforward, dropout)
 
     def forward(self, src, key_padding_mask=None, pos=None):
         """src, pos: (S, B, C); key_padding_mask: (B, S) True on padding -> (S, B, C)"""
         q = k = _with_pos(src, pos)
         src = self.norm1(src + self.dropout1(self.self_attn(q, k, src, key_padding_mask=key_padding_mask)[0]))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
-        return self.norm2(src + self.dropout2(ffn))
+        return self.ffn(src)
 
 
 class TransformerEncoder(nn.Module):
@@ -62,15 +58,11 @@ class TransformerDecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
-        self.norm3 = nn.LayerNorm(d_model)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
+        self.ffn = FFN(d_model, dim_feedforward, dropout)
 
     def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None):
         """tgt, query_pos: (Q, B, C); memory, pos: (S, B, C); memory_key_padding_mask: (B, S) -> (Q, B, C)"""
@@ -79,9 +71,7 @@ class TransformerDecoderLayer(nn.Module):
         attn = self.multihead_attn(
             _with_pos(tgt, query_pos), _with_pos(memory, pos), memory, key_padding_mask=memory_key_padding_mask
         )[0]
-        tgt = self.norm2(tgt + self.dropout2(attn))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
-        return self.norm3(tgt + self.dropout3(ffn))
+        return self.ffn(self.norm2(tgt + self.dropout2(attn)))
 
 
 class TransformerDecoder(nn.Module):

@@ -6,10 +6,9 @@ import copy
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ...layers import MLP, MultiheadAttentionNoProj, inverse_sigmoid, points_sine_embed
+from ...layers import FFN, MLP, MultiheadAttentionNoProj, inverse_sigmoid, points_sine_embed
 from .semantics_aligner import SemanticsAligner
 from .smca import smca_gaussian_bias
 
@@ -69,12 +68,7 @@ class SAMDETRDecoderLayer(nn.Module):
         self.cross_attn = MultiheadAttentionNoProj(nhead * d_model, nhead, dropout=dropout, vdim=d_model)
         self.dropout2 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
-
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.dropout3 = nn.Dropout(dropout)
-        self.norm3 = nn.LayerNorm(d_model)
+        self.ffn = FFN(d_model, dim_feedforward, dropout)
 
     def forward(self, tgt: torch.Tensor, level: MemoryLevel, ref_boxes: torch.Tensor) -> torch.Tensor:
         """
@@ -99,10 +93,7 @@ class SAMDETRDecoderLayer(nn.Module):
         if self.smca:
             bias = smca_gaussian_bias(aligned.points, aligned.scales, level.memory_2d.shape[-2:], level.valid_ratio)
         attn = self.cross_attn(q, k, self.ca_v_proj(level.memory), key_padding_mask=level.mask, attn_bias=bias)
-        tgt = self.norm2(tgt + self.dropout2(attn))
-
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
-        return self.norm3(tgt + self.dropout3(ffn))
+        return self.ffn(self.norm2(tgt + self.dropout2(attn)))
 
 
 class SAMDETRDecoder(nn.Module):

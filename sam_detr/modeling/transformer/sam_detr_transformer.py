@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from ...layers import MSDeformAttn
-from .deformable_encoder import DeformableTransformerEncoder, flatten_levels, valid_ratios
+from .deformable_encoder import DeformableTransformerEncoder
 from .detr_transformer import TransformerEncoder
+from .levels import flatten_levels, valid_ratios
 from .sam_detr_decoder import MemoryLevel, SAMDETRDecoder
 
 __all__ = ["SAMDETRTransformer", "SAMDETRMultiScaleTransformer"]
@@ -91,15 +92,11 @@ class SAMDETRMultiScaleTransformer(SAMDETRTransformer):
     def encode(
         self, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor]
     ) -> List[MemoryLevel]:
-        pos = [p + e[None, :, None, None] for p, e in zip(pos, self.level_embed)]
-        flat = flatten_levels(srcs, masks, pos)
-        memory = self.encoder(
-            flat.src, flat.spatial_shapes, flat.level_start_index, flat.valid_ratios, flat.pos, flat.mask
-        )
-        sizes = [h * w for h, w in flat.spatial_shapes.tolist()]
+        flat = flatten_levels(srcs, masks, pos, self.level_embed)
+        memory = self.encoder(flat)
         return [
             _memory_level(m.transpose(0, 1), src.shape[-2:], mask, p.transpose(0, 1))
-            for m, p, src, mask in zip(memory.split(sizes, 1), flat.pos.split(sizes, 1), srcs, masks)
+            for m, p, src, mask in zip(flat.split(memory), flat.split(flat.pos), srcs, masks)
         ]
 
 

@@ -1,0 +1,69 @@
+"""Multi-level feature maps flattened into one token sequence, as the deformable transformers read them.
+
+Batch-first throughout: a level is (B, C, H_l, W_l); the flattened sequence (B, S, C), S = sum_l H_l * W_l,
+levels concatenated finest first.
+"""
+from typing import List, NamedTuple, Optional, Sequence
+
+import torch
+
+__all__ = ["FlattenedLevels", "flatten_levels", "valid_ratios"]
+
+
+def valid_ratios(mask: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) mask, True on padding -> (B, 2): the unpadded fraction (w, h) of the map.
+
+    Counted along the first column and row, as the official code does (padding is bottom/right).
+    """
+    _, H, W = mask.shape
+    valid_h = torch.sum(~mask[:, :, 0], 1)
+    valid_w = torch.sum(~mask[:, 0, :], 1)
+    return torch.stack([valid_w.float() / W, valid_h.float() / H], -1)
+
+
+class FlattenedLevels(NamedTuple):
+    """Feature levels flattened and concatenated, finest first (see `flatten_levels`)."""
+
+    src: torch.Tensor  # (B, S, C)
+    mask: torch.Tensor  # (B, S) bool, True on padding
+    pos: torch.Tensor  # (B, S, C), with the level embedding when one was given
+    spatial_shapes: torch.Tensor  # (L, 2) int64, (H_l, W_l)
+    level_start_index: torch.Tensor  # (L,) int64
+    valid_ratios: torch.Tensor  # (B, L, 2), (w, h)
+
+    def level_sizes(self) -> List[int]:
+        return [h * w for h, w in self.spatial_shapes.tolist()]
+
+    def split(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """(B, S, ...) -> per level, (B, H_l * W_l, ...)."""
+        return list(x.split(self.level_sizes(), 1))
+
+
+def flatten_levels(
+    srcs: Sequence[torch.Tensor],
+    masks: Sequence[torch.Tensor],
+    pos: Sequence[torch.Tensor],
+    level_embed: Optional[torch.Tensor] = None,
+) -> FlattenedLevels:
+    """
+    Args:
+        srcs, pos: per level, (B, C, H_l, W_l); masks: per level, (B, H_l, W_l) bool, True on padding.
+        level_embed: (L, C), added to every position of its level (Deformable DETR's `level_embed`).
+    """
+    if not len(srcs) == len(masks) == len(pos):
+        raise ValueError(f"got {len(srcs)} feature levels, {len(masks)} masks and {len(pos)} position embeddings")
+    if level_embed is not None and level_embed.shape[0] != len(srcs):
+        raise ValueError(f"level_embed has {level_embed.shape[0]} levels, the features {len(srcs)}")
+    flat_pos = [p.flatten(2).transpose(1, 2) for p in pos]
+    if level_embed is not None:
+        flat_pos = [p + e.view(1, 1, -1) for p, e in zip(flat_pos, level_embed)]
+    spatial_shapes = torch.as_tensor([s.shape[-2:] for s in srcs], dtype=torch.long, device=srcs[0].device)
+    level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
+    return FlattenedLevels(
+        src=torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1),
+        mask=torch.cat([m.flatten(1) for m in masks], 1),
+        pos=torch.cat(flat_pos, 1),
+        spatial_shapes=spatial_shapes,
+        level_start_index=level_start_index,
+        valid_ratios=torch.stack([valid_ratios(m) for m in masks], 1),
+    )
