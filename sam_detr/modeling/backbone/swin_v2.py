@@ -18,7 +18,7 @@ computation has and this file reproduces:
 Tokens are batch-first, (B, H*W, C), row-major over (H, W), between the layers.
 """
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
