@@ -3,6 +3,9 @@
 
     python tools/convert_official_weights.py --config-file configs/sam_detr_r50_12ep.py \
         --source checkpoint.pth --output sam_detr_r50_12ep.pth
+    python tools/convert_official_weights.py --config-file configs/deformable_detr_r50_two_stage_50ep.py \
+        --source r50_deformable_detr_plus_iterative_bbox_refinement_plus_plus_two_stage-checkpoint.pth \
+        --output deformable_detr_r50_two_stage_50ep.pth
 
 The conversion is strict: every official weight is used and every weight of the model filled, with equal
 shapes. When the model predicts the contiguous classes of `--dataset` (Detectron2's 80 COCO classes),
@@ -17,11 +20,15 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 
-from sam_detr.checkpoint import convert_sam_detr, dataset_class_ids
-from sam_detr.modeling import SAMDETR
+from sam_detr.checkpoint import convert_deformable_detr, convert_sam_detr, dataset_class_ids
+from sam_detr.modeling import SAMDETR, DeformableDETR
 from sam_detr.utils.cli import load_config, one_line_errors
 
-CONVERTERS = {SAMDETR: (convert_sam_detr, "ZhangGongjie/SAM-DETR")}
+# meta-architecture -> (converter of its official checkpoints, official repository)
+CONVERTERS = {
+    SAMDETR: (convert_sam_detr, "ZhangGongjie/SAM-DETR"),
+    DeformableDETR: (convert_deformable_detr, "fundamentalvision/Deformable-DETR"),
+}
 
 logger = logging.getLogger("convert_official_weights")
 

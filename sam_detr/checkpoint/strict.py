@@ -63,6 +63,7 @@ def convert_strict(
     tied: Mapping[str, str] = {},
     class_ids: Optional[Sequence[int]] = None,
     class_head: "re.Pattern" = CLASS_HEAD,
+    class_rows: Mapping[str, Sequence[int]] = {},
 ) -> Dict[str, torch.Tensor]:
     """Renames an official state dict for the model whose state dict is `target`, strictly.
 
@@ -81,6 +82,8 @@ def convert_strict(
         class_ids: the official class index of each target class (see `dataset_class_ids`): the rows of every
             class head (`class_head`) kept, in this order. None copies the class heads as they are.
         class_head: the official keys whose first dimension is the class.
+        class_rows: official key prefix -> the rows kept there instead of `class_ids`, for a class head whose
+            rows are not the dataset's classes (the two-stage proposal head keeps its objectness row 0 first).
     Returns:
         the converted state dict, in the official order.
     """
@@ -98,11 +101,10 @@ def convert_strict(
         if name not in target:
             raise KeyError(f"official key {key!r} (as {name!r}) is not in the target model")
         if class_ids is not None and class_head.match(key):
-            if max(class_ids) >= value.shape[0]:
-                raise ValueError(
-                    f"official key {key!r} has {value.shape[0]} classes, class_ids go up to {max(class_ids)}"
-                )
-            value = value[list(class_ids)]
+            rows = next((r for p, r in class_rows.items() if key.startswith(p)), class_ids)
+            if max(rows) >= value.shape[0]:
+                raise ValueError(f"official key {key!r} has {value.shape[0]} classes, class_ids go up to {max(rows)}")
+            value = value[list(rows)]
         if value.shape != target[name].shape:
             raise ValueError(
                 f"official key {key!r} (as {name!r}) has shape {tuple(value.shape)}, "

@@ -8,7 +8,7 @@ registered meta-architectures be built from a classic `CfgNode` as well:
 """
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_detr_config", "add_sam_detr_config"]
+__all__ = ["add_detr_config", "add_sam_detr_config", "add_deformable_detr_config"]
 
 
 def add_detr_config(cfg: CN) -> CN:
@@ -72,4 +72,34 @@ def add_sam_detr_config(cfg: CN) -> CN:
     # the multi-scale (deformable) encoder
     cfg.MODEL.SAM_DETR.ENC_N_POINTS = 4
     cfg.MODEL.SAM_DETR.ENC_DIM_FEEDFORWARD = 1024
+    return cfg
+
+
+def add_deformable_detr_config(cfg: CN) -> CN:
+    """`add_detr_config` with Deformable DETR's values (C3-C5 and one extra level, 300 queries, FFN 1024,
+    focal classes, cost and weight 2 for classes), and cfg.MODEL.DEFORMABLE_DETR. The published variants:
+    single scale (IN_FEATURES / RESNETS.OUT_FEATURES ["res5"], NUM_FEATURE_LEVELS 1, DC5 with
+    RESNETS.RES5_DILATION 2), WITH_BOX_REFINE, and TWO_STAGE (with WITH_BOX_REFINE):
+
+        cfg = get_cfg(); add_deformable_detr_config(cfg); cfg.MODEL.META_ARCHITECTURE = "DeformableDETR"
+    """
+    add_detr_config(cfg)
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.DETR.IN_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.DETR.NUM_QUERIES = 300
+    cfg.MODEL.DETR.DIM_FEEDFORWARD = 1024
+    cfg.MODEL.DETR.CLASS_LOSS = "focal"
+    cfg.MODEL.DETR.COST_CLASS = 2.0
+    cfg.MODEL.DETR.CLASS_WEIGHT = 2.0
+
+    cfg.MODEL.DEFORMABLE_DETR = CN()
+    # the IN_FEATURES levels, then stride-2 levels on the last one up to this number
+    cfg.MODEL.DEFORMABLE_DETR.NUM_FEATURE_LEVELS = 4
+    cfg.MODEL.DEFORMABLE_DETR.ENC_N_POINTS = 4
+    cfg.MODEL.DEFORMABLE_DETR.DEC_N_POINTS = 4
+    cfg.MODEL.DEFORMABLE_DETR.WITH_BOX_REFINE = False
+    cfg.MODEL.DEFORMABLE_DETR.TWO_STAGE = False
+    # MS-DETR++ / DINO options of two-stage models with refinement
+    cfg.MODEL.DEFORMABLE_DETR.MIXED_SELECTION = False
+    cfg.MODEL.DEFORMABLE_DETR.LOOK_FORWARD_TWICE = False
     return cfg

@@ -1,5 +1,7 @@
 """Detectron2 models: the shared DETR pipeline and one meta-architecture per method."""
-from .backbone import build_detr_resnet_backbone, build_resnet_backbone
+from .backbone import (
+    SwinTransformerV2, UpsampleBackbone, build_detr_resnet_backbone, build_resnet_backbone, build_swinv2_backbone,
+)
 from .criterion import LossGroup, SetCriterion
 from .matcher import HungarianMatcher
-from .meta_arch import DETR, DETRBase, SAMDETR
+from .meta_arch import DETR, DETRBase, DeformableDETR, SAMDETR

@@ -2,15 +2,17 @@
 
 `FlopCountAnalysis` is Detectron2's (d2 models take `list[dict]`; elementwise and reduction ops are
 ignored by convention), plus the handles of the ops fvcore does not know: the compiled multi-scale
-deformable attention (registered by `sam_detr.layers.ms_deform_attn`), and `aten::baddbmm`, which
-`nn.MultiheadAttention` uses for its attention logits whenever it is given a mask.
+deformable attention (registered by `sam_detr.layers.ms_deform_attn`), `aten::baddbmm`, which
+`nn.MultiheadAttention` uses for its attention logits whenever it is given a mask, and
+`aten::scaled_dot_product_attention`, which it uses when no attention weights are asked for.
 """
+import math
 from typing import Any, List
 
 import fvcore.nn
 from detectron2.export import TracingAdapter
 from detectron2.utils.analysis import FlopCountAnalysis as _D2FlopCountAnalysis
-from fvcore.nn.jit_handles import bmm_flop_jit, generic_activation_jit
+from fvcore.nn.jit_handles import bmm_flop_jit, generic_activation_jit, get_shape
 
 from ..layers.ms_deform_attn import FLOP_HANDLES as MS_DEFORM_ATTN_FLOP_HANDLES
 
@@ -22,7 +24,18 @@ def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return bmm_flop_jit(inputs[1:3], outputs)
 
 
-FLOP_HANDLES = {"aten::baddbmm": baddbmm_flop_jit, **MS_DEFORM_ATTN_FLOP_HANDLES}
+def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """`softmax(q @ k^T) @ v` of q (..., L, E), k (..., S, E), v (..., S, Ev): the two products' multiply-adds."""
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    batch = math.prod(q[:-2])
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+FLOP_HANDLES = {
+    "aten::baddbmm": baddbmm_flop_jit,
+    "aten::scaled_dot_product_attention": sdpa_flop_jit,
+    **MS_DEFORM_ATTN_FLOP_HANDLES,
+}
 # an op's activations are the elements of its output, as fvcore counts them for conv and linear
 ACTIVATION_HANDLES = {name: generic_activation_jit() for name in FLOP_HANDLES}
 

@@ -1,14 +1,13 @@
 """The official SAM-DETR checkpoint converter, against the official key and shape listings."""
 import argparse
 import importlib.util
-import os
-import re
-from pathlib import Path
 
+import official_listings
 import pytest
 import torch
 
 from conftest import DETECTRON2_MISSING, REPO_ROOT
+from official_listings import CONVERTER_TEST_MARKS
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
@@ -17,15 +16,8 @@ from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
 from sam_detr.checkpoint import convert_sam_detr, dataset_class_ids, sam_detr_key  # noqa: E402
 
-LISTINGS = Path(
-    os.environ.get("SAM_DETR_OFFICIAL_STATEDICTS", REPO_ROOT.parent / "shared" / "notes" / "official_statedicts")
-)
 CONFIGS = REPO_ROOT / "configs"
-pytestmark = [
-    pytest.mark.skipif(not LISTINGS.is_dir(), reason=f"{LISTINGS} (the official state-dict listings) is absent"),
-    # the models are built on the meta device: only names and shapes matter, loading values is a no-op
-    pytest.mark.filterwarnings("ignore:.*copying from a non-meta parameter:UserWarning"),
-]
+pytestmark = CONVERTER_TEST_MARKS
 
 # listing -> (model graph, GroupNorm in input_proj, SMCA)
 GRAPHS = {
@@ -35,25 +27,10 @@ GRAPHS = {
     "ms": ("sam_detr_r50_ms.py", True, False),
     "ms_smca": ("sam_detr_r50_ms.py", True, True),
 }
-_LINE = re.compile(r"^(\S+) \(([\d, ]*)\)(?:  \[same tensor as (\S+)\])?$")
 
 
 def fake_official(listing: str):
-    """A state dict with the official keys, shapes and tied tensors; each tensor holds its own index, the
-    class heads one value per row (broadcast views: no memory for the 58M values)."""
-    state = {}
-    lines = (LISTINGS / f"sd_sam_{listing}.txt").read_text().splitlines()
-    for i, line in enumerate(lines[1:]):
-        key, shape, tied = _LINE.match(line).groups()
-        if tied:
-            state[key] = state[tied]
-            continue
-        shape = tuple(int(s) for s in shape.split(",") if s.strip())
-        value = torch.tensor(float(i))
-        if key.startswith("class_embed."):
-            value = value + torch.arange(shape[0], dtype=torch.float32).view(-1, *[1] * (len(shape) - 1)) / 100
-        state[key] = value.expand(shape)
-    return state
+    return official_listings.fake_official(f"sam_{listing}")
 
 
 def model_for(listing: str, num_classes: int):

@@ -16,3 +16,21 @@ def two_images():
         (45, 101), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64)
     )
     return [a, b]
+
+
+def train_step_and_inference(model, optimizer=None):
+    """A training step of `model` on `two_images()` (and of `optimizer`, if given), then an inference on them
+    in eval mode; returns the loss dict (the total checked finite) and the inference outputs."""
+    from detectron2.utils.events import EventStorage
+
+    model.train()
+    with EventStorage():
+        losses = model(two_images())
+    total = sum(losses.values())
+    assert torch.isfinite(total), losses
+    total.backward()
+    if optimizer is not None:
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        return losses, model(two_images())

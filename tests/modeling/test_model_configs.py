@@ -1,5 +1,6 @@
-"""The DETR-R50 config instantiates and runs a training step and an inference on CPU (the SAM-DETR configs:
-tests/modeling/test_sam_detr.py; the quickstart configs: tests/modeling/test_contract.py)."""
+"""The DETR-R50 config instantiates and runs a training step and an inference on CPU (the SAM-DETR and
+Deformable DETR configs: tests/modeling/test_sam_detr.py, test_deformable_detr.py; the quickstart configs:
+tests/modeling/test_contract.py)."""
 import pytest
 import torch
 
@@ -8,8 +9,7 @@ from conftest import DETECTRON2_MISSING, REPO_ROOT
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.utils.events import EventStorage  # noqa: E402
-from model_inputs import two_images  # noqa: E402
+from model_inputs import train_step_and_inference  # noqa: E402
 
 from sam_detr.modeling import DETR  # noqa: E402
 
@@ -24,35 +24,38 @@ def test_config_trains_and_infers(name, cls):
     assert type(model) is cls
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
-    with EventStorage():
-        losses = model(two_images())
-    total = sum(losses.values())
-    assert torch.isfinite(total)
-    total.backward()
-    optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        out = model(two_images())
+    _, out = train_step_and_inference(model, optimizer)
     assert [o["instances"].image_size for o in out] == [(134, 186), (45, 101)]
 
 
-def test_quickstart_sam_detr_matches_the_quickstart_detr():
-    """The two main jobs differ only in the detector, so that their APs compare."""
+def load_quickstarts(name):
+    """The quickstart DETR and another quickstart, after checking that they run the same job: data,
+    optimiser, schedule, training options, backbone, levels, queries and classes."""
     detr = LazyConfig.load(str(CONFIGS / "quickstart" / "detr.py"))
-    sam = LazyConfig.load(str(CONFIGS / "quickstart" / "sam_detr.py"))
+    other = LazyConfig.load(str(CONFIGS / "quickstart" / name))
     for key in ("dataloader", "optimizer", "lr_multiplier"):
-        assert LazyConfig.to_py(sam[key]) == LazyConfig.to_py(detr[key])
-    assert {k: v for k, v in sam.train.items() if k != "output_dir"} == {
+        assert LazyConfig.to_py(other[key]) == LazyConfig.to_py(detr[key])
+    assert {k: v for k, v in other.train.items() if k != "output_dir"} == {
         k: v for k, v in detr.train.items() if k != "output_dir"
     }
-    assert sam.model.backbone == detr.model.backbone and sam.model.in_features == detr.model.in_features
-    assert sam.model.num_queries == detr.model.num_queries
-    assert sam.model.criterion.num_classes == detr.model.criterion.num_classes
-    t = detr.model.transformer
-    for part in (sam.model.transformer.encoder, sam.model.transformer.decoder):
-        layer = part.layer
-        assert (layer.d_model, layer.nhead, layer.dim_feedforward, layer.dropout) == (
-            t.d_model, t.nhead, t.dim_feedforward, t.dropout
-        )
-    assert sam.model.transformer.encoder.num_layers == t.num_encoder_layers
-    assert sam.model.transformer.decoder.num_layers == t.num_decoder_layers
+    assert other.model.backbone == detr.model.backbone and other.model.in_features == detr.model.in_features
+    assert other.model.num_queries == detr.model.num_queries
+    assert other.model.criterion.num_classes == detr.model.criterion.num_classes
+    return detr.model, other.model
+
+
+@pytest.mark.parametrize(
+    "name, layer_keys",
+    [
+        ("sam_detr.py", ("d_model", "nhead", "dim_feedforward", "dropout")),
+        ("deformable_detr.py", ("d_model", "n_heads", "d_ffn", "dropout")),
+    ],
+)
+def test_quickstarts_match_the_quickstart_detr(name, layer_keys):
+    """The main jobs differ only in the detector, so that their APs compare."""
+    detr, other = load_quickstarts(name)
+    t = detr.transformer
+    for part in (other.transformer.encoder, other.transformer.decoder):
+        assert tuple(part.layer[k] for k in layer_keys) == (t.d_model, t.nhead, t.dim_feedforward, t.dropout)
+    assert other.transformer.encoder.num_layers == t.num_encoder_layers
+    assert other.transformer.decoder.num_layers == t.num_decoder_layers

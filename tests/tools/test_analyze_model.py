@@ -80,3 +80,23 @@ def test_masked_multihead_attention_logits_are_counted():
     flops = FlopCountAnalysis(attention, inputs).by_operator()
     # q @ k^T (the masked baddbmm) and weights @ v (bmm): B * H * Lq * S * (C / H) each
     assert flops["baddbmm"] == flops["bmm"] == B * Lq * S * C
+
+
+class _SelfAttentionNoWeights(nn.Module):
+    """Self-attention as the deformable decoder layers call it: no weights returned (the fused kernel)."""
+
+    def __init__(self, C, H):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(C, H, batch_first=True)
+
+    def forward(self, x, pos):
+        return self.attn(x + pos, x + pos, x, need_weights=False)[0]
+
+
+def test_fused_attention_is_counted():
+    B, Q, C, H = 2, 5, 16, 4
+    inputs = (torch.randn(B, Q, C), torch.randn(B, Q, C))
+    flops = FlopCountAnalysis(_SelfAttentionNoWeights(C, H).eval(), inputs)
+    # q @ k^T and weights @ v: B * H * Q * Q * (C / H) each
+    assert flops.by_operator()["scaled_dot_product_attention"] == 2 * B * Q * Q * C
+    assert "aten::scaled_dot_product_attention" not in flops.unsupported_ops()

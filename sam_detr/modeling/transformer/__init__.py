@@ -1,6 +1,10 @@
+from .box_refinement import BoxRefinement, Reference
+from .deformable_decoder import DecoderOutput, DeformableTransformerDecoder, DeformableTransformerDecoderLayer
 from .deformable_encoder import DeformableTransformerEncoder, DeformableTransformerEncoderLayer
+from .deformable_transformer import DeformableTransformer, reset_deformable_parameters
 from .levels import FlattenedLevels, flatten_levels, valid_ratios
 from .detr_transformer import DetrTransformer, TransformerEncoder, TransformerEncoderLayer
+from .proposals import Proposals, TwoStageProposals, encoder_anchors
 from .sam_detr_decoder import SAMDETRDecoder, SAMDETRDecoderLayer
 from .sam_detr_transformer import SAMDETRMultiScaleTransformer, SAMDETRTransformer
 from .semantics_aligner import SemanticsAligner

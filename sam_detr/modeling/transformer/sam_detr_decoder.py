@@ -8,7 +8,8 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ...layers import FFN, MLP, MultiheadAttentionNoProj, inverse_sigmoid, points_sine_embed
+from ...layers import FFN, MLP, MultiheadAttentionNoProj, points_sine_embed
+from .box_refinement import BoxRefinement
 from .semantics_aligner import SemanticsAligner
 from .smca import smca_gaussian_bias
 
@@ -99,10 +100,11 @@ class SAMDETRDecoderLayer(nn.Module):
 class SAMDETRDecoder(nn.Module):
     """Decoder layers with per-layer box refinement of learned reference boxes.
 
-    Layer l attends to `levels[layer_levels[l]]` with reference boxes `sigmoid(r_l)`: r_0 are the learned
+    Layer l attends to `levels[layer_levels[l]]` with reference boxes `sigmoid(g_l)`: g_0 are the learned
     box logits (not detached, so that they learn through layer 0's box head), and
-    `r_{l+1} = detach(r_l + bbox_embed[l](h_l))`, the running logit without inverse_sigmoid's clamp. Layer l
-    predicts `sigmoid(inverse_sigmoid(sigmoid(r_l)) + bbox_embed[l](h_l))`.
+    `g_{l+1} = detach(g_l + bbox_embed[l](h_l))`, the running logit without inverse_sigmoid's clamp (the
+    "logit" form of `BoxRefinement`). Layer l predicts
+    `sigmoid(inverse_sigmoid(sigmoid(g_l)) + bbox_embed[l](h_l))`.
 
     Args:
         layer: one decoder layer, deep-copied `num_layers` times (so all copies start equal until the
@@ -119,6 +121,7 @@ class SAMDETRDecoder(nn.Module):
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.layer_levels = list(layer_levels)
         self.d_model = layer.d_model
+        self.refinement = BoxRefinement("logit")
 
     def forward(
         self, levels: List[MemoryLevel], ref_logits: torch.Tensor, bbox_embed: Sequence[nn.Module]
@@ -134,14 +137,12 @@ class SAMDETRDecoder(nn.Module):
         if len(bbox_embed) != len(self.layers):
             raise ValueError(f"got {len(bbox_embed)} box heads for {len(self.layers)} decoder layers")
         B = levels[0].memory.shape[1]
-        ref_logits = ref_logits[None].expand(B, -1, -1)
-        tgt = ref_logits.new_zeros((ref_logits.shape[1], B, self.d_model))
+        reference = self.refinement.start(ref_logits[None].expand(B, -1, -1))
+        tgt = ref_logits.new_zeros((ref_logits.shape[0], B, self.d_model))
         hs, boxes = [], []
         for layer, level, head in zip(self.layers, self.layer_levels, bbox_embed):
-            ref_boxes = ref_logits.sigmoid()
-            tgt = layer(tgt, levels[level], ref_boxes)
-            delta = head(tgt).transpose(0, 1)
-            boxes.append((inverse_sigmoid(ref_boxes) + delta).sigmoid())
-            ref_logits = (delta + ref_logits).detach()
+            tgt = layer(tgt, levels[level], reference.boxes)
+            layer_boxes, reference = self.refinement.step(reference, head(tgt).transpose(0, 1))
+            boxes.append(layer_boxes)
             hs.append(tgt)
         return torch.stack(hs).transpose(1, 2), torch.stack(boxes)

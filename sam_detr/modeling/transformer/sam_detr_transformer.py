@@ -4,8 +4,8 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import nn
 
-from ...layers import MSDeformAttn
 from .deformable_encoder import DeformableTransformerEncoder
+from .deformable_transformer import reset_deformable_parameters
 from .detr_transformer import TransformerEncoder
 from .levels import flatten_levels, valid_ratios
 from .sam_detr_decoder import MemoryLevel, SAMDETRDecoder
@@ -17,7 +17,8 @@ class SAMDETRTransformer(nn.Module):
     """Single-scale SAM-DETR: a DETR encoder over one feature level, then the SAM-DETR decoder.
 
     Initialised as the official code: xavier_uniform over every parameter of more than one dimension of
-    the encoder and decoder, after the layers are built (so it overrides their own initialisation).
+    the encoder and decoder, after the layers are built (so it overrides their own initialisation), then
+    the deformable attentions' own initialisation again (`reset_deformable_parameters`).
     """
 
     def __init__(self, encoder: TransformerEncoder, decoder: SAMDETRDecoder):
@@ -25,9 +26,7 @@ class SAMDETRTransformer(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.d_model = decoder.d_model
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
+        reset_deformable_parameters(self)
 
     @property
     def num_feature_levels(self) -> int:
@@ -70,8 +69,7 @@ class SAMDETRMultiScaleTransformer(SAMDETRTransformer):
     """SAM-DETR-MS: a deformable encoder over all levels; each decoder layer attends to one level.
 
     Every level's position embedding is offset by a learned `level_embed`, in the encoder and in the
-    decoder. Initialised as the official code: the xavier pass, then MSDeformAttn's own initialisation
-    again, and `level_embed` ~ N(0, 1).
+    decoder. Initialised as the official code (see `SAMDETRTransformer`), and `level_embed` ~ N(0, 1).
     """
 
     def __init__(self, encoder: DeformableTransformerEncoder, decoder: SAMDETRDecoder):
@@ -80,9 +78,6 @@ class SAMDETRMultiScaleTransformer(SAMDETRTransformer):
         if max(decoder.layer_levels) >= levels:
             raise ValueError(f"decoder layer_levels {decoder.layer_levels} name levels beyond the {levels} encoded")
         self.level_embed = nn.Parameter(torch.empty(levels, self.d_model))
-        for m in self.encoder.modules():
-            if isinstance(m, MSDeformAttn):
-                m._reset_parameters()
         nn.init.normal_(self.level_embed)
 
     @property

@@ -1,0 +1,126 @@
+"""Two-stage query selection: every encoder token proposes a box, the best ones become the decoder's queries.
+
+Written once for two-stage Deformable DETR, MS-DETR and Plain-DETR (which builds its own multi-level token
+maps from one stride-16 map and passes them here). Batch-first: tokens (B, S, C) of the flattened levels,
+S = sum_l H_l * W_l, finest level first; queries (B, Q, C).
+"""
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ...layers import boxes_sine_embed
+
+__all__ = ["TwoStageProposals", "Proposals", "encoder_anchors"]
+
+# the window a proposal must lie in, in each coordinate, and the proposal side at level 0
+VALID_RANGE = (0.01, 0.99)
+BASE_SIZE = 0.05
+
+
+def encoder_anchors(mask: torch.Tensor, spatial_shapes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One fixed box per token: its centre, and a side of 0.05 * 2^l at level l, in unpadded-image units.
+
+    Args:
+        mask: (B, S) bool, True on padding.
+        spatial_shapes: (L, 2) int64, (H_l, W_l).
+    Returns:
+        (B, S, 4) the boxes' logits, +inf at padding and where a coordinate leaves (0.01, 0.99); and
+        (B, S, 1) bool, True where the box is kept (inside the window, not padding). Float32, as the
+        official code builds them, whatever the model's dtype.
+    """
+    B = mask.shape[0]
+    anchors, start = [], 0
+    for lvl, (H, W) in enumerate(spatial_shapes.tolist()):
+        level_mask = mask[:, start : start + H * W].view(B, H, W)
+        start += H * W
+        valid_h = torch.sum(~level_mask[:, :, 0], 1)
+        valid_w = torch.sum(~level_mask[:, 0, :], 1)
+        grid_y, grid_x = torch.meshgrid(
+            torch.linspace(0, H - 1, H, dtype=torch.float32, device=mask.device),
+            torch.linspace(0, W - 1, W, dtype=torch.float32, device=mask.device),
+            indexing="ij",
+        )
+        grid = torch.stack([grid_x, grid_y], -1)
+        scale = torch.stack([valid_w, valid_h], -1).view(B, 1, 1, 2)
+        centres = (grid[None].expand(B, -1, -1, -1) + 0.5) / scale
+        sizes = torch.ones_like(centres) * BASE_SIZE * (2.0**lvl)
+        anchors.append(torch.cat((centres, sizes), -1).view(B, -1, 4))
+    anchors = torch.cat(anchors, 1)
+    low, high = VALID_RANGE
+    keep = ((anchors > low) & (anchors < high)).all(-1, keepdim=True) & ~mask[..., None]
+    anchors = torch.log(anchors / (1 - anchors))
+    return anchors.masked_fill(~keep, float("inf")), keep
+
+
+class Proposals(NamedTuple):
+    """The encoder's proposals and the queries selected from them."""
+
+    logits: torch.Tensor  # (B, S, K) every token's class logits
+    boxes: torch.Tensor  # (B, S, 4) every token's box (cx, cy, w, h) in [0, 1] (1 at padding)
+    anchors: torch.Tensor  # (B, S, 4) every token's fixed box in [0, 1] (1 at padding and outside the window)
+    reference: torch.Tensor  # (B, Q, 4) the selected boxes, detached: the decoder's first reference
+    query_pos: torch.Tensor  # (B, Q, C) the position queries, from the selected boxes
+    tgt: torch.Tensor  # (B, Q, C) the content queries
+
+
+class TwoStageProposals(nn.Module):
+    """Proposes a box per encoder token and turns the top-scoring ones into decoder queries.
+
+    Each token's memory (zeroed at padding and outside the window) goes through `enc_output` + LayerNorm;
+    the proposal heads (the model's extra class and box heads) score it and refine its anchor
+    (`box_head(memory) + anchor logits`). The Q tokens of highest class-0 logit are selected (padding
+    included, as the official code, unless `exclude_padding`); their boxes, detached, are the decoder's
+    first reference, and `LayerNorm(pos_trans(sine embedding of the box))` (2C channels) gives the
+    position queries (first half) and the content queries (second half), or, with mixed selection (DINO,
+    MS-DETR++, Plain-DETR), the position queries only, the content coming from a learned embedding.
+
+    Official names: `enc_output`, `enc_output_norm`, `pos_trans`, `pos_trans_norm` (under `transformer.`).
+
+    Args:
+        d_model: C.
+    """
+
+    def __init__(self, d_model: int = 256):
+        super().__init__()
+        self.d_model = d_model
+        self.enc_output = nn.Linear(d_model, d_model)
+        self.enc_output_norm = nn.LayerNorm(d_model)
+        self.pos_trans = nn.Linear(d_model * 2, d_model * 2)
+        self.pos_trans_norm = nn.LayerNorm(d_model * 2)
+
+    def forward(
+        self,
+        memory: torch.Tensor,
+        mask: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        class_head: nn.Module,
+        box_head: nn.Module,
+        num_queries: int,
+        content: Optional[torch.Tensor] = None,
+        exclude_padding: bool = False,
+    ) -> Proposals:
+        """
+        Args:
+            memory: (B, S, C) the tokens; mask: (B, S) bool, True on padding; spatial_shapes: (L, 2).
+            class_head: C -> K; box_head: C -> 4, the proposal heads.
+            num_queries: Q, the tokens selected.
+            content: (Q, C) learned content queries (mixed selection), or None.
+            exclude_padding: never select a padded token (batch-size-independent inference).
+        """
+        if num_queries > memory.shape[1]:
+            raise ValueError(f"cannot select {num_queries} queries from {memory.shape[1]} encoder tokens")
+        anchors, keep = encoder_anchors(mask, spatial_shapes)
+        out = self.enc_output_norm(self.enc_output(memory.masked_fill(~keep, 0.0)))
+        logits = class_head(out)
+        boxes_unact = box_head(out) + anchors
+        scores = logits[..., 0].masked_fill(mask, float("-inf")) if exclude_padding else logits[..., 0]
+        index = torch.topk(scores, num_queries, dim=1)[1]
+        reference = torch.gather(boxes_unact, 1, index[..., None].expand(-1, -1, 4)).detach().sigmoid()
+        pos = self.pos_trans_norm(self.pos_trans(boxes_sine_embed(reference, self.d_model // 2)))
+        query_pos, tgt = pos.split(self.d_model, -1)
+        if content is not None:
+            if content.shape != (num_queries, self.d_model):
+                raise ValueError(f"content queries must be ({num_queries}, {self.d_model}), got {tuple(content.shape)}")
+            tgt = content[None].expand(memory.shape[0], -1, -1)
+        return Proposals(logits, boxes_unact.sigmoid(), anchors.sigmoid(), reference, query_pos, tgt)

@@ -1,0 +1,103 @@
+"""Two-stage query selection: the fixed anchors of the encoder tokens and the top-k selection."""
+import math
+
+import pytest
+import torch
+
+from conftest import DETECTRON2_MISSING
+
+pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
+
+from torch import nn  # noqa: E402
+
+from sam_detr.layers import MLP  # noqa: E402
+from sam_detr.modeling.transformer import TwoStageProposals, encoder_anchors, flatten_levels  # noqa: E402
+
+
+def two_levels():
+    """Image 0 fills a 5x7 map; image 1 its top-left 3x4 (and 2x2 of the 3x4 coarse level)."""
+    masks = [torch.ones(2, 5, 7, dtype=torch.bool), torch.ones(2, 3, 4, dtype=torch.bool)]
+    masks[0][0] = False
+    masks[0][1, :3, :4] = False
+    masks[1][0] = False
+    masks[1][1, :2, :2] = False
+    srcs = [torch.randn(2, 16, *m.shape[1:]) for m in masks]
+    return flatten_levels(srcs, masks, [torch.zeros_like(s) for s in srcs])
+
+
+def test_anchors_are_token_centres_of_growing_size_in_unpadded_units():
+    levels = two_levels()
+    anchors, keep = encoder_anchors(levels.mask, levels.spatial_shapes)
+    assert anchors.dtype == torch.float32 and anchors.shape == (2, 35 + 12, 4)
+    boxes = anchors.sigmoid()
+    fine, coarse = levels.split(boxes)
+    # image 1, fine level: token (row 2, col 3) is the last valid one of its 3x4 region
+    assert torch.allclose(fine[1].view(5, 7, 4)[2, 3], torch.tensor([3.5 / 4, 2.5 / 3, 0.05, 0.05]))
+    assert torch.allclose(coarse[0].view(3, 4, 4)[0, 1], torch.tensor([1.5 / 4, 0.5 / 3, 0.1, 0.1]))
+    # padding and boxes leaving (0.01, 0.99) are +inf logits, i.e. boxes of 1, and not kept
+    assert torch.equal(keep[..., 0], ~levels.mask & ((boxes > 0.01) & (boxes < 0.99)).all(-1))
+    assert torch.isinf(anchors[~keep[..., 0]]).all() and torch.isfinite(anchors[keep[..., 0]]).all()
+    assert not keep[1].view(-1)[levels.mask[1]].any()
+
+
+def make_proposals(d=16, k=5):
+    torch.manual_seed(0)
+    return TwoStageProposals(d), nn.Linear(d, k), MLP(d, d, 4, 3)
+
+
+def test_selects_the_best_class_0_tokens_with_detached_boxes():
+    levels = two_levels()
+    proposals, class_head, box_head = make_proposals()
+    memory = levels.src.clone().requires_grad_()
+    out = proposals(memory, levels.mask, levels.spatial_shapes, class_head, box_head, num_queries=6)
+    assert out.logits.shape == (2, 47, 5) and out.boxes.shape == (2, 47, 4) and out.reference.shape == (2, 6, 4)
+    assert out.query_pos.shape == out.tgt.shape == (2, 6, 16)
+    best = out.logits[..., 0].topk(6, dim=1).indices
+    assert torch.equal(out.reference, torch.gather(out.boxes, 1, best[..., None].expand(-1, -1, 4)).detach())
+    assert not out.reference.requires_grad and out.boxes.requires_grad
+    # the memory of a token that is not kept does not reach the proposals: it was zeroed
+    anchors, keep = encoder_anchors(levels.mask, levels.spatial_shapes)
+    assert torch.equal(out.anchors, anchors.sigmoid())
+    grad = torch.autograd.grad(out.logits.sum(), memory)[0]
+    assert (grad[~keep[..., 0]] == 0).all() and grad[keep[..., 0]].abs().sum() > 0
+    assert (out.boxes[levels.mask] == 1).all()
+
+
+def test_exclude_padding_never_selects_a_padded_token():
+    levels = two_levels()
+    proposals, class_head, box_head = make_proposals()
+    with torch.no_grad():  # a padded token's (zeroed) memory gives the best class-0 score there is
+        class_head.weight[0] = proposals.enc_output_norm(proposals.enc_output.bias)
+    args = (levels.src, levels.mask, levels.spatial_shapes, class_head, box_head, 12)
+    official = proposals(*args)
+    assert (official.reference[1] == 1).all()  # image 1's 31 padded tokens (boxes of 1) won
+    ours = proposals(*args, exclude_padding=True)
+    assert (ours.reference[1] < 1).all()
+
+
+def test_mixed_selection_takes_the_content_from_the_learned_queries():
+    levels = two_levels()
+    proposals, class_head, box_head = make_proposals()
+    content = torch.randn(6, 16)
+    args = (levels.src, levels.mask, levels.spatial_shapes, class_head, box_head, 6)
+    plain, mixed = proposals(*args), proposals(*args, content=content)
+    assert torch.equal(mixed.tgt, content[None].expand(2, -1, -1)) and torch.equal(mixed.query_pos, plain.query_pos)
+    with pytest.raises(ValueError, match=r"content queries must be \(6, 16\), got \(5, 16\)"):
+        proposals(*args, content=content[:5])
+    with pytest.raises(ValueError, match="cannot select 48 queries from 47 encoder tokens"):
+        proposals(*args[:-1], 48)
+
+
+def test_position_queries_embed_the_selected_boxes():
+    levels = two_levels()
+    proposals, class_head, box_head = make_proposals()
+    out = proposals(levels.src, levels.mask, levels.spatial_shapes, class_head, box_head, 6)
+    # the first of the 4 x 8 features of x: sin(2 pi x)
+    dim_t = 10000 ** (2 * (torch.arange(8) // 2) / 8)
+    x = out.reference[..., 0:1] * 2 * math.pi / dim_t
+    embed = torch.stack([x[..., 0::2].sin(), x[..., 1::2].cos()], -1).flatten(-2)
+    pos = proposals.pos_trans_norm(proposals.pos_trans(torch.cat([embed, torch.zeros(2, 6, 24)], -1)))
+    with torch.no_grad():
+        proposals.pos_trans.weight[:, 8:] = 0
+    zeroed = proposals(levels.src, levels.mask, levels.spatial_shapes, class_head, box_head, 6)
+    assert torch.allclose(torch.cat([zeroed.query_pos, zeroed.tgt], -1), pos.detach(), atol=1e-6)
