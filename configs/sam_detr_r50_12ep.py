@@ -5,9 +5,13 @@ from .common.optim import AdamW as optimizer
 from .common.schedule import step_lr_multiplier
 from .common.train import train
 
+from sam_detr.engine import checkpointer
+
 dataloader.train.total_batch_size = 16
 train.epochs = 12
 lr_multiplier = step_lr_multiplier(lr_drop=10)
 # torchvision's ImageNet ResNet-50, as the official model (d2's conversion of it)
 train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
+# it initialises the backbone only: the rest of the model is new
+train.init_checkpoint_partial = checkpointer.IMAGENET_BACKBONE
 train.output_dir = "./output/sam_detr_r50_12ep"

@@ -6,6 +6,7 @@ A module that imports detectron2 at its top starts with
 `pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)` (import it from conftest).
 """
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
@@ -62,3 +63,17 @@ def cpu_isa(request):
     previous = ext.set_cpu_isa(request.param)
     yield request.param
     ext.set_cpu_isa(previous)
+
+
+@pytest.fixture
+def package_log(caplog):
+    """caplog for the loggers of sam_detr, also where d2's setup_logger (called by a training in this process)
+    has stopped them propagating to the root logger that caplog listens to."""
+    logger = logging.getLogger("sam_detr")
+    propagate, level = logger.propagate, logger.level
+    logger.addHandler(caplog.handler)
+    logger.propagate = False  # each record once
+    logger.setLevel(logging.DEBUG)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.propagate, logger.level = propagate, level

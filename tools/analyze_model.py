@@ -2,29 +2,35 @@
 """FLOPs, activations, parameters or structure of the model of a LazyConfig file (Detectron2's analyze_model).
 
     python tools/analyze_model.py --config-file configs/detr_r50_500ep.py --tasks flop -n 100
+    python tools/analyze_model.py --config-file configs/sam_detr_r50.py --tasks flop --input-size 800x1333
     python tools/analyze_model.py --config-file configs/quickstart/detr.py --tasks parameter structure
 
 FLOPs and activations depend on the image, so they are counted on the first `-n` images of the config's
-test loader (cfg.dataloader.test, after its test-time resize), by tracing the model in eval mode with
+test loader (cfg.dataloader.test, after its test-time resize), or with `--input-size HxW` on one synthetic
+image of that size as the model's input (no dataset needed), by tracing the model in eval mode with
 fvcore; one multiply-add counts as one flop, as in the DETR papers. Elementwise ops are not counted (d2's
-convention); the other ops without a handle are listed as uncounted. `key=value` arguments override the
-config, e.g. `train.init_checkpoint=model.pth` (the weights only matter where the computation depends on
-the predictions) or `train.device=cpu`.
+convention); the other ops without a handle are listed as uncounted. The model keeps its random
+initialisation (no download): the counts of these models do not depend on the weights; `--checkpoint FILE`
+loads weights. `key=value` arguments override the config, e.g. `train.device=cpu`.
 """
 import argparse
+import itertools
+import re
 from collections import Counter
-from typing import NamedTuple
+from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
+import torch
 import tqdm
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.utils.analysis import parameter_count_table
 from detectron2.utils.logger import setup_logger
 from fvcore.nn import flop_count_table
 from fvcore.nn.jit_analysis import JitModelAnalysis
 
-from sam_detr.engine.defaults import build_inference_model
+from sam_detr.engine.defaults import load_checkpoint
 from sam_detr.utils.analysis import ActivationCountAnalysis, FlopCountAnalysis
+from sam_detr.utils.cli import load_config, one_line_errors
 
 
 class Counts(NamedTuple):
@@ -35,10 +41,18 @@ class Counts(NamedTuple):
     mean_size: np.ndarray  # (height, width) of the model's inputs
 
 
-def count_over_inputs(cfg, model, analysis_class, num_inputs: int) -> Counts:
-    """Runs `analysis_class(model, inputs)` on the first `num_inputs` images of the test loader."""
+def model_inputs(cfg, num_inputs: int, input_size: Optional[Tuple[int, int]]) -> Iterable[List[dict]]:
+    """Batches of one image: the first `num_inputs` of the test loader, or one random image of `input_size`."""
+    if input_size is None:
+        return itertools.islice(instantiate(cfg.dataloader.test), num_inputs)
+    image = torch.randint(0, 256, (3, *input_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return [[{"image": image}]]
+
+
+def count_over_inputs(model, analysis_class, inputs_list: Iterable[List[dict]]) -> Counts:
+    """Runs `analysis_class(model, inputs)` on each batch of `inputs_list`."""
     totals, by_operator, uncounted, sizes, first = [], Counter(), Counter(), [], None
-    for _, inputs in zip(tqdm.trange(num_inputs, desc=analysis_class.__name__), instantiate(cfg.dataloader.test)):
+    for inputs in tqdm.tqdm(inputs_list, desc=analysis_class.__name__):
         # the operators left uncounted are summed up below, rather than warned about at every image
         analysis = analysis_class(model, inputs).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         totals.append(analysis.total())
@@ -52,8 +66,8 @@ def count_over_inputs(cfg, model, analysis_class, num_inputs: int) -> Counts:
     return Counts(np.array(totals), by_operator, uncounted, first, np.mean(sizes, axis=0))
 
 
-def do_flop(cfg, model, num_inputs: int, max_depth: int) -> None:
-    c = count_over_inputs(cfg, model, FlopCountAnalysis, num_inputs)
+def do_flop(model, inputs_list, max_depth: int) -> None:
+    c = count_over_inputs(model, FlopCountAnalysis, inputs_list)
     n = len(c.totals)
     print(f"GFLOPs by module, first image ({c.first.total() / 1e9:.3f} GFLOPs):")
     print(flop_count_table(c.first, max_depth=max_depth))
@@ -69,8 +83,8 @@ def do_flop(cfg, model, num_inputs: int, max_depth: int) -> None:
     )
 
 
-def do_activation(cfg, model, num_inputs: int) -> None:
-    c = count_over_inputs(cfg, model, ActivationCountAnalysis, num_inputs)
+def do_activation(model, inputs_list) -> None:
+    c = count_over_inputs(model, ActivationCountAnalysis, inputs_list)
     n = len(c.totals)
     print(f"Million activations by operator, mean over {n} image(s):")
     for name, count in c.by_operator.most_common():
@@ -88,6 +102,14 @@ def do_parameter(model, max_depth: int) -> None:
     print(parameter_count_table(model, max_depth=max_depth))
 
 
+def input_size(text: str) -> Tuple[int, int]:
+    """"800x1333" -> (800, 1333): height x width."""
+    m = re.fullmatch(r"(\d+)[x,](\d+)", text.strip())
+    if not m or min(int(m.group(1)), int(m.group(2))) < 1:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 800x1333, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
@@ -100,26 +122,38 @@ def main(argv=None) -> None:
         "-n", "--num-inputs", type=int, default=100, help="images of the test loader to count FLOPs/activations on"
     )
     parser.add_argument("--max-depth", type=int, default=3, help="depth of the module tree in the tables")
+    parser.add_argument(
+        "--input-size", type=input_size, metavar="HxW", help="count on one image of this size, not on the test loader"
+    )
+    parser.add_argument("--checkpoint", metavar="FILE", help="weights to load (default: none, random initialisation)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
     args = parser.parse_args(argv)
+    if args.num_inputs < 1:
+        parser.error(f"-n must be positive, got {args.num_inputs}")
 
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = load_config(parser, args.config_file, args.opts)
     setup_logger()
     setup_logger(name="fvcore")
-    if {"flop", "activation"} & set(args.tasks):
-        model = build_inference_model(cfg)
-    else:  # the parameters and the structure need no weights
-        model = instantiate(cfg.model)
-    for task in args.tasks:
-        print(f"\n===== {task} =====")
-        if task == "flop":
-            do_flop(cfg, model, args.num_inputs, args.max_depth)
-        elif task == "activation":
-            do_activation(cfg, model, args.num_inputs)
-        elif task == "parameter":
-            do_parameter(model, args.max_depth)
-        else:
-            print(model)
+    with one_line_errors(parser):
+        model = instantiate(cfg.model).to(cfg.train.device).eval()
+        if args.checkpoint:
+            load_checkpoint(model, args.checkpoint)
+        for task in args.tasks:
+            print(f"\n===== {task} =====")
+            if task in ("flop", "activation"):
+                try:
+                    inputs_list = model_inputs(cfg, args.num_inputs, args.input_size)
+                except FileNotFoundError as e:
+                    raise FileNotFoundError(f"the test data of the config cannot be read ({e}); --input-size HxW "
+                                            "counts on an image of that size instead") from e
+            if task == "flop":
+                do_flop(model, inputs_list, args.max_depth)
+            elif task == "activation":
+                do_activation(model, inputs_list)
+            elif task == "parameter":
+                do_parameter(model, args.max_depth)
+            else:
+                print(model)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,15 @@ the class heads keep the official rows of those classes (the official models ind
 """
 import argparse
 import logging
+import os
 
 import torch
 from detectron2.config import LazyConfig, instantiate
+from detectron2.data import MetadataCatalog
 
 from sam_detr.checkpoint import convert_deformable_detr, convert_sam_detr, dataset_class_ids
 from sam_detr.modeling import SAMDETR, DeformableDETR
+from sam_detr.utils.cli import load_config, one_line_errors
 
 # meta-architecture -> (converter of its official checkpoints, official repository)
 CONVERTERS = {
@@ -32,8 +35,15 @@ logger = logging.getLogger("convert_official_weights")
 
 def load_official(path: str) -> dict:
     """The "model" dict of an official checkpoint (its "args" is an argparse.Namespace)."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load and pickle raise many types, none naming the file
+        raise ValueError(
+            f"--source {path} cannot be read (truncated, or not a checkpoint?): {type(e).__name__}: {e}"
+        ) from e
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"--source {path} holds a {type(checkpoint).__name__}, not a checkpoint's dict")
     return checkpoint.get("model", checkpoint)
 
 
@@ -52,7 +62,7 @@ def convert(config_file: str, source: str, dataset: str, opts=()) -> dict:
     return {"model": weights, "__author__": f"{origin} (converted by sam_detr)", "matching_heuristics": False}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, help="LazyConfig file of the model")
     parser.add_argument("--source", required=True, help="official checkpoint (.pth)")
@@ -61,9 +71,19 @@ def main() -> None:
         "--dataset", default="coco_2017_val", help="registered dataset whose classes the model predicts"
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, key=value")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.source):
+        parser.error(f"--source {args.source}: no such file")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        parser.error(f"--output {args.output}: its folder does not exist")
+    import detectron2.data.datasets  # noqa: F401  (registers the builtin datasets' metadata)
+
+    if MetadataCatalog.get(args.dataset).get("thing_dataset_id_to_contiguous_id") is None:
+        parser.error(f"--dataset {args.dataset}: not a registered dataset with class ids (e.g. coco_2017_val)")
+    load_config(parser, args.config_file, args.opts)  # a missing file or a bad override: the parser's error
     logging.basicConfig(level=logging.INFO)
-    torch.save(convert(args.config_file, args.source, args.dataset, args.opts), args.output)
+    with one_line_errors(parser):
+        torch.save(convert(args.config_file, args.source, args.dataset, args.opts), args.output)
     logger.info(f"wrote {args.output}")
 
 

@@ -19,8 +19,8 @@ import logging
 import os
 from typing import Dict, List
 
+import torch
 import tqdm
-from detectron2.config import LazyConfig
 from detectron2.data.detection_utils import convert_image_to_rgb, read_image
 from detectron2.structures import BoxMode, Instances
 from detectron2.utils.logger import setup_logger
@@ -28,6 +28,7 @@ from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 
 from sam_detr.engine.defaults import Predictor
+from sam_detr.utils.cli import load_config, one_line_errors
 
 logger = logging.getLogger("detectron2")
 
@@ -35,17 +36,22 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 
 
 def find_images(inputs: List[str]) -> List[str]:
-    """The image files named by `inputs` (files, folders, glob patterns), in order, each once."""
+    """The image files named by `inputs` (files, folders, glob patterns), in order, each once. An input that
+    names nothing raises FileNotFoundError (it may be a key=value override placed after --input)."""
     paths = []
     for pattern in inputs:
         pattern = os.path.expanduser(pattern)
         if os.path.isdir(pattern):
             names = sorted(os.listdir(pattern))
-            paths += [os.path.join(pattern, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+            found = [os.path.join(pattern, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
         elif os.path.isfile(pattern):
-            paths.append(pattern)
+            found = [pattern]
         else:
-            paths += sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+            found = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+        if not found:
+            hint = " (key=value overrides go before --input, or after another option)" if "=" in pattern else ""
+            raise FileNotFoundError(f"--input {pattern}: no image file, folder of images or matching file{hint}")
+        paths += found
     return list(dict.fromkeys(paths))
 
 
@@ -77,9 +83,23 @@ def main(argv=None) -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
     args = parser.parse_args(argv)
 
-    paths = find_images(args.input)
-    if not paths:
-        parser.error(f"no image matched --input {' '.join(args.input)}")
+    if not 0 <= args.score_threshold <= 1:
+        parser.error(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as e:
+            parser.error(f"--device {args.device}: {e}")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            parser.error(f"--device {args.device}: there is no CUDA device here")
+    if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
+        parser.error(f"--checkpoint {args.checkpoint}: no such file")
+    if args.json is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        parser.error(f"--json {args.json}: its folder does not exist")
+    try:
+        paths = find_images(args.input)
+    except FileNotFoundError as e:
+        parser.error(str(e))
     output_is_dir = args.output is not None and not args.output.lower().endswith(IMAGE_EXTENSIONS)
     if len(paths) > 1 and not output_is_dir:
         parser.error(f"--output must name a folder to draw {len(paths)} images")
@@ -87,13 +107,17 @@ def main(argv=None) -> None:
         names = [os.path.basename(p) for p in paths]
         if len(set(names)) < len(names):
             parser.error("several input images have the same file name: their drawings would overwrite each other")
-    if args.output is not None:
-        os.makedirs(args.output if output_is_dir else os.path.dirname(args.output) or ".", exist_ok=True)
-
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = load_config(parser, args.config_file, args.opts)
     if args.checkpoint is not None:
         cfg.train.init_checkpoint = args.checkpoint
     setup_logger()
+    with one_line_errors(parser):
+        run(args, cfg, paths, output_is_dir)
+
+
+def run(args, cfg, paths: List[str], output_is_dir: bool) -> None:
+    if args.output is not None:
+        os.makedirs(args.output if output_is_dir else os.path.dirname(args.output) or ".", exist_ok=True)
     predictor = Predictor(cfg, args.device)
     metadata = predictor.metadata
     # the model predicts contiguous ids; datasets such as COCO number their categories otherwise

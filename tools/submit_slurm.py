@@ -17,13 +17,14 @@ The train tool's own arguments (--config-file, --resume, --eval-only, key=value 
 import argparse
 import os
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Dict, Optional
 
 import submitit
-from detectron2.config import LazyConfig
 
 from sam_detr.engine.slurm import TrainJob
+from sam_detr.utils.cli import load_config, one_line_errors
 
 
 def slurm_option(text: str):
@@ -67,10 +68,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     if args.output_dir is not None and any(o.startswith("train.output_dir=") for o in args.opts):
         parser.error("give the output folder once: --output-dir or train.output_dir=")
-    if args.nodes < 1 or args.gpus_per_node < 1:
-        parser.error("--nodes and --gpus-per-node must be positive")
-    if not os.path.isfile(args.config_file):
-        parser.error(f"--config-file {args.config_file}: no such file")
+    for option in ("nodes", "gpus_per_node", "cpus_per_gpu", "timeout"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be positive, got {getattr(args, option)}")
+    if args.max_timeouts < 0:
+        parser.error(f"--max-timeouts must be 0 or more, got {args.max_timeouts}")
+    # loaded here: a wrong path or override fails now rather than in the queue
+    args.cfg = load_config(parser, args.config_file, args.opts)
+    args.parser = parser
     return args
 
 
@@ -94,9 +99,7 @@ def main(argv=None) -> Optional[submitit.Job]:
     """Submits the job (returned), or prints it with --dry-run."""
     args = parse_args(argv)
     config_file = os.path.abspath(args.config_file)
-    # load it here: a wrong override fails now rather than in the queue
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), args.opts)
-    output_dir = os.path.abspath(args.output_dir or cfg.train.output_dir)
+    output_dir = os.path.abspath(args.output_dir or args.cfg.train.output_dir)
     opts = [o for o in args.opts if not o.startswith("train.output_dir=")]
     # absolute paths: the job does not necessarily start in this folder
     train_args = ["--config-file", config_file]
@@ -123,14 +126,16 @@ def main(argv=None) -> Optional[submitit.Job]:
         print(f"  on timeout (at most {args.max_timeouts} times) or preemption: requeued with --resume")
         return None
 
-    executor = submitit.AutoExecutor(
-        folder=folder,
-        cluster=args.cluster,
-        slurm_max_num_timeout=args.max_timeouts,
-        local_max_num_timeout=args.max_timeouts,
-    )
-    executor.update_parameters(**params)
-    submitted = executor.submit(job)
+    # submitit raises RuntimeError where there is no Slurm (no srun), CalledProcessError where sbatch fails
+    with one_line_errors(args.parser, also=(RuntimeError, subprocess.CalledProcessError)):
+        executor = submitit.AutoExecutor(
+            folder=folder,
+            cluster=args.cluster,
+            slurm_max_num_timeout=args.max_timeouts,
+            local_max_num_timeout=args.max_timeouts,
+        )
+        executor.update_parameters(**params)
+        submitted = executor.submit(job)
     print(f"Submitted job {submitted.job_id} ({job_name}); output in {output_dir}, logs in {folder}")
     return submitted
 

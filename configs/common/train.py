@@ -4,6 +4,9 @@ import torch
 train = dict(
     output_dir="./output",
     init_checkpoint="",
+    # None: init_checkpoint must fit the model exactly. For a partial initialisation, the keys it may leave
+    # unfilled or hold unused: {"missing": [regex, ...], "unexpected": [regex, ...]} (sam_detr.engine.checkpointer)
+    init_checkpoint_partial=None,
     # epochs become iterations: epochs * (dataloader.train_images // dataloader.train.total_batch_size);
     # max_iter, when set, counts iterations directly and wins over epochs
     epochs=None,

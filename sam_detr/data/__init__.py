@@ -1,7 +1,10 @@
-"""Data of the DETR family on Detectron2: the official augmentation, the dataset mapper and the embedded
-synthetic dataset. Importing this package registers the datasets of `sam_detr.data.datasets`."""
+"""Data of the DETR family on Detectron2: the official augmentation, the dataset mapper, the dataset checks,
+the resumable train loader and the embedded synthetic dataset. Importing this package registers the
+datasets of `sam_detr.data.datasets`."""
 from . import datasets  # noqa: F401  (registers the datasets)
-from .detr_dataset_mapper import DetrDatasetMapper
+from .dataset_checks import check_dataset_dicts, checked_dataset_dicts
+from .detr_dataset_mapper import BadImageError, DetrDatasetMapper
+from .train_loader import TrainLoader
 from .transforms import (
     DETR_CROP_SCALES,
     DETR_CROP_SIZE,

@@ -1,23 +1,34 @@
 """The dataset mapper of the DETR family: Detectron2 dataset dicts -> model inputs."""
 import copy
 import logging
-import math
 from typing import List, Union
 
 import numpy as np
 import torch
 from fvcore.transforms.transform import CropTransform
+from PIL import Image
 
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.file_io import PathManager
 
+from .dataset_checks import InvalidAnnotation, annotation_box, describe_image
 from .transforms import DETR_CROP_SCALES, DetrResize, detr_train_augmentation
 
-__all__ = ["DetrDatasetMapper"]
+__all__ = ["DetrDatasetMapper", "BadImageError"]
 
-_SUPPORTED_BOX_MODES = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
+logger = logging.getLogger(__name__)
+
+# PIL modes read as they are; the others (grayscale, with alpha, palette, 16-bit, CMYK...) are converted
+_PLAIN_MODES = {"RGB": ("RGB", "BGR", "YUV-BT.601"), "L": ("L",)}
+# bad images skipped in a row before the mapper gives up: the dataset is then broken, not an image
+_MAX_SKIPPED_IN_A_ROW = 100
+
+
+class BadImageError(ValueError):
+    """An image that cannot be used: unreadable, corrupt, truncated, or not the size its dataset says."""
 
 
 class DetrDatasetMapper:
@@ -34,7 +45,14 @@ class DetrDatasetMapper:
     XYXY pixels of the augmented image, `gt_classes`), which may be empty: images without annotations are
     trained on, as in the official code. Annotations that cannot be right (a NaN coordinate, a negative
     width, an unknown box mode, ...) raise an error naming the image and the field instead of being
-    dropped, because dropping them would silently change the training data.
+    dropped, because dropping them would silently change the training data (`checked_dataset_dicts`
+    applies the policies of the dataset before this).
+
+    Images: one that cannot be read (missing, corrupt, truncated) or whose size is not the dict's
+    width/height raises a `BadImageError` naming the image, or with `bad_images="skip"` (training only)
+    is skipped with a warning that names it and counts the skipped ones; the train loader then takes
+    another image. Grayscale, 4-channel, palette and 16-bit images are converted to `image_format` by
+    PIL, as Detectron2's `read_image` does, and each is logged once per process.
     """
 
     @configurable
@@ -44,6 +62,7 @@ class DetrDatasetMapper:
         *,
         augmentations: List[Union[T.Augmentation, T.Transform]],
         image_format: str = "RGB",
+        bad_images: str = "error",
     ):
         """
         Args:
@@ -53,8 +72,17 @@ class DetrDatasetMapper:
                 flips, resizes and crops.
             image_format: an image format supported by :func:`detection_utils.read_image`; "RGB" for the
                 models of this project, whose pixel mean and std are the torchvision ones.
+            bad_images: "error" or, in training only, "skip" (see the class docstring). An evaluation
+                without some images would report a wrong AP: COCOEvaluator still counts their ground truth.
         """
+        if bad_images not in ("error", "skip"):
+            raise ValueError(f"bad_images must be 'error' or 'skip', got {bad_images!r}")
+        if bad_images == "skip" and not is_train:
+            raise ValueError("bad_images='skip' is for training: an evaluation without some images reports a wrong AP")
         self.is_train = is_train
+        self.bad_images = bad_images
+        self._skipped = self._skipped_in_a_row = 0
+        self._converted = set()
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         mode = "training" if is_train else "inference"
@@ -98,10 +126,12 @@ class DetrDatasetMapper:
         """
         dataset_dict = copy.deepcopy(dataset_dict)  # it will be modified below
         try:
-            image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
-        except OSError as e:
-            raise OSError(f"{_describe(dataset_dict)}: cannot read the image: {e}") from e
-        utils.check_image_size(dataset_dict, image)
+            image = self.read_image(dataset_dict)
+        except BadImageError as e:
+            if self.bad_images == "error":
+                raise
+            return self._skip(e)
+        self._skipped_in_a_row = 0
         if self.is_train:
             # Checked before augmenting, so that a bad annotation fails however the augmentation goes.
             boxes, classes = _read_annotations(dataset_dict, image.shape[:2])
@@ -115,9 +145,39 @@ class DetrDatasetMapper:
             dataset_dict["instances"] = _transform_instances(boxes, classes, transforms, image.shape[:2])
         return dataset_dict
 
+    def read_image(self, dataset_dict) -> np.ndarray:
+        """The image of a dataset dict, HxWxC in `image_format`, as Detectron2's `read_image` reads it (EXIF
+        orientation applied); its width and height are set in the dict where absent. Raises BadImageError."""
+        where = describe_image(dataset_dict)
+        file_name = dataset_dict["file_name"]
+        try:
+            with PathManager.open(file_name, "rb") as f:
+                pil = Image.open(f)
+                mode = pil.mode
+                image = utils.convert_PIL_to_numpy(utils._apply_exif_orientation(pil), self.image_format)
+        # PIL raises many types (OSError, SyntaxError, ValueError, struct.error, ...), none naming the file
+        except Exception as e:
+            raise BadImageError(f"{where}: cannot read the image: {type(e).__name__}: {e}") from e
+        if self.image_format not in _PLAIN_MODES.get(mode, ()) and file_name not in self._converted:
+            self._converted.add(file_name)
+            logger.info(f"{where}: converted from PIL mode {mode!r} to {self.image_format}")
+        h, w = image.shape[:2]
+        expected = (dataset_dict.get("width", w), dataset_dict.get("height", h))
+        if (w, h) != expected:
+            raise BadImageError(
+                f"{where}: the file is {w}x{h} (width x height), its dataset's width/height say "
+                f"{expected[0]}x{expected[1]}"
+            )
+        dataset_dict["width"], dataset_dict["height"] = w, h
+        return image
 
-def _describe(dataset_dict) -> str:
-    return f"image_id={dataset_dict.get('image_id')!r} ({dataset_dict.get('file_name')})"
+    def _skip(self, error: BadImageError) -> None:
+        self._skipped += 1
+        self._skipped_in_a_row += 1
+        if self._skipped_in_a_row >= _MAX_SKIPPED_IN_A_ROW:
+            raise BadImageError(f"{self._skipped_in_a_row} bad images in a row, the last: {error}") from error
+        logger.warning(f"skipped {error} (bad_images='skip'; {self._skipped} skipped by this process)")
+        return None
 
 
 def _read_annotations(dataset_dict, image_shape):
@@ -128,41 +188,19 @@ def _read_annotations(dataset_dict, image_shape):
     """
     if "annotations" not in dataset_dict:
         raise ValueError(
-            f"{_describe(dataset_dict)}: no 'annotations' field; an image without objects needs an "
+            f"{describe_image(dataset_dict)}: no 'annotations' field; an image without objects needs an "
             "empty list, so that a dataset registered without annotations is not trained on as background"
         )
-    boxes, is_xywh, classes = [], [], []
+    boxes, classes = [], []
     for index, anno in enumerate(dataset_dict["annotations"]):
-        where = f"{_describe(dataset_dict)}, annotation {index}"
         if anno.get("iscrowd", 0):
             continue
-        for key in ("bbox", "bbox_mode", "category_id"):
-            if key not in anno:
-                raise ValueError(f"{where}: no '{key}' field")
-        mode = anno["bbox_mode"]
-        if mode not in _SUPPORTED_BOX_MODES:
-            raise ValueError(f"{where}: unsupported bbox_mode {mode!r}; expected one of {list(_SUPPORTED_BOX_MODES)}")
         try:
-            box = [float(v) for v in anno["bbox"]]
-        except (TypeError, ValueError):
-            box = []
-        if len(box) != 4 or not all(math.isfinite(v) for v in box):
-            raise ValueError(f"{where}: bbox must be 4 finite numbers, got {anno['bbox']!r}")
-        xywh = mode == BoxMode.XYWH_ABS
-        width, height = (box[2], box[3]) if xywh else (box[2] - box[0], box[3] - box[1])
-        if width < 0 or height < 0:
-            raise ValueError(f"{where}: bbox {anno['bbox']!r} ({BoxMode(mode).name}) has a negative width or height")
-        category = anno["category_id"]
-        if not isinstance(category, (int, np.integer)) or isinstance(category, bool) or category < 0:
-            raise ValueError(f"{where}: category_id must be a non-negative integer, got {category!r}")
-        boxes.append(box)
-        is_xywh.append(xywh)
-        classes.append(int(category))
-
-    # float32 and the order of operations of the official code, so that the boxes match it bit for bit
+            boxes.append(annotation_box(anno))
+        except InvalidAnnotation as e:
+            raise ValueError(f"{describe_image(dataset_dict)}, annotation {index}: {e}") from None
+        classes.append(int(anno["category_id"]))
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    is_xywh = np.asarray(is_xywh, dtype=bool)
-    boxes[is_xywh, 2:] += boxes[is_xywh, :2]
     h, w = image_shape
     np.clip(boxes, 0, np.array([w, h, w, h], dtype=np.float32), out=boxes)
     return boxes, np.asarray(classes, dtype=np.int64)

@@ -1,1 +1,3 @@
-from .hooks import GradientClipHook
+from .checkpointer import IMAGENET_BACKBONE, CheckpointError, StrictCheckpointer
+from .hooks import GradientClipHook, TrainingStateHook
+from .trainers import NonFiniteLossError

@@ -4,17 +4,17 @@
 weights of `cfg.train.init_checkpoint`, fed like the test loader feeds it.
 """
 import logging
-import os
 from typing import Optional
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
 from torch import nn
+
+from .checkpointer import StrictCheckpointer
 
 __all__ = ["load_checkpoint", "build_inference_model", "test_metadata", "Predictor"]
 
@@ -22,15 +22,13 @@ logger = logging.getLogger(__name__)
 
 
 def load_checkpoint(model: nn.Module, path: str) -> None:
-    """Loads the weights at `path` (a file, or a URL such as detectron2://...) into `model`; an empty path
+    """Loads the weights at `path` (a file, or a URL such as detectron2://...) into `model`, strictly (every
+    weight of the model filled, every weight of the checkpoint used: `StrictCheckpointer`); an empty path
     keeps the random initialisation."""
     if not path:
         logger.warning("No checkpoint (train.init_checkpoint is empty): the model keeps its random initialisation")
         return
-    # d2 only asserts, after resolving the path; a URL is downloaded by d2, which names it if that fails
-    if "://" not in path and not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    DetectionCheckpointer(model).load(path)
+    StrictCheckpointer(model).load(path)
 
 
 def build_inference_model(cfg, device: Optional[str] = None) -> nn.Module:

@@ -2,26 +2,36 @@
 
 Every knob lives under `cfg.train`:
     output_dir, init_checkpoint, device, seed
+    init_checkpoint_partial None, or {"missing": [regex], "unexpected": [regex]}: the keys that init_checkpoint
+                            may leave unfilled or hold unused (see engine/checkpointer.py); any other mismatch
+                            fails the load. --eval-only and --resume load strictly
     epochs | max_iter       epochs become iterations: epochs * (dataloader.train_images // total_batch_size);
                             max_iter, when set, wins
     amp.enabled, amp.precision ("float16" | "bfloat16")
     clip_grad.enabled, clip_grad.max_norm, clip_grad.norm_type
     ddp.*                   DistributedDataParallel options
     checkpointer.period, checkpointer.max_to_keep, eval_period, log_period
+
+What a checkpoint holds beyond d2's weights, optimizer and iteration (the data stream's position and every
+process's random states, `TrainingStateHook`) makes `--resume` continue exactly as the uninterrupted run;
+training stops at the first non-finite loss term (engine/trainers.py).
 """
 import logging
 from typing import Optional
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks, launch
+from detectron2.engine import default_setup, default_writers, hooks, launch
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..solver import iterations_per_epoch
-from .hooks import GradientClipHook
+from ..utils.rng import preserved_rng
+from .checkpointer import StrictCheckpointer
+from .hooks import GradientClipHook, TrainingStateHook
+from .trainers import AMPTrainer, NonFiniteLossError, SimpleTrainer
 
 __all__ = ["main", "do_train", "do_test", "resolve_max_iter", "build_ddp_model", "build_trainer"]
 
@@ -55,8 +65,9 @@ def build_ddp_model(cfg, model: torch.nn.Module) -> torch.nn.Module:
 
 
 def build_trainer(cfg, model: torch.nn.Module, data_loader, optimizer) -> SimpleTrainer:
-    """The training step of cfg.train (AMP, gradient clipping), with no other hook: shared by `do_train`
-    and tools/benchmark.py, so that the benchmark times the step that training runs."""
+    """The training step of cfg.train (AMP, gradient clipping, a stop at the first non-finite loss), with no
+    other hook: shared by `do_train` and tools/benchmark.py, so that the benchmark times the step that
+    training runs."""
     if cfg.train.amp.enabled:
         precision = getattr(torch, cfg.train.amp.get("precision", "float16"))
         trainer = AMPTrainer(model, data_loader, optimizer, precision=precision)
@@ -69,9 +80,11 @@ def build_trainer(cfg, model: torch.nn.Module, data_loader, optimizer) -> Simple
 
 
 def do_test(cfg, model) -> Optional[dict]:
-    if "evaluator" not in cfg.dataloader:
+    if "evaluator" not in cfg.dataloader or cfg.dataloader.evaluator is None:
         return None
-    ret = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    # an evaluation in the middle of training must not change what the training draws next
+    with preserved_rng():
+        ret = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
     print_csv_format(ret)
     return ret
 
@@ -88,11 +101,13 @@ def do_train(args, cfg) -> None:
 
     model = build_ddp_model(cfg, model)
     trainer = build_trainer(cfg, model, train_loader, optimizer)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = StrictCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            # before the checkpointer, so that the checkpoint holds the states after the iteration
+            TrainingStateHook(cfg.train.checkpointer.period, max_iter),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
             hooks.PeriodicWriter(default_writers(cfg.train.output_dir, max_iter), period=cfg.train.log_period)
@@ -100,21 +115,33 @@ def do_train(args, cfg) -> None:
             else None,
         ]
     )
-    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    resume = args.resume and checkpointer.has_checkpoint()
+    if resume:
+        checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=True)
+    else:
+        checkpointer.load_partial(cfg.train.init_checkpoint, cfg.train.get("init_checkpoint_partial", None))
     # the checkpoint stores the iteration that just finished
-    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
-    trainer.train(start_iter, max_iter)
+    start_iter = trainer.iter + 1 if resume else 0
+    try:
+        trainer.train(start_iter, max_iter)
+    except NonFiniteLossError as e:
+        last = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else None
+        raise NonFiniteLossError(f"{e} [last checkpoint: {last or 'none yet'}]") from None
 
 
 def main(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     default_setup(cfg, args)
+    # the package's own messages (dataset checks, data stream, checkpoints) into the same log
+    setup_logger(cfg.train.output_dir, comm.get_rank(), name="sam_detr")
     if args.eval_only:
+        if not cfg.train.init_checkpoint:
+            raise ValueError("--eval-only needs the weights to evaluate: train.init_checkpoint=<checkpoint>")
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = build_ddp_model(cfg, model)
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        StrictCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     do_train(args, cfg)
     return None

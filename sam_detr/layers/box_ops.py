@@ -1,6 +1,12 @@
-"""Box helpers on (..., 4) tensors; IoU and generalized IoU come from torchvision.ops."""
+"""Box helpers on (..., 4) tensors; IoU comes from torchvision.ops.
+
+The generalized IoUs are torchvision's arithmetic, guarded where the official code asserts (and a run of it
+crashes, e.g. on the boxes of a diverged prediction): a box whose corners are inverted counts as empty, and
+an empty union or enclosing box divides by the smallest positive float instead of zero, so that two empty
+boxes have a GIoU of 0 rather than NaN. Valid boxes get the same bits as torchvision's.
+"""
 import torch
-from torchvision.ops import box_convert, box_iou, generalized_box_iou
+from torchvision.ops import box_convert, box_iou
 
 __all__ = [
     "box_cxcywh_to_xyxy",
@@ -26,22 +32,35 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
+def _area(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., 4) xyxy -> (...,); an inverted box has no area."""
+    wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0)
+    return wh[..., 0] * wh[..., 1]
+
+
+def _giou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """GIoU of broadcast (..., 4) xyxy boxes, with the guards of the module docstring."""
+    if boxes1.dtype in (torch.float16, torch.bfloat16):  # as torchvision: areas in float32
+        boxes1, boxes2 = boxes1.float(), boxes2.float()
+    tiny = torch.finfo(boxes1.dtype).tiny
+    wh = (torch.min(boxes1[..., 2:], boxes2[..., 2:]) - torch.max(boxes1[..., :2], boxes2[..., :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = (_area(boxes1) + _area(boxes2) - inter).clamp(min=tiny)
+    iou = inter / union
+    wh_c = (torch.max(boxes1[..., 2:], boxes2[..., 2:]) - torch.min(boxes1[..., :2], boxes2[..., :2])).clamp(min=0)
+    area_c = (wh_c[..., 0] * wh_c[..., 1]).clamp(min=tiny)
+    return iou - (area_c - union) / area_c
+
+
+def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """Pairwise GIoU: (N, 4), (M, 4) xyxy -> (N, M), as torchvision's, guarded (see the module docstring)."""
+    return _giou(boxes1[:, None, :], boxes2[None, :, :])
+
+
 def paired_generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """GIoU of boxes1[i] with boxes2[i]: (N, 4), (N, 4) xyxy -> (N,).
 
     The same arithmetic as the diagonal of `generalized_box_iou` (no epsilon, unlike
     torchvision's `generalized_box_iou_loss`), without the N x N matrix.
     """
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    lt = torch.max(boxes1[:, :2], boxes2[:, :2])
-    rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[:, 0] * wh[:, 1]
-    union = area1 + area2 - inter
-    iou = inter / union
-    lt_c = torch.min(boxes1[:, :2], boxes2[:, :2])
-    rb_c = torch.max(boxes1[:, 2:], boxes2[:, 2:])
-    wh_c = (rb_c - lt_c).clamp(min=0)
-    area_c = wh_c[:, 0] * wh_c[:, 1]
-    return iou - (area_c - union) / area_c
+    return _giou(boxes1, boxes2)

@@ -9,6 +9,9 @@ from ..layers.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
 __all__ = ["HungarianMatcher"]
 
+# the cost given to a non-finite one: such a pair is matched only when nothing else is left
+_NON_FINITE_COST = 1e9
+
 
 class HungarianMatcher(nn.Module):
     """One-to-one assignment minimising `cost_class * C_cls + cost_bbox * L1 + cost_giou * (-GIoU)`.
@@ -75,11 +78,9 @@ class HungarianMatcher(nn.Module):
                 + self.cost_giou * -generalized_box_iou(box_cxcywh_to_xyxy(out_boxes), box_cxcywh_to_xyxy(tgt_boxes))
             )
             cost = cost.float().cpu()
-            if not torch.isfinite(cost).all():
-                raise FloatingPointError(
-                    f"matching cost of image {b} in the batch is not finite: the predictions hold NaN or inf "
-                    "(the training has diverged, or the target boxes are degenerate)"
-                )
+            # NaN or inf predictions (a diverged run, where the official code fails an assertion): matched last,
+            # so that the matching completes and the trainer stops at the non-finite losses, naming them
+            cost = torch.where(torch.isfinite(cost), cost, torch.full_like(cost, _NON_FINITE_COST))
             src, tgt = linear_sum_assignment(cost.numpy())
             indices.append((torch.as_tensor(src, dtype=torch.int64), torch.as_tensor(tgt, dtype=torch.int64)))
         return indices

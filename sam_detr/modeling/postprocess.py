@@ -1,5 +1,5 @@
 """From the last decoder layer's predictions to Detectron2 `Instances` (before `detector_postprocess`)."""
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -41,14 +41,20 @@ def topk_postprocess(
 
 
 def softmax_postprocess(
-    logits: torch.Tensor, boxes: torch.Tensor, image_sizes: List[Tuple[int, int]]
+    logits: torch.Tensor, boxes: torch.Tensor, image_sizes: List[Tuple[int, int]], num_select: Optional[int] = None
 ) -> List[Instances]:
     """Softmax models (DETR): one detection per query, its best class other than "no object".
 
     Args:
         logits: (B, Q, K + 1), the last class being "no object"; boxes: (B, Q, 4) normalised (cx, cy, w, h).
+        num_select: where below Q, only the `num_select` best-scoring queries are kept (the official code keeps
+            all Q, which is what num_select >= Q gives).
     Returns:
-        per image, `Instances` of Q detections in input-image pixels.
+        per image, `Instances` of min(Q, num_select) detections in input-image pixels.
     """
     scores, labels = F.softmax(logits, dim=-1)[..., :-1].max(-1)
+    if num_select is not None and num_select < scores.shape[1]:
+        scores, query = torch.topk(scores, num_select, dim=1)
+        labels = torch.gather(labels, 1, query)
+        boxes = torch.gather(boxes, 1, query.unsqueeze(-1).expand(-1, -1, 4))
     return [_to_instances(scores[b], labels[b], boxes[b], image_sizes[b]) for b in range(len(image_sizes))]

@@ -14,6 +14,7 @@ from detectron2.data import transforms as T  # noqa: E402
 from detectron2.structures import BoxMode  # noqa: E402
 
 from sam_detr.data import (  # noqa: E402
+    BadImageError,
     DetrDatasetMapper,
     DetrResize,
     RandomSelect,
@@ -207,7 +208,7 @@ def test_missing_annotations_field_is_an_error_in_training(image_file):
 
 def test_missing_image_file_names_the_image(tmp_path):
     missing = str(tmp_path / "nowhere.jpg")
-    with pytest.raises(OSError, match=r"image_id=7 \(.*nowhere\.jpg\): cannot read the image"):
+    with pytest.raises(BadImageError, match=r"image_id=7 \(.*nowhere\.jpg\): cannot read the image"):
         DetrDatasetMapper(is_train=False, augmentations=[])(make_dict(missing, []))
 
 

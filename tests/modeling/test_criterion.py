@@ -181,3 +181,25 @@ def test_configuration_errors():
         SetCriterion(3, HungarianMatcher(), WEIGHTS, groups=[LossGroup(), LossGroup("o2m", weight_dict={})])
     with pytest.raises(ValueError, match="first loss group"):
         SetCriterion(3, HungarianMatcher(), WEIGHTS, groups=[LossGroup("enc_outputs")])
+
+
+def test_degenerate_predicted_boxes_give_finite_losses_and_gradients():
+    """Predicted boxes of zero size, on a target of zero size at the same place: finite GIoU loss and gradients,
+    where the official GIoU divides zero by zero."""
+    criterion = SetCriterion(3, HungarianMatcher(), WEIGHTS)
+    boxes = torch.tensor([[[0.5, 0.5, 0.0, 0.0], [0.2, 0.2, 0.0, 0.1]]], requires_grad=True)
+    logits = torch.randn(1, 2, 3, requires_grad=True)
+    targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.0, 0.0]])}]
+    losses = criterion({"pred_logits": logits, "pred_boxes": boxes}, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert torch.isfinite(boxes.grad).all() and torch.isfinite(logits.grad).all()
+
+
+def test_non_finite_predictions_give_non_finite_losses_not_an_error():
+    """What the trainer then stops at, naming the terms (tests/tools/test_resume.py)."""
+    criterion = SetCriterion(3, HungarianMatcher(), WEIGHTS)
+    outputs = _outputs(2, 4, 3, torch.Generator().manual_seed(0))
+    outputs["pred_boxes"] = torch.full_like(outputs["pred_boxes"], float("nan"))
+    losses = criterion(outputs, _targets())
+    assert torch.isfinite(losses["loss_ce"]) and not torch.isfinite(losses["loss_bbox"])

@@ -32,46 +32,25 @@ from sam_detr.modeling.transformer.smca import smca_gaussian_bias  # noqa: E402
 CONFIGS = REPO_ROOT / "configs"
 DATA_CONFIG = CONFIGS / "common" / "data" / "coco_detr.py"
 
-# (trainable, all) parameters of the official models with 91 classes, as built from ZhangGongjie/SAM-DETR
-# (first line of ../shared/notes/official_statedicts/sd_sam_*.txt)
-OFFICIAL_COUNTS = {
-    "e12": (58_074_058, 58_296_458),
-    "e50": (58_073_546, 58_295_946),
-    "smca_e12": (58_123_306, 58_345_706),
-    "ms": (54_972_298, 55_194_698),
-    "ms_smca": (55_021_546, 55_243_946),
-}
 
-
-def official_graph(listing: str):
-    """The model graph of an official state-dict listing, with the official 91 classes."""
-    ms = listing.startswith("ms")
-    cfg = LazyConfig.load(str(CONFIGS / "common" / "models" / ("sam_detr_r50_ms.py" if ms else "sam_detr_r50.py")))
-    model = cfg.model
-    model.criterion.num_classes = 91
-    model.input_proj_norm = listing != "e50"
-    model.transformer.decoder.layer.smca = "smca" in listing
-    return model
-
-
-def count(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
-
-
-@pytest.mark.parametrize("listing", sorted(OFFICIAL_COUNTS))
-def test_parameter_counts_equal_official(listing):
+def lazy_shapes(config: str, **overrides):
+    """Names and shapes of the model of configs/<config> with the official 91 classes."""
+    cfg = LazyConfig.load(str(CONFIGS / config))
+    cfg.model.criterion.num_classes = 91
+    cfg.model.update(overrides)
     with torch.device("meta"):
-        model = instantiate(official_graph(listing))
-    assert count(model) == OFFICIAL_COUNTS[listing]
+        return {k: v.shape for k, v in instantiate(cfg.model).state_dict().items()}
 
 
 def test_yacs_config_builds_every_variant():
+    """d2's yacs keys of sam_detr.config build the LazyConfig models (their parameter counts:
+    tests/modeling/test_contract.py)."""
     cfg = add_sam_detr_config(get_cfg())
     cfg.MODEL.META_ARCHITECTURE = "SAMDETR"
     cfg.MODEL.DETR.NUM_CLASSES = 91
     with torch.device("meta"):
         model = SAMDETR(cfg)
-    assert count(model) == OFFICIAL_COUNTS["e12"]
+    assert {k: v.shape for k, v in model.state_dict().items()} == lazy_shapes("sam_detr_r50_12ep.py")
     assert model.criterion.class_loss_type == "focal" and model.query_embed.weight.shape == (300, 4)
     cfg.MODEL.SAM_DETR.SMCA = True
     cfg.MODEL.RESNETS.OUT_FEATURES = cfg.MODEL.DETR.IN_FEATURES = ["res3", "res4", "res5"]
@@ -79,7 +58,7 @@ def test_yacs_config_builds_every_variant():
         model = SAMDETR(cfg)
     assert isinstance(model.transformer, SAMDETRMultiScaleTransformer)
     assert model.transformer.decoder.layer_levels == [2, 2, 1, 1, 0, 0]
-    assert count(model) == OFFICIAL_COUNTS["ms_smca"]
+    assert {k: v.shape for k, v in model.state_dict().items()} == lazy_shapes("sam_detr_r50_smca_ms_12ep.py")
 
 
 def tiny_sam_detr(smca=False, multiscale=False, num_classes=5):
@@ -110,23 +89,16 @@ def tiny_sam_detr(smca=False, multiscale=False, num_classes=5):
 
 
 @pytest.mark.parametrize("smca,multiscale", [(False, False), (True, False), (True, True)])
-def test_training_step_and_inference(smca, multiscale):
+def test_semantics_aligner_learns(smca, multiscale):
+    """Every weight of the Semantics Aligner gets a gradient (the losses and inference of every method:
+    tests/modeling/test_contract.py)."""
     torch.manual_seed(0)
     model = tiny_sam_detr(smca, multiscale).train()
     with EventStorage():
         losses = model(two_images())
-    assert set(losses) == {f"{k}{s}" for k in ("loss_ce", "loss_bbox", "loss_giou") for s in ("", "_0", "_1")}
-    total = sum(losses.values())
-    assert torch.isfinite(total)
-    total.backward()
-    assert model.query_embed.weight.grad.abs().sum() > 0
-    assert model.backbone.res5[0].conv1.weight.grad.abs().sum() > 0
-    assert all(p.grad is not None for n, p in model.named_parameters() if "semantics_aligner" in n)
-    model.eval()
-    with torch.no_grad():
-        out = model(two_images())
-    assert out[0]["instances"].image_size == (134, 186) and len(out[0]["instances"]) == 7 * 5
-    assert out[1]["instances"].pred_classes.max() < 5
+    sum(losses.values()).backward()
+    aligner = [p for n, p in model.named_parameters() if "semantics_aligner" in n]
+    assert aligner and all(p.grad is not None and p.grad.abs().sum() > 0 for p in aligner)
 
 
 def test_official_initialisation():

@@ -63,23 +63,31 @@ def demo(tmp_path_factory, monkeypatch):
 
 def test_no_image_matched(demo, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        demo(["--config-file", QUICKSTART, "--input", str(tmp_path / "*.jpg"), *TINY_DETR])
-    assert f"no image matched --input {tmp_path}/*.jpg" in capsys.readouterr().err
+        demo(["--input", str(tmp_path / "*.jpg"), "--config-file", QUICKSTART, *TINY_DETR])
+    assert f"--input {tmp_path}/*.jpg: no image file, folder of images or matching file" in capsys.readouterr().err
+
+
+def test_an_override_after_input_is_not_taken_for_an_image(demo, images, capsys):
+    with pytest.raises(SystemExit):
+        demo(["--config-file", QUICKSTART, "--input", f"{images}/000001.png", "model.num_queries=3"])
+    assert "--input model.num_queries=3: no image file" in capsys.readouterr().err
 
 
 def test_several_images_need_an_output_folder(demo, images, capsys):
     with pytest.raises(SystemExit):
-        demo(["--config-file", QUICKSTART, "--input", images, *TINY_DETR])
+        demo(["--input", images, "--config-file", QUICKSTART, *TINY_DETR])
     assert "--output must name a folder to draw 200 images" in capsys.readouterr().err
 
 
-def test_missing_checkpoint(demo, images, tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"checkpoint {tmp_path}/missing.pth not found"):
-        demo(["--config-file", QUICKSTART, "--checkpoint", str(tmp_path / "missing.pth"),
-              "--input", f"{images}/000001.png", *TINY_DETR])
+def test_missing_checkpoint(demo, images, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        demo(["--input", f"{images}/000001.png", "--config-file", QUICKSTART,
+              "--checkpoint", str(tmp_path / "missing.pth"), *TINY_DETR])
+    assert f"--checkpoint {tmp_path}/missing.pth: no such file" in capsys.readouterr().err
 
 
-def test_unreadable_image_is_named(demo, tmp_path):
+def test_unreadable_image_is_named(demo, tmp_path, capsys):
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=f"cannot read image {tmp_path}/broken.png"):
-        demo(["--config-file", QUICKSTART, "--input", str(tmp_path / "broken.png"), *TINY_DETR])
+    with pytest.raises(SystemExit):
+        demo(["--input", str(tmp_path / "broken.png"), "--config-file", QUICKSTART, *TINY_DETR])
+    assert f"error: cannot read image {tmp_path}/broken.png" in capsys.readouterr().err

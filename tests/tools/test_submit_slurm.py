@@ -14,7 +14,9 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 import submitit  # noqa: E402
 from detectron2.engine import default_argument_parser  # noqa: E402
-from tool_helpers import QUICKSTART, TINY_DETR, load_tool, tool_env  # noqa: E402
+from tool_helpers import (  # noqa: E402
+    QUICKSTART, TINY_DETR, assert_same_weights, final_weights, load_tool, run_tool, tool_env,
+)
 
 from sam_detr.engine import slurm  # noqa: E402
 from sam_detr.engine.slurm import TrainJob, dist_url  # noqa: E402
@@ -108,17 +110,19 @@ def _has_checkpoint(output_dir) -> bool:
 
 
 def test_preempted_job_resumes_from_its_checkpoint(submit, tmp_path, tmp_path_factory, monkeypatch):
+    """A job preempted and requeued ends with the weights of the same training run without interruption."""
     for key, value in tool_env(tmp_path_factory).items():
         monkeypatch.setenv(key, value)  # the local executor's job inherits this environment
     out = tmp_path / "run"
-    job = submit([
-        "--cluster", "local", "--gpus-per-node", "1", "--timeout", "30", "--output-dir", str(out),
+    train_args = [
         "--config-file", QUICKSTART, *TINY_DETR,
         # the evaluation at the end, on 2 images with no evaluator
         "dataloader.test.sampler={_target_:detectron2.data.samplers.InferenceSampler,size:2}",
         "dataloader.evaluator=null",
         "train.max_iter=10", "train.checkpointer.period=2", "train.log_period=1",
-    ])
+    ]
+    job = submit(["--cluster", "local", "--gpus-per-node", "1", "--timeout", "30", "--output-dir", str(out),
+                  *train_args])
     try:
         deadline = time.monotonic() + 300
         while not _has_checkpoint(out):
@@ -143,4 +147,6 @@ def test_preempted_job_resumes_from_its_checkpoint(submit, tmp_path, tmp_path_fa
     assert f"Loading from {out}/model_{starts[1] - 1:07d}.pth" in stdout
     metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     assert metrics[-1]["iteration"] == 9
-    assert (out / "model_final.pth").is_file()
+    run_tool("lazyconfig_train_net", *train_args, f"train.output_dir={tmp_path / 'uninterrupted'}",
+             env=tool_env(tmp_path_factory))
+    assert_same_weights(final_weights(out), final_weights(tmp_path / "uninterrupted"))

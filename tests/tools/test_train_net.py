@@ -3,10 +3,20 @@ import json
 
 import pytest
 
-from conftest import DETECTRON2_MISSING
-from tool_helpers import QUICKSTART, TINY_DETR, run_tool, tool_env
+from conftest import DETECTRON2_MISSING, REPO_ROOT
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
+
+import torch  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from tool_helpers import (  # noqa: E402
+    QUICKSTART, SHORT_RUN, TINY_DETR, TINY_SAM_DETR, datasets_root, run_tool, tool_env, train_in_process,
+)
+
+from sam_detr.engine import CheckpointError  # noqa: E402
+
+QUICKSTART_SAM_DETR = str(REPO_ROOT / "configs" / "quickstart" / "sam_detr.py")
 
 
 def copypaste_results(log: str) -> list:
@@ -55,3 +65,19 @@ def test_train_eval_only_and_resume(tmp_path, tmp_path_factory):
     log = resumed.stdout + resumed.stderr
     assert "model_final.pth" in log and "Starting training from iteration 4" in log
     assert iterations(out) == [0, 1, 2, 3, 4, 5]
+
+
+def test_checkpoints_that_do_not_fit_are_refused(tmp_path, tmp_path_factory, monkeypatch):
+    """--eval-only and train.init_checkpoint load strictly: the DETR quickstart's checkpoint is not a SAM-DETR's."""
+    monkeypatch.setenv("SAM_DETR_DATASETS", str(datasets_root(tmp_path_factory)))
+    torch.manual_seed(0)
+    detr = instantiate(LazyConfig.apply_overrides(LazyConfig.load(QUICKSTART), TINY_DETR).model)
+    DetectionCheckpointer(detr, str(tmp_path)).save("detr")
+    sam_detr = [*TINY_SAM_DETR, *SHORT_RUN, "train.max_iter=1", f"train.init_checkpoint={tmp_path}/detr.pth",
+                f"train.output_dir={tmp_path / 'out'}"]
+    for mode in (["--eval-only"], []):
+        with pytest.raises(CheckpointError, match=rf"checkpoint {tmp_path}/detr.pth does not fit the model: \d+ model "
+                                                  r"weight\(s\) missing from it: transformer\.decoder"):
+            train_in_process(QUICKSTART_SAM_DETR, *mode, *sam_detr)
+    with pytest.raises(ValueError, match="--eval-only needs the weights to evaluate: train.init_checkpoint="):
+        train_in_process(QUICKSTART_SAM_DETR, "--eval-only", *TINY_SAM_DETR, f"train.output_dir={tmp_path / 'out'}")

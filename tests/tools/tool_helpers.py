@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import torch
 from conftest import REPO_ROOT
 
 QUICKSTART = str(REPO_ROOT / "configs" / "quickstart" / "detr.py")
@@ -25,6 +26,16 @@ TINY_DETR = [
     "dataloader.test.mapper.augmentations.0.short_edge_length=64",
 ]
 TINY_NUM_QUERIES = 5
+# The same for the quickstart SAM-DETR (configs/quickstart/sam_detr.py), with two decoder layers
+TINY_SAM_DETR = [
+    *(f"model.transformer.{part}.layer.{key}" for part in ("encoder", "decoder")
+      for key in ("d_model=32", "dim_feedforward=64")),
+    "model.transformer.encoder.num_layers=1",
+    "model.transformer.decoder.num_layers=2",
+    "model.num_queries=5",
+] + [o for o in TINY_DETR if o.startswith("dataloader.")]
+# training runs of a few iterations: a checkpoint every 2, a line of metrics at each, no evaluation at the end
+SHORT_RUN = ["train.checkpointer.period=2", "train.log_period=1", "dataloader.evaluator=null"]
 
 
 def datasets_root(tmp_path_factory) -> Path:
@@ -54,6 +65,26 @@ def run_tool(name: str, *args: str, env: dict) -> subprocess.CompletedProcess:
     )
     assert proc.returncode == 0, f"tools/{name}.py failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}"
     return proc
+
+
+def train_in_process(config: str, *argv: str) -> None:
+    """tools/lazyconfig_train_net.py's flow in this process (one process: d2's launch calls main directly)."""
+    from detectron2.engine import default_argument_parser
+
+    from sam_detr.engine.train_net import launch_main
+
+    launch_main(default_argument_parser().parse_args(["--config-file", config, *argv]))
+
+
+def final_weights(output_dir) -> dict:
+    return torch.load(Path(output_dir) / "model_final.pth", weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    """Bit for bit, naming the first weight that differs and by how much."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key}: max difference {(a[key].double() - b[key].double()).abs().max()}"
 
 
 def load_tool(name: str) -> ModuleType:

@@ -221,5 +221,5 @@ class DETRBase(nn.Module):
     def inference(self, outputs: Dict, image_sizes: List[Tuple[int, int]]) -> List[Instances]:
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         if self.criterion.class_loss_type == "softmax":
-            return softmax_postprocess(logits, boxes, image_sizes)
+            return softmax_postprocess(logits, boxes, image_sizes, self.num_select)
         return topk_postprocess(logits, boxes, image_sizes, self.num_select)
