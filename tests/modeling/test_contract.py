@@ -47,6 +47,12 @@ PARAMETER_COUNTS = {
     "sam_detr_r50_smca_12ep.py": (58_123_306, 58_345_706),
     "sam_detr_r50_ms_12ep.py": (54_972_298, 55_194_698),
     "sam_detr_r50_smca_ms_12ep.py": (55_021_546, 55_243_946),
+    # fundamentalvision/Deformable-DETR (../shared/notes/official_statedicts/sd_ddetr*.txt)
+    "deformable_detr_r50_single_scale_50ep.py": (33_844_193, 34_066_593),
+    "deformable_detr_r50_single_scale_dc5_50ep.py": (33_844_193, 34_066_593),
+    "deformable_detr_r50_50ep.py": (39_847_265, 40_069_665),
+    "deformable_detr_r50_refine_50ep.py": (40_627_260, 40_849_660),
+    "deformable_detr_r50_two_stage_50ep.py": (40_959_129, 41_181_529),
 }
 
 
