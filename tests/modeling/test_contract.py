@@ -41,7 +41,8 @@ NO_BATCH_INVARIANT_OPTION = (
 # published models, trainable and all parameters with the official 91 classes, as the official repositories
 # build them (DETR: facebookresearch/detr; SAM-DETR: ../shared/notes/official_statedicts/sd_sam_*.txt;
 # Conditional DETR: sd_cond*.txt). R101 adds 17 bottlenecks to res4, 1,114,112 convolution weights each
-# (the frozen BatchNorms are buffers): 18,939,904 trainable parameters over R50.
+# (the frozen BatchNorms are buffers): 18,939,904 parameters over R50, as the official models built with
+# `--backbone resnet101` count.
 PARAMETER_COUNTS = {
     "detr_r50_500ep.py": (41_302_368, 41_524_768),
     "detr_r50_50ep.py": (41_302_368, 41_524_768),
