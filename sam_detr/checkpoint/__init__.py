@@ -1,4 +1,5 @@
 """Converters from the official checkpoints to this package's names."""
+from .conditional_detr import conditional_detr_key, convert_conditional_detr, convert_detr
 from .deformable_detr import convert_deformable_detr, deformable_detr_key
 from .resnet import convert_torchvision_resnet, torchvision_resnet_key
 from .sam_detr import convert_sam_detr, sam_detr_key

@@ -39,9 +39,21 @@ NO_BATCH_INVARIANT_OPTION = (
 )
 
 # published models, trainable and all parameters with the official 91 classes, as the official repositories
-# build them (DETR: facebookresearch/detr; SAM-DETR: ../shared/notes/official_statedicts/sd_sam_*.txt)
+# build them (DETR: facebookresearch/detr; SAM-DETR: ../shared/notes/official_statedicts/sd_sam_*.txt;
+# Conditional DETR: sd_cond*.txt). R101 adds 17 bottlenecks to res4, 1,114,112 convolution weights each
+# (the frozen BatchNorms are buffers): 18,939,904 parameters over R50, as the official models built with
+# `--backbone resnet101` count.
 PARAMETER_COUNTS = {
     "detr_r50_500ep.py": (41_302_368, 41_524_768),
+    "detr_r50_50ep.py": (41_302_368, 41_524_768),
+    "detr_r50_dc5_500ep.py": (41_302_368, 41_524_768),
+    "detr_r101_500ep.py": (60_242_272, 60_464_672),
+    "detr_r101_50ep.py": (60_242_272, 60_464_672),
+    "detr_r101_dc5_500ep.py": (60_242_272, 60_464_672),
+    "conditional_detr_r50_50ep.py": (43_196_001, 43_418_401),
+    "conditional_detr_r50_dc5_50ep.py": (43_196_001, 43_418_401),
+    "conditional_detr_r101_50ep.py": (62_135_905, 62_358_305),
+    "conditional_detr_r101_dc5_50ep.py": (62_135_905, 62_358_305),
     "sam_detr_r50_12ep.py": (58_074_058, 58_296_458),
     "sam_detr_r50_50ep.py": (58_073_546, 58_295_946),
     "sam_detr_r50_smca_12ep.py": (58_123_306, 58_345_706),
