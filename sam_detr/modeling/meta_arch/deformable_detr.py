@@ -17,6 +17,7 @@ from ..transformer import (
     DeformableTransformerEncoder,
     DeformableTransformerEncoderLayer,
     TwoStageProposals,
+    one_to_many_predictions,
 )
 from .detr_base import DETRBase
 
@@ -31,7 +32,8 @@ class DeformableDETR(DETRBase):
     multi-scale (C3-C5 and extra stride-2 levels on C5, `transformer.num_feature_levels` in all), with
     iterative box refinement, and two-stage (the transformer's `proposals`; needs refinement, as the official
     code). Without refinement one class head and one box head serve every decoder layer; with it each layer
-    has its own copy (and two-stage adds one for the proposals). The box head's last layer starts at zero with
+    has its own copy (and two-stage adds one for the proposals). MS-DETR: `MSDETRDecoderLayer`s, whose
+    one-to-many features give "o2m_outputs" through the same heads, and the criterion's "o2m_outputs" group. The box head's last layer starts at zero with
     a (w, h) bias of -2 on the shared head or on the first copy only; two-stage sets it back to 0.
 
     Args:
@@ -123,6 +125,9 @@ class DeformableDETR(DETRBase):
         )
         logits = torch.stack([head(h) for head, h in zip(self.class_embed, out.hs)])
         outputs = self.layer_outputs(logits, out.boxes)
+        if out.hs_o2m is not None:  # MS-DETR decoder layers in training
+            predictions = one_to_many_predictions(out.hs_o2m, out.references, self.class_embed, self.bbox_embed)
+            outputs["o2m_outputs"] = self.layer_outputs(*predictions)
         if proposals is not None:
             outputs["enc_outputs"] = {
                 "pred_logits": proposals.logits, "pred_boxes": proposals.boxes, "anchors": proposals.anchors
