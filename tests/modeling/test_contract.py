@@ -39,7 +39,8 @@ NO_BATCH_INVARIANT_OPTION = (
 )
 
 # published models, trainable and all parameters with the official 91 classes, as the official repositories
-# build them (DETR: facebookresearch/detr; SAM-DETR: ../shared/notes/official_statedicts/sd_sam_*.txt)
+# build them (DETR: facebookresearch/detr; SAM-DETR: ../shared/notes/official_statedicts/sd_sam_*.txt; MS-DETR:
+# sd_msdetr.txt, sd_msdetr_pp.txt, and Atten4Vis/MS-DETR built with the 900-query script's arguments)
 PARAMETER_COUNTS = {
     "detr_r50_500ep.py": (41_302_368, 41_524_768),
     "sam_detr_r50_12ep.py": (58_074_058, 58_296_458),
@@ -47,6 +48,9 @@ PARAMETER_COUNTS = {
     "sam_detr_r50_smca_12ep.py": (58_123_306, 58_345_706),
     "sam_detr_r50_ms_12ep.py": (54_972_298, 55_194_698),
     "sam_detr_r50_smca_ms_12ep.py": (55_021_546, 55_243_946),
+    "ms_detr_r50_12ep.py": (53_571_225, 53_793_625),
+    "ms_detr_pp_r50_12ep.py": (53_648_025, 53_870_425),
+    "ms_detr_pp_r50_900q_12ep.py": (53_801_625, 54_024_025),
 }
 
 

@@ -16,16 +16,20 @@ model.transformer.decoder.layer = L(MSDETRDecoderLayer)(
 )
 model.transformer.proposals = L(TwoStageProposals)(d_model=256)
 model.with_box_refine = True
+model.mixed_selection = False
+model.look_forward_twice = False
 model.num_select = 100  # the official --topk_eval
 model.criterion.weight_dict = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+# the one-to-many supervision (also given to SAM-DETR's own predictions: configs/quickstart/sam_detr_o2m.py)
+one_to_many = L(LossGroup)(
+    key="o2m_outputs",
+    suffix="_o2m",
+    matcher=L(OneToManyMatcher)(threshold=0.4, k=6, positive_fraction=0.25, coef_box=0.7, coef_class=0.3),
+    weight_dict={"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0},
+)
 model.criterion.groups = [
     L(LossGroup)(),
-    L(LossGroup)(
-        key="o2m_outputs",
-        suffix="_o2m",
-        matcher=L(OneToManyMatcher)(threshold=0.4, k=6, positive_fraction=0.25, coef_box=0.7, coef_class=0.3),
-        weight_dict={"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0},
-    ),
+    one_to_many,
     L(LossGroup)(
         key="enc_outputs",
         suffix="_enc",
