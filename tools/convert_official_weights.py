@@ -6,6 +6,8 @@
     python tools/convert_official_weights.py --config-file configs/deformable_detr_r50_two_stage_50ep.py \
         --source r50_deformable_detr_plus_iterative_bbox_refinement_plus_plus_two_stage-checkpoint.pth \
         --output deformable_detr_r50_two_stage_50ep.pth
+    python tools/convert_official_weights.py --config-file configs/ms_detr_pp_r50_12ep.py \
+        --source ms_detr_pp_300.pth --output ms_detr_pp_r50_12ep.pth
 
 The conversion is strict: every official weight is used and every weight of the model filled, with equal
 shapes. When the model predicts the contiguous classes of `--dataset` (Detectron2's 80 COCO classes),
@@ -20,15 +22,28 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 
-from sam_detr.checkpoint import convert_deformable_detr, convert_sam_detr, dataset_class_ids
+from sam_detr.checkpoint import convert_deformable_detr, convert_ms_detr, convert_sam_detr, dataset_class_ids
 from sam_detr.modeling import SAMDETR, DeformableDETR
+from sam_detr.modeling.transformer import MSDETRDecoderLayer
 from sam_detr.utils.cli import load_config, one_line_errors
 
-# meta-architecture -> (converter of its official checkpoints, official repository)
+# meta-architecture, or decoder layer where a method is a meta-architecture with its own layers
+# -> (converter of its official checkpoints, official repository)
 CONVERTERS = {
     SAMDETR: (convert_sam_detr, "ZhangGongjie/SAM-DETR"),
     DeformableDETR: (convert_deformable_detr, "fundamentalvision/Deformable-DETR"),
+    MSDETRDecoderLayer: (convert_ms_detr, "Atten4Vis/MS-DETR"),
 }
+
+
+def converter_for(model):
+    """(converter, official repository) of the model: by its decoder layers' type first (MS-DETR is a
+    DeformableDETR with its own layers), then by its meta-architecture."""
+    layers = getattr(getattr(getattr(model, "transformer", None), "decoder", None), "layers", None)
+    for kind in ([type(layers[0])] if layers else []) + [type(model)]:
+        if kind in CONVERTERS:
+            return CONVERTERS[kind]
+    raise ValueError(f"no converter for {type(model).__name__}; known: {[c.__name__ for c in CONVERTERS]}")
 
 logger = logging.getLogger("convert_official_weights")
 
@@ -52,9 +67,7 @@ def convert(config_file: str, source: str, dataset: str, opts=()) -> dict:
     # only the names and shapes of the model are needed
     with torch.device("meta"):
         model = instantiate(cfg.model)
-    if type(model) not in CONVERTERS:
-        raise ValueError(f"no converter for {type(model).__name__}; known: {[c.__name__ for c in CONVERTERS]}")
-    converter, origin = CONVERTERS[type(model)]
+    converter, origin = converter_for(model)
     ids = dataset_class_ids(dataset)
     class_ids = ids if model.num_classes == len(ids) else None
     weights = converter(load_official(source), model.state_dict(), class_ids=class_ids)
