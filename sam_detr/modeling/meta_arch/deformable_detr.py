@@ -32,9 +32,12 @@ class DeformableDETR(DETRBase):
     multi-scale (C3-C5 and extra stride-2 levels on C5, `transformer.num_feature_levels` in all), with
     iterative box refinement, and two-stage (the transformer's `proposals`; needs refinement, as the official
     code). Without refinement one class head and one box head serve every decoder layer; with it each layer
-    has its own copy (and two-stage adds one for the proposals). MS-DETR: `MSDETRDecoderLayer`s, whose
-    one-to-many features give "o2m_outputs" through the same heads, and the criterion's "o2m_outputs" group. The box head's last layer starts at zero with
+    has its own copy (and two-stage adds one for the proposals). The box head's last layer starts at zero with
     a (w, h) bias of -2 on the shared head or on the first copy only; two-stage sets it back to 0.
+
+    MS-DETR (configs/ms_detr_*.py) is two-stage with refinement and `MSDETRDecoderLayer`s: in training their
+    one-to-many features give "o2m_outputs" through the same heads, which the criterion's "o2m_outputs" group
+    supervises (`OneToManyMatcher`).
 
     Args:
         transformer: the encoder-decoder; its levels are the `in_features` then extra ones.
