@@ -10,6 +10,8 @@
         --source ConditionalDETR_r50_epoch50.pth --output conditional_detr_r50_50ep.pth
     python tools/convert_official_weights.py --config-file configs/detr_r50_500ep.py \
         --source detr-r50-e632da11.pth --output detr_r50_500ep.pth
+    python tools/convert_official_weights.py --config-file configs/ms_detr_pp_r50_12ep.py \
+        --source ms_detr_pp_300.pth --output ms_detr_pp_r50_12ep.pth
 
 The conversion is strict: every official weight is used and every weight of the model filled, with equal
 shapes. When the model predicts the contiguous classes of `--dataset` (Detectron2's 80 COCO classes),
@@ -26,18 +28,32 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 
 from sam_detr.checkpoint import (
-    convert_conditional_detr, convert_deformable_detr, convert_detr, convert_sam_detr, dataset_class_ids,
+    convert_conditional_detr, convert_deformable_detr, convert_detr, convert_ms_detr, convert_sam_detr,
+    dataset_class_ids,
 )
 from sam_detr.modeling import DETR, SAMDETR, ConditionalDETR, DeformableDETR
+from sam_detr.modeling.transformer import MSDETRDecoderLayer
 from sam_detr.utils.cli import load_config, one_line_errors
 
-# meta-architecture -> (converter of its official checkpoints, official repository)
+# meta-architecture, or decoder layer where a method is a meta-architecture with its own layers
+# -> (converter of its official checkpoints, official repository)
 CONVERTERS = {
     SAMDETR: (convert_sam_detr, "ZhangGongjie/SAM-DETR"),
     DeformableDETR: (convert_deformable_detr, "fundamentalvision/Deformable-DETR"),
     ConditionalDETR: (convert_conditional_detr, "Atten4Vis/ConditionalDETR"),
     DETR: (convert_detr, "facebookresearch/detr"),
+    MSDETRDecoderLayer: (convert_ms_detr, "Atten4Vis/MS-DETR"),
 }
+
+
+def converter_for(model):
+    """(converter, official repository) of the model: by its decoder layers' type first (MS-DETR is a
+    DeformableDETR with its own layers), then by its meta-architecture."""
+    layers = getattr(getattr(getattr(model, "transformer", None), "decoder", None), "layers", None)
+    for kind in ([type(layers[0])] if layers else []) + [type(model)]:
+        if kind in CONVERTERS:
+            return CONVERTERS[kind]
+    raise ValueError(f"no converter for {type(model).__name__}; known: {[c.__name__ for c in CONVERTERS]}")
 
 logger = logging.getLogger("convert_official_weights")
 
@@ -61,9 +77,7 @@ def convert(config_file: str, source: str, dataset: str, opts=()) -> dict:
     # only the names and shapes of the model are needed
     with torch.device("meta"):
         model = instantiate(cfg.model)
-    if type(model) not in CONVERTERS:
-        raise ValueError(f"no converter for {type(model).__name__}; known: {[c.__name__ for c in CONVERTERS]}")
-    converter, origin = CONVERTERS[type(model)]
+    converter, origin = converter_for(model)
     ids = dataset_class_ids(dataset)
     class_ids = ids if model.num_classes == len(ids) else None
     weights = converter(load_official(source), model.state_dict(), class_ids=class_ids)

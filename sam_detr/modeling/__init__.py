@@ -4,4 +4,5 @@ from .backbone import (
 )
 from .criterion import LossGroup, SetCriterion
 from .matcher import HungarianMatcher
+from .o2m_matcher import OneToManyMatcher
 from .meta_arch import DETR, SAMDETR, ConditionalDETR, DETRBase, DeformableDETR

@@ -5,6 +5,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..layers.box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
@@ -113,6 +114,8 @@ class SetCriterion(nn.Module):
         groups: Sequence[LossGroup] = DEFAULT_GROUPS,
     ):
         super().__init__()
+        # a LazyConfig list of LossGroups arrives as omegaconf's structured configs of them
+        groups = [OmegaConf.to_object(g) if isinstance(g, DictConfig) else g for g in groups]
         if not groups or groups[0].key is not None:
             raise ValueError("the first loss group must be the top-level outputs (key=None)")
         if class_loss_type not in ("focal", "softmax"):

@@ -77,7 +77,9 @@ class HungarianMatcher(nn.Module):
                 + self.cost_class * self.class_cost(outputs["pred_logits"][b], tgt_ids)
                 + self.cost_giou * -generalized_box_iou(box_cxcywh_to_xyxy(out_boxes), box_cxcywh_to_xyxy(tgt_boxes))
             )
-            cost = cost.float().cpu()
+            # half precision to float32; a float64 model keeps its precision (near-equal costs of float64
+            # predictions stay apart, as in the official code)
+            cost = cost.to(torch.promote_types(cost.dtype, torch.float32)).cpu()
             # NaN or inf predictions (a diverged run, where the official code fails an assertion): matched last,
             # so that the matching completes and the trainer stops at the non-finite losses, naming them
             cost = torch.where(torch.isfinite(cost), cost, torch.full_like(cost, _NON_FINITE_COST))

@@ -42,7 +42,8 @@ NO_BATCH_INVARIANT_OPTION = (
 # build them (DETR: facebookresearch/detr; SAM-DETR: ../shared/notes/official_statedicts/sd_sam_*.txt;
 # Conditional DETR: sd_cond*.txt). R101 adds 17 bottlenecks to res4, 1,114,112 convolution weights each
 # (the frozen BatchNorms are buffers): 18,939,904 parameters over R50, as the official models built with
-# `--backbone resnet101` count.
+# `--backbone resnet101` count. MS-DETR: sd_msdetr.txt, sd_msdetr_pp.txt, and Atten4Vis/MS-DETR built with
+# the 900-query script's arguments.
 PARAMETER_COUNTS = {
     "detr_r50_500ep.py": (41_302_368, 41_524_768),
     "detr_r50_50ep.py": (41_302_368, 41_524_768),
@@ -65,6 +66,9 @@ PARAMETER_COUNTS = {
     "deformable_detr_r50_50ep.py": (39_847_265, 40_069_665),
     "deformable_detr_r50_refine_50ep.py": (40_627_260, 40_849_660),
     "deformable_detr_r50_two_stage_50ep.py": (40_959_129, 41_181_529),
+    "ms_detr_r50_12ep.py": (53_571_225, 53_793_625),
+    "ms_detr_pp_r50_12ep.py": (53_648_025, 53_870_425),
+    "ms_detr_pp_r50_900q_12ep.py": (53_801_625, 54_024_025),
 }
 
 

@@ -95,6 +95,7 @@ def load_quickstarts(name):
         ("sam_detr.py", ("d_model", "nhead", "dim_feedforward", "dropout")),
         ("conditional_detr.py", ("d_model", "nhead", "dim_feedforward", "dropout")),
         ("deformable_detr.py", ("d_model", "n_heads", "d_ffn", "dropout")),
+        ("ms_detr.py", ("d_model", "n_heads", "d_ffn", "dropout")),
     ],
 )
 def test_quickstarts_match_the_quickstart_detr(name, layer_keys):

@@ -17,6 +17,7 @@ from ..transformer import (
     DeformableTransformerEncoder,
     DeformableTransformerEncoderLayer,
     TwoStageProposals,
+    one_to_many_predictions,
 )
 from .detr_base import DETRBase
 
@@ -33,6 +34,10 @@ class DeformableDETR(DETRBase):
     code). Without refinement one class head and one box head serve every decoder layer; with it each layer
     has its own copy (and two-stage adds one for the proposals). The box head's last layer starts at zero with
     a (w, h) bias of -2 on the shared head or on the first copy only; two-stage sets it back to 0.
+
+    MS-DETR (configs/ms_detr_*.py) is two-stage with refinement and `MSDETRDecoderLayer`s: in training their
+    one-to-many features give "o2m_outputs" through the same heads, which the criterion's "o2m_outputs" group
+    supervises (`OneToManyMatcher`).
 
     Args:
         transformer: the encoder-decoder; its levels are the `in_features` then extra ones.
@@ -123,6 +128,9 @@ class DeformableDETR(DETRBase):
         )
         logits = torch.stack([head(h) for head, h in zip(self.class_embed, out.hs)])
         outputs = self.layer_outputs(logits, out.boxes)
+        if out.hs_o2m is not None:  # MS-DETR decoder layers in training
+            predictions = one_to_many_predictions(out.hs_o2m, out.references, self.class_embed, self.bbox_embed)
+            outputs["o2m_outputs"] = self.layer_outputs(*predictions)
         if proposals is not None:
             outputs["enc_outputs"] = {
                 "pred_logits": proposals.logits, "pred_boxes": proposals.boxes, "anchors": proposals.anchors

@@ -36,8 +36,9 @@ class BoxRefinement:
         form: "inverse_sigmoid" or "logit".
         iterative: refine at all; False keeps the first reference, not detached, for every layer (Deformable
             DETR without box refinement).
-        look_forward_twice: layer l + 1's head refines the not-detached r_{l+1}, so that its loss also
-            trains layer l (DINO, MS-DETR++, Plain-DETR); layer l + 1 still attends with the detached one.
+        look_forward_twice: layer l + 1's head refines the not-detached r_{l+1} (itself refined from the
+            detached r_l), so that its loss also trains layer l, and no layer before (DINO, MS-DETR++,
+            Plain-DETR); layer l + 1 still attends with the detached one.
     """
 
     def __init__(self, form: str = "inverse_sigmoid", iterative: bool = True, look_forward_twice: bool = False):
@@ -80,6 +81,10 @@ class BoxRefinement:
             logits = delta + reference.logits
             boxes_next = logits.sigmoid()
             logits = logits.detach()
+        elif self.look_forward_twice:
+            # from the detached reference, as the official code: layer l + 1's loss reaches layer l's head
+            # only, not the layers before it
+            boxes_next = self.predict(reference.boxes, delta)
         else:
             boxes_next = boxes
         detached = boxes_next.detach()

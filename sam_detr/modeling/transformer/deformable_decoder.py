@@ -4,7 +4,7 @@ Batch-first throughout: queries (B, Q, C); the memory is the encoder's output ov
 (B, S, C) with S = sum_l H_l * W_l, finest level first.
 """
 import copy
-from typing import List, NamedTuple, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 import torch
 from torch import nn
@@ -69,6 +69,7 @@ class DecoderOutput(NamedTuple):
     hs: torch.Tensor  # (num_layers, B, Q, C) every layer's output
     boxes: torch.Tensor  # (num_layers, B, Q, 4) every layer's boxes (cx, cy, w, h) in [0, 1]
     references: List[torch.Tensor]  # per layer, the (B, Q, 2|4) reference its box head refined
+    hs_o2m: Optional[torch.Tensor] = None  # (num_layers, B, Q, C) one-to-many features (MS-DETR, training)
 
 
 class DeformableTransformerDecoder(nn.Module):
@@ -77,6 +78,9 @@ class DeformableTransformerDecoder(nn.Module):
     Layer l's reference enters the deformable attention scaled into every padded level by the level's valid
     ratio; its box head (`bbox_embed[l]`, owned by the caller) predicts layer l's boxes, which with
     iterative refinement become layer l + 1's reference (see `BoxRefinement`).
+
+    A layer may return (features, one-to-many features or None) (`MSDETRDecoderLayer`): only the features
+    go on; the others are collected as `hs_o2m`.
 
     Args:
         layer: one decoder layer, deep-copied `num_layers` times.
@@ -108,12 +112,16 @@ class DeformableTransformerDecoder(nn.Module):
             raise ValueError(f"got {len(bbox_embed)} box heads for {len(self.layers)} decoder layers")
         ratios = memory.valid_ratios[:, None]  # (B, 1, L, 2)
         ref = refinement.start(reference)
-        hs, boxes, references = [], [], []
+        hs, boxes, references, hs_o2m = [], [], [], []
         for layer, head in zip(self.layers, bbox_embed):
             scale = ratios if ref.boxes.shape[-1] == 2 else torch.cat([ratios, ratios], -1)
             tgt = layer(tgt, query_pos, ref.boxes[:, :, None] * scale, memory)
+            if isinstance(tgt, tuple):
+                tgt, o2m = tgt
+                if o2m is not None:
+                    hs_o2m.append(o2m)
             references.append(ref.head)
             layer_boxes, ref = refinement.step(ref, head(tgt))
             hs.append(tgt)
             boxes.append(layer_boxes)
-        return DecoderOutput(torch.stack(hs), torch.stack(boxes), references)
+        return DecoderOutput(torch.stack(hs), torch.stack(boxes), references, torch.stack(hs_o2m) if hs_o2m else None)
