@@ -76,8 +76,9 @@ def _field(cfg, dotted: str):
 
 def race_settings(configs: Dict[str, str], overrides: Sequence[str], evals: int) -> dict:
     """Loads every config with `overrides`, checks that SHARED_FIELDS agree, and returns the race's
-    {"max_iter", "eval_period", "log_period"}: `evals` evaluations, the last at max_iter, and a line of
-    metrics at every evaluation, so that its training time is counted up to it."""
+    {"max_iter", "eval_period", "log_period", "batch_size", "train_dataset", "test_dataset"}: `evals`
+    evaluations, the last at max_iter, and a line of metrics at every evaluation, so that its training time
+    is counted up to it."""
     if evals < 1:
         raise ValueError(f"--evals must be at least 1, got {evals}")
     reference, settings = None, {}
@@ -89,7 +90,14 @@ def race_settings(configs: Dict[str, str], overrides: Sequence[str], evals: int)
             reference = (name, shared)
             max_iter = cfg.train.max_iter
             eval_period = math.ceil(max_iter / evals)
-            settings = dict(max_iter=max_iter, eval_period=eval_period, log_period=math.gcd(cfg.train.log_period, eval_period))
+            settings = dict(
+                max_iter=max_iter,
+                eval_period=eval_period,
+                log_period=math.gcd(cfg.train.log_period, eval_period),
+                batch_size=cfg.dataloader.train.total_batch_size,
+                train_dataset=_field(cfg, "dataloader.train.dataset.names"),
+                test_dataset=_field(cfg, "dataloader.test.dataset.names"),
+            )
             continue
         for f in SHARED_FIELDS:
             if shared[f] != reference[1][f]:
@@ -144,16 +152,19 @@ class _Progress:
     def __init__(self, names: Sequence[str], max_iter: int, period: float):
         self.names, self.max_iter, self.period = list(names), max_iter, period
         self.rates: Dict[str, float] = {}  # wall seconds per iteration of the methods run in this session
-        self._last = (None, 0.0, 0)
+        self._last = (None, 0.0)  # (method, iterations, evaluations) of the last line, and its time
 
     def update(self, name: str, run: MethodRun, start_iter: int, elapsed: float, force: bool = False) -> None:
         rows = _metrics_rows(run.output_dir)
         done = min(max(rows) + 1, self.max_iter) if rows else 0
         evaluations = read_evaluations(run.output_dir, self.max_iter)
-        new_eval = len(evaluations)
-        if not force and self._last[0] == name and (time.monotonic() - self._last[1] < self.period and new_eval == self._last[2]):
-            return
-        self._last = (name, time.monotonic(), new_eval)
+        state, (last_state, last_time) = (name, done, len(evaluations)), self._last
+        if state == last_state:
+            return  # nothing new
+        new_evaluation = last_state is None or last_state[0] != name or last_state[2] != state[2]
+        if not (force or new_evaluation or time.monotonic() - last_time >= self.period):
+            return  # too soon
+        self._last = (state, time.monotonic())
         rate = elapsed / (done - start_iter) if done > start_iter else None
         if rate is not None:
             self.rates[name] = rate
@@ -313,6 +324,10 @@ def write_report(runs: Sequence[MethodRun], settings: dict, output: str) -> None
     for ax in (by_iter, by_time):
         ax.grid(alpha=0.3)
     by_iter.legend(loc="upper left")
+    fig.suptitle(
+        f"box AP on {settings['test_dataset']}, trained on {settings['train_dataset']} "
+        f"({settings['max_iter']} iterations of {settings['batch_size']} images)"
+    )
     fig.tight_layout()
     fig.savefig(os.path.join(output, "race.png"), dpi=80)
     plt.close(fig)
