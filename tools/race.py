@@ -21,11 +21,13 @@ TOOLS = Path(__file__).resolve().parent
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--methods", nargs="+", metavar="METHOD", help="config names in --config-dir (default: all)")
     parser.add_argument("--config-dir", default=str(TOOLS.parent / "configs" / "quickstart"))
     parser.add_argument("--output", default="output/race", help="race.json/md/png here, each method's run below")
-    parser.add_argument("--evals", type=int, default=4, help="evaluations per method, evenly spaced, the last at the end")
+    parser.add_argument("--evals", type=int, default=4, help="evaluations per method, evenly spaced")
     parser.add_argument("--progress-period", type=float, default=30.0, help="seconds between progress lines")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="key=value overrides for every method's config")
     args = parser.parse_args(argv)

@@ -10,7 +10,6 @@ race.json (the raw series), race.md (the table) and race.png (the picture) into 
 """
 import dataclasses
 import json
-import logging
 import math
 import os
 import subprocess
@@ -25,8 +24,6 @@ from omegaconf import OmegaConf
 from .train_net import resolve_max_iter
 
 __all__ = ["Evaluation", "MethodRun", "find_methods", "race_settings", "read_evaluations", "run_race", "write_report"]
-
-logger = logging.getLogger(__name__)
 
 # what must be the same for every method, so that the race compares the models alone
 SHARED_FIELDS = ("dataloader", "train.max_iter", "train.seed")
@@ -101,9 +98,10 @@ def race_settings(configs: Dict[str, str], overrides: Sequence[str], evals: int)
             continue
         for f in SHARED_FIELDS:
             if shared[f] != reference[1][f]:
+                first = reference[0]
                 raise ValueError(
-                    f"{path}: {f} differs from that of {reference[0]} ({configs[reference[0]]}); the race trains every "
-                    f"method on the same data, batch and iterations:\n  {name}: {shared[f]}\n  {reference[0]}: {reference[1][f]}"
+                    f"{path}: {f} differs from that of {first} ({configs[first]}); the race trains every method "
+                    f"on the same data, batch and iterations:\n  {name}: {shared[f]}\n  {first}: {reference[1][f]}"
                 )
     return settings
 
@@ -179,7 +177,8 @@ class _Progress:
         speed = f"{rate:.2f} s/iteration" if rate else "starting"
         eta = f"; {_clock(left_here)} left for it, {_clock(left)} for the race" if left is not None else ""
         index = self.names.index(name) + 1
-        print(f"[race] {name} ({index}/{len(self.names)}): iteration {done}/{self.max_iter}, {ap}, {speed}{eta}", flush=True)
+        where = f"[race] {name} ({index}/{len(self.names)}): iteration {done}/{self.max_iter}"
+        print(f"{where}, {ap}, {speed}{eta}", flush=True)
 
 
 def _run_method(
@@ -217,7 +216,7 @@ def _run_method(
     if proc.returncode != 0:
         with open(console) as f:
             tail = "".join(f.readlines()[-30:])
-        raise RuntimeError(f"{run.name}: training failed (exit status {proc.returncode}); the end of {console}:\n{tail}")
+        raise RuntimeError(f"{run.name}: training failed (exit status {proc.returncode}); end of {console}:\n{tail}")
     progress.update(run.name, run, start_iter, time.monotonic() - start, force=True)
 
 

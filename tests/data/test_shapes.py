@@ -115,7 +115,9 @@ def test_val_content(val_dicts):
             assert a["iscrowd"] == 0
             classes[a["category_id"]] += 1
         boxes = [a["bbox"] for a in d["annotations"]]
-        occluded += any(_intersection(a, b) > 0.2 * min(a[2] * a[3], b[2] * b[3]) for i, a in enumerate(boxes) for b in boxes[:i])
+        occluded += any(
+            _intersection(a, b) > 0.2 * min(a[2] * a[3], b[2] * b[3]) for i, a in enumerate(boxes) for b in boxes[:i]
+        )
     assert widths == {0, 1}  # odd and even sizes
     assert set(classes) == set(range(len(SHAPES_CLASSES)))
     assert min(classes.values()) > 100
@@ -125,7 +127,8 @@ def test_val_content(val_dicts):
     # objects of several sizes, small ones included: COCO's sizes (COCOEvaluator's APs, APm) by the json's area
     with open(PathManager.get_local_path(MetadataCatalog.get("shapes_val").json_file)) as f:
         sizes = collections.Counter(
-            "small" if a["area"] < 32**2 else "medium" if a["area"] < 96**2 else "large" for a in json.load(f)["annotations"]
+            "small" if a["area"] < 32**2 else "medium" if a["area"] < 96**2 else "large"
+            for a in json.load(f)["annotations"]
         )
     total = sum(sizes.values())
     assert sizes["small"] > 0.25 * total and sizes["medium"] > 0.25 * total, sizes

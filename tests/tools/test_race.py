@@ -68,7 +68,8 @@ def test_race(tmp_path, tmp_path_factory):
     assert "| method | AP / AP50 at 2 | AP / AP50 at 4 | training time | wall time |" in table
     for name, method in report["methods"].items():
         ap, ap50 = method["evaluations"][-1]["AP"], method["evaluations"][-1]["AP50"]
-        assert f"| {ap:.1f} / {ap50:.1f} |" in next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        assert f"| {ap:.1f} / {ap50:.1f} |" in row
 
     # a readable PNG with a line of each method's colour in both panels (AP against iterations, against
     # time), and none of the next colour of the cycle: one line per method
