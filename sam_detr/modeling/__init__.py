@@ -4,4 +4,4 @@ from .backbone import (
 )
 from .criterion import LossGroup, SetCriterion
 from .matcher import HungarianMatcher
-from .meta_arch import DETR, DETRBase, DeformableDETR, SAMDETR
+from .meta_arch import DETR, DETRBase, DeformableDETR, PlainDETR, SAMDETR
