@@ -3,18 +3,25 @@
 Batch-first: queries (B, Q, C); the memory is the flattened map (B, S, C), S = H * W.
 """
 import copy
-from typing import Optional, Sequence, Tuple
+from functools import partial
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ...layers import FFN
-from ...layers.box_ops import box_cxcywh_to_xyxy
+from ...layers.box_ops import box_cxcywh_to_xyxy, delta_to_box
 from .box_refinement import BoxRefinement
 from .box_rpb import GlobalCrossAttention
-from .deformable_decoder import DecoderOutput
 
-__all__ = ["GlobalDecoderLayer", "GlobalDecoder"]
+__all__ = ["GlobalDecoderLayer", "GlobalDecoder", "GlobalDecoderOutput"]
+
+
+class GlobalDecoderOutput(NamedTuple):
+    hs: torch.Tensor  # (L, B, Q, C) every layer's output after the final LayerNorm
+    boxes: torch.Tensor  # (L, B, Q, 4) every layer's boxes (cx, cy, w, h), in [0, 1] or in pixels
+    references: List[torch.Tensor]  # per layer, the (B, Q, 4) boxes its box head refined
+    deltas: torch.Tensor  # (L, B, Q, 4) every layer's box-head output
 
 
 class GlobalDecoderLayer(nn.Module):
@@ -85,6 +92,8 @@ class GlobalDecoder(nn.Module):
     Each layer's output goes through the shared `final_layer_norm` before the heads and the box
     refinement read it; the un-normed output feeds the next layer. A layer's reference boxes ((cx, cy, w,
     h) in [0, 1] of the unpadded image) enter the cross-attention as (x1, y1, x2, y2) in input pixels.
+    With the box reparameterisation (`max_size` given) the boxes are in input pixels throughout, and a
+    layer's box is `delta_to_box(reference, delta, max_size)` instead of `sigmoid(logit(reference) + delta)`.
 
     Args:
         layer: one decoder layer, deep-copied `num_layers` times.
@@ -123,7 +132,8 @@ class GlobalDecoder(nn.Module):
         refinement: BoxRefinement,
         self_attn_mask: Optional[torch.Tensor] = None,
         exact_padding: bool = False,
-    ) -> DecoderOutput:
+        max_size: Optional[torch.Tensor] = None,
+    ) -> GlobalDecoderOutput:
         """
         Args:
             tgt, query_pos: (B, Q, C) content and position queries; reference: (B, Q, 4) boxes.
@@ -131,8 +141,7 @@ class GlobalDecoder(nn.Module):
             valid_ratios: (B, 2) the unpadded fraction (w, h) of the map.
             bbox_embed: per layer, the box head (C -> 4); refinement: between the layers.
             self_attn_mask: (Q, Q) bool, True where blocked; exact_padding: see `GlobalCrossAttention`.
-        Returns:
-            hs (L, B, Q, C) the normed outputs, boxes (L, B, Q, 4), and each layer's reference.
+            max_size: (B, 1, 2) the (W, H) boxes are clipped to, in pixels: reparameterised boxes.
         """
         if len(bbox_embed) != len(self.layers):
             raise ValueError(f"got {len(bbox_embed)} box heads for {len(self.layers)} decoder layers")
@@ -141,14 +150,19 @@ class GlobalDecoder(nn.Module):
         # normalised to the padded map first (as the official code), then to input pixels
         ratios = valid_ratios[:, None].repeat(1, 1, 2)  # (B, 1, 4)
         pixels = memory.new_tensor([W * stride, H * stride] * 2)
+        decode = None if max_size is None else partial(delta_to_box, max_size=max_size)
         ref = refinement.start(reference)
-        hs, boxes, references = [], [], []
+        hs, boxes, references, deltas = [], [], [], []
         for layer, head in zip(self.layers, bbox_embed):
-            box_input = box_cxcywh_to_xyxy(ref.boxes * ratios) * pixels
+            if max_size is None:
+                box_input = box_cxcywh_to_xyxy(ref.boxes * ratios) * pixels
+            else:
+                box_input = box_cxcywh_to_xyxy(ref.boxes)
             tgt = layer(tgt, query_pos, box_input, memory, memory_pos, size, padding_mask, self_attn_mask, exact_padding)
             normed = self.final_layer_norm(tgt)
             references.append(ref.head)
-            layer_boxes, ref = refinement.step(ref, head(normed))
+            deltas.append(head(normed))
+            layer_boxes, ref = refinement.step(ref, deltas[-1], decode)
             hs.append(normed)
             boxes.append(layer_boxes)
-        return DecoderOutput(torch.stack(hs), torch.stack(boxes), references)
+        return GlobalDecoderOutput(torch.stack(hs), torch.stack(boxes), references, torch.stack(deltas))
