@@ -53,6 +53,12 @@ PARAMETER_COUNTS = {
     "deformable_detr_r50_50ep.py": (39_847_265, 40_069_665),
     "deformable_detr_r50_refine_50ep.py": (40_627_260, 40_849_660),
     "deformable_detr_r50_two_stage_50ep.py": (40_959_129, 41_181_529),
+    # impiga/Plain-DETR (../shared/notes/official_statedicts/sd_plain_{ape,boxrpe,reparam}.txt; the SimMIM rows
+    # differ from the supervised one only in the pretrained window sizes, which hold no parameters)
+    "plain_detr_swinv2_small_sup_pt_ape.py": (62_644_691, 62_644_691),
+    "plain_detr_swinv2_small_sup_pt_boxrpe.py": (62_712_275, 62_712_275),
+    "plain_detr_swinv2_small_mim_pt_boxrpe.py": (62_712_275, 62_712_275),
+    "plain_detr_swinv2_small_mim_pt_boxrpe_reparam.py": (62_712_275, 62_712_275),
 }
 
 
