@@ -6,6 +6,8 @@
     python tools/convert_official_weights.py --config-file configs/deformable_detr_r50_two_stage_50ep.py \
         --source r50_deformable_detr_plus_iterative_bbox_refinement_plus_plus_two_stage-checkpoint.pth \
         --output deformable_detr_r50_two_stage_50ep.pth
+    python tools/convert_official_weights.py --config-file configs/plain_detr_swinv2_small_sup_pt_boxrpe.py \
+        --source plain_detr_checkpoint.pth --output plain_detr_swinv2_small_sup_pt_boxrpe.pth
 
 The conversion is strict: every official weight is used and every weight of the model filled, with equal
 shapes. When the model predicts the contiguous classes of `--dataset` (Detectron2's 80 COCO classes),
@@ -20,14 +22,15 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 
-from sam_detr.checkpoint import convert_deformable_detr, convert_sam_detr, dataset_class_ids
-from sam_detr.modeling import SAMDETR, DeformableDETR
+from sam_detr.checkpoint import convert_deformable_detr, convert_plain_detr, convert_sam_detr, dataset_class_ids
+from sam_detr.modeling import SAMDETR, DeformableDETR, PlainDETR
 from sam_detr.utils.cli import load_config, one_line_errors
 
 # meta-architecture -> (converter of its official checkpoints, official repository)
 CONVERTERS = {
     SAMDETR: (convert_sam_detr, "ZhangGongjie/SAM-DETR"),
     DeformableDETR: (convert_deformable_detr, "fundamentalvision/Deformable-DETR"),
+    PlainDETR: (convert_plain_detr, "impiga/Plain-DETR"),
 }
 
 logger = logging.getLogger("convert_official_weights")
