@@ -120,16 +120,17 @@ class GlobalCrossAttention(nn.Module):
         q = self.q(query).view(B, Q, heads, -1).transpose(1, 2) * self.scale
         k = self.k(key).view(B, S, heads, -1).transpose(1, 2)
         v = self.v(value).view(B, S, heads, -1).transpose(1, 2)
+        # in place on the fresh logits, so that no second (B, heads, Q, S) tensor is held
         attn = q @ k.transpose(-2, -1)  # (B, heads, Q, S)
         if self.rpe_type is not None:
-            attn = attn + self.box_rpb(boxes, size[0], size[1])
+            attn += self.box_rpb(boxes, size[0], size[1])
         if padding_mask is not None:
             mask = padding_mask[:, None, None]
             if exact_padding:
-                attn = attn.masked_fill(mask, float("-inf"))
+                attn.masked_fill_(mask, float("-inf"))
             else:
-                attn = attn + mask * OFFICIAL_PADDING_LOGIT
+                attn += mask * OFFICIAL_PADDING_LOGIT
         info = torch.finfo(attn.dtype)
-        attn = attn.clamp(info.min, info.max).softmax(-1)
+        attn = attn.clamp_(info.min, info.max).softmax(-1)
         out = (attn @ v).transpose(1, 2).reshape(B, Q, C)
         return self.proj(out)
