@@ -87,8 +87,9 @@ class SetCriterion(nn.Module):
     """Matches every decoder layer's predictions to the targets and computes the weighted losses.
 
     Losses: "class" (`loss_ce`: sigmoid focal loss, or softmax cross-entropy with a down-weighted
-    no-object class) and "boxes" (`loss_bbox`: L1 on normalised (cx, cy, w, h), or, for outputs with "pred_deltas" (Plain-DETR's
-    reparameterised boxes), on those deltas against the targets' deltas from "pred_boxes_old"; `loss_giou`: 1 - GIoU),
+    no-object class) and "boxes" (`loss_bbox`: L1 on normalised (cx, cy, w, h), or, for outputs with
+    "pred_deltas" (Plain-DETR's reparameterised boxes), on those deltas against the targets' deltas from
+    "pred_boxes_old"; `loss_giou`: 1 - GIoU),
     each divided by the number of target boxes of its group averaged over all workers. The predictions
     supervised come in groups (`LossGroup`): by default the final decoder layer with its auxiliary layers
     (`<loss>`, `<loss>_{i}`) and a two-stage encoder's proposals (`enc_outputs`, matched against

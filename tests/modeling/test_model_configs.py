@@ -65,5 +65,6 @@ def test_plain_detr_quickstart_matches_the_quickstart_detr():
     """Plain-DETR has no encoder: its decoder has the quickstart DETR's width, heads, FFN, dropout and depth."""
     detr, other = load_quickstarts("plain_detr.py")
     t, layer = detr.transformer, other.decoder.layer
-    assert (layer.d_model, layer.n_heads, layer.d_ffn, layer.dropout) == (t.d_model, t.nhead, t.dim_feedforward, t.dropout)
+    expected = (t.d_model, t.nhead, t.dim_feedforward, t.dropout)
+    assert (layer.d_model, layer.n_heads, layer.d_ffn, layer.dropout) == expected
     assert other.decoder.num_layers == t.num_decoder_layers

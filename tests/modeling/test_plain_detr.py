@@ -20,7 +20,9 @@ from sam_detr.modeling import HungarianMatcher, LossGroup, PlainDETR, SetCriteri
 from sam_detr.modeling.meta_arch.plain_detr import (  # noqa: E402
     group_attention_mask, pixel_anchors, proposal_projections,
 )
-from sam_detr.modeling.transformer import BoxRefinement, GlobalCrossAttention, GlobalDecoder, GlobalDecoderLayer  # noqa: E402
+from sam_detr.modeling.transformer import (  # noqa: E402
+    BoxRefinement, GlobalCrossAttention, GlobalDecoder, GlobalDecoderLayer,
+)
 
 CONFIGS = REPO_ROOT / "configs"
 ROWS = sorted(p.name for p in CONFIGS.glob("plain_detr_*.py"))
@@ -162,10 +164,12 @@ def test_yacs_config_builds_the_published_model():
 def larger_images():
     """Two odd-sized images large enough for a stride-64 proposal map, the second without objects."""
     a = {"image": torch.randint(0, 256, (3, 161, 229), dtype=torch.uint8)}
-    a["instances"] = Instances((161, 229), gt_boxes=Boxes(torch.tensor([[3.0, 4.0, 40.0, 50.0], [50.0, 10.0, 190.0, 130.0]])),
-                               gt_classes=torch.tensor([1, 4]))
+    boxes = torch.tensor([[3.0, 4.0, 40.0, 50.0], [50.0, 10.0, 190.0, 130.0]])
+    a["instances"] = Instances((161, 229), gt_boxes=Boxes(boxes), gt_classes=torch.tensor([1, 4]))
     b = {"image": torch.randint(0, 256, (3, 131, 197), dtype=torch.uint8)}
-    b["instances"] = Instances((131, 197), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64))
+    b["instances"] = Instances(
+        (131, 197), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64)
+    )
     return [a, b]
 
 

@@ -158,7 +158,9 @@ class GlobalDecoder(nn.Module):
                 box_input = box_cxcywh_to_xyxy(ref.boxes * ratios) * pixels
             else:
                 box_input = box_cxcywh_to_xyxy(ref.boxes)
-            tgt = layer(tgt, query_pos, box_input, memory, memory_pos, size, padding_mask, self_attn_mask, exact_padding)
+            tgt = layer(
+                tgt, query_pos, box_input, memory, memory_pos, size, padding_mask, self_attn_mask, exact_padding
+            )
             normed = self.final_layer_norm(tgt)
             references.append(ref.head)
             deltas.append(head(normed))
