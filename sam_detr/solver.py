@@ -11,6 +11,7 @@ __all__ = [
     "PLAIN_DETR_NO_WEIGHT_DECAY",
     "param_groups_by_name",
     "iterations_per_epoch",
+    "warmup_fraction",
 ]
 
 # Plain-DETR's --wd_norm_names: parameters whose name contains one of these get weight decay x --wd_norm_mult (0)
@@ -147,3 +148,11 @@ def iterations_per_epoch(num_images: int, total_batch_size: int) -> int:
     if total_batch_size <= 0 or num_images < total_batch_size:
         raise ValueError(f"cannot make an epoch of {num_images} images with total batch size {total_batch_size}")
     return num_images // total_batch_size
+
+
+def warmup_fraction(iterations: int, max_iter: int) -> float:
+    """A warm-up of `iterations` iterations as the fraction of training that d2's WarmupParamScheduler takes
+    (its `warmup_length`); `max_iter` is interpolated from train.max_iter when the scheduler is built."""
+    if max_iter is None or max_iter <= 0:
+        raise ValueError(f"a warm-up of {iterations} iterations needs train.max_iter, got {max_iter}")
+    return min(1.0, iterations / max_iter)

@@ -12,6 +12,8 @@
         --source detr-r50-e632da11.pth --output detr_r50_500ep.pth
     python tools/convert_official_weights.py --config-file configs/ms_detr_pp_r50_12ep.py \
         --source ms_detr_pp_300.pth --output ms_detr_pp_r50_12ep.pth
+    python tools/convert_official_weights.py --config-file configs/plain_detr_swinv2_small_sup_pt_boxrpe.py \
+        --source plain_detr_checkpoint.pth --output plain_detr_swinv2_small_sup_pt_boxrpe.pth
 
 The conversion is strict: every official weight is used and every weight of the model filled, with equal
 shapes. When the model predicts the contiguous classes of `--dataset` (Detectron2's 80 COCO classes),
@@ -28,10 +30,10 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 
 from sam_detr.checkpoint import (
-    convert_conditional_detr, convert_deformable_detr, convert_detr, convert_ms_detr, convert_sam_detr,
-    dataset_class_ids,
+    convert_conditional_detr, convert_deformable_detr, convert_detr, convert_ms_detr, convert_plain_detr,
+    convert_sam_detr, dataset_class_ids,
 )
-from sam_detr.modeling import DETR, SAMDETR, ConditionalDETR, DeformableDETR
+from sam_detr.modeling import DETR, SAMDETR, ConditionalDETR, DeformableDETR, PlainDETR
 from sam_detr.modeling.transformer import MSDETRDecoderLayer
 from sam_detr.utils.cli import load_config, one_line_errors
 
@@ -43,6 +45,7 @@ CONVERTERS = {
     ConditionalDETR: (convert_conditional_detr, "Atten4Vis/ConditionalDETR"),
     DETR: (convert_detr, "facebookresearch/detr"),
     MSDETRDecoderLayer: (convert_ms_detr, "Atten4Vis/MS-DETR"),
+    PlainDETR: (convert_plain_detr, "impiga/Plain-DETR"),
 }
 
 

@@ -113,3 +113,36 @@ def add_deformable_detr_config(cfg: CN) -> CN:
     cfg.MODEL.DEFORMABLE_DETR.MIXED_SELECTION = False
     cfg.MODEL.DEFORMABLE_DETR.LOOK_FORWARD_TWICE = False
     return cfg
+
+
+def add_plain_detr_config(cfg: CN) -> CN:
+    """`add_detr_config` with Plain-DETR's values (one stride-16 level, here ResNet's res4; 300 one-to-one
+    queries, 6 decoder layers, FFN 2048, no dropout, focal classes, cost and weight 2 for classes), and
+    cfg.MODEL.PLAIN_DETR. The published SwinV2 models are LazyConfig files (configs/plain_detr_*.py):
+
+        cfg = get_cfg(); add_plain_detr_config(cfg); cfg.MODEL.META_ARCHITECTURE = "PlainDETR"
+    """
+    add_detr_config(cfg)
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res4"]
+    cfg.MODEL.DETR.IN_FEATURES = ["res4"]
+    cfg.MODEL.DETR.NUM_QUERIES = 300
+    cfg.MODEL.DETR.DIM_FEEDFORWARD = 2048
+    cfg.MODEL.DETR.DROPOUT = 0.0
+    cfg.MODEL.DETR.CLASS_LOSS = "focal"
+    cfg.MODEL.DETR.COST_CLASS = 2.0
+    cfg.MODEL.DETR.CLASS_WEIGHT = 2.0
+
+    cfg.MODEL.PLAIN_DETR = CN()
+    # "linear" or "abs_log8" BoxRPB, or "" for the APE baseline
+    cfg.MODEL.PLAIN_DETR.RPE_TYPE = "linear"
+    cfg.MODEL.PLAIN_DETR.RPE_HIDDEN_DIM = 512
+    # the stride of the IN_FEATURES level
+    cfg.MODEL.PLAIN_DETR.FEATURE_STRIDE = 16
+    cfg.MODEL.PLAIN_DETR.PROPOSAL_STRIDES = [8, 16, 32, 64]
+    # hybrid matching: extra training queries, matched to the targets repeated K_ONE2MANY times
+    cfg.MODEL.PLAIN_DETR.NUM_QUERIES_ONE2MANY = 1500
+    cfg.MODEL.PLAIN_DETR.K_ONE2MANY = 6
+    cfg.MODEL.PLAIN_DETR.LOOK_FORWARD_TWICE = True
+    # box reparameterisation (pixel boxes, L1 on deltas; the official runs also set the box cost and weight to 1)
+    cfg.MODEL.PLAIN_DETR.REPARAM = False
+    return cfg

@@ -1,8 +1,8 @@
 """Ops and small blocks shared by every method. Needs only torch and torchvision."""
 from .attention import MultiheadAttentionNoProj
 from .box_ops import (
-    box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh, generalized_box_iou, inverse_sigmoid,
-    paired_generalized_box_iou,
+    box_cxcywh_to_xyxy, box_iou, box_to_delta, box_xyxy_to_cxcywh, delta_to_box, generalized_box_iou,
+    inverse_sigmoid, paired_generalized_box_iou,
 )
 from .ffn import FFN
 from .input_projection import InputProjection

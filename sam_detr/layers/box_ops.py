@@ -5,12 +5,17 @@ crashes, e.g. on the boxes of a diverged prediction): a box whose corners are in
 an empty union or enclosing box divides by the smallest positive float instead of zero, so that two empty
 boxes have a GIoU of 0 rather than NaN. Valid boxes get the same bits as torchvision's.
 """
+import math
+from typing import Optional
+
 import torch
 from torchvision.ops import box_convert, box_iou
 
 __all__ = [
     "box_cxcywh_to_xyxy",
     "box_xyxy_to_cxcywh",
+    "delta_to_box",
+    "box_to_delta",
     "box_iou",
     "generalized_box_iou",
     "inverse_sigmoid",
@@ -24,6 +29,32 @@ def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
 
 def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
     return box_convert(boxes, "xyxy", "cxcywh")
+
+
+# the largest |log| scale change of a box side per step (Plain-DETR's `wh_ratio_clip` 16 / 1000)
+MAX_LOG_SCALE = abs(math.log(16 / 1000))
+
+
+def delta_to_box(reference: torch.Tensor, delta: torch.Tensor, max_size: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Plain-DETR's box reparameterisation (`delta2bbox`): a (..., 4) reference (cx, cy, w, h) in pixels and a
+    delta (dx, dy, dw, dh) -> the box `(c + wh * d_xy, wh * exp(clamp(d_wh, +-log(1000 / 16))))`, its corners
+    clipped to [0, W] x [0, H] of `max_size` (broadcastable to (..., 2), (W, H)), as (cx, cy, w, h)."""
+    center = reference[..., :2] + reference[..., 2:] * delta[..., :2]
+    size = reference[..., 2:] * delta[..., 2:].clamp(min=-MAX_LOG_SCALE, max=MAX_LOG_SCALE).exp()
+    corners = torch.cat([center - size * 0.5, center + size * 0.5], -1)
+    if max_size is not None:
+        corners = torch.cat([corners[..., 0::2].clamp(min=0).clamp(max=max_size[..., :1]),
+                             corners[..., 1::2].clamp(min=0).clamp(max=max_size[..., 1:])], -1)[..., [0, 2, 1, 3]]
+    return box_xyxy_to_cxcywh(corners)
+
+
+def box_to_delta(reference: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """The inverse encoding (`bbox2delta`), in float32: (..., 4) references and boxes (cx, cy, w, h) in pixels
+    -> `((g_xy - p_xy) / (p_wh + 0.1), log(g_wh / (p_wh + 0.1)))`. The + 0.1 is the official code's (its
+    decoding has none)."""
+    reference, boxes = reference.float(), boxes.float()
+    size = reference[..., 2:] + 0.1
+    return torch.cat([(boxes[..., :2] - reference[..., :2]) / size, torch.log(boxes[..., 2:] / size)], -1)
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

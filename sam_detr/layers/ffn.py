@@ -1,4 +1,4 @@
-"""The post-norm feed-forward block of every DETR-family transformer layer."""
+"""The feed-forward block of every DETR-family transformer layer (post-norm; pre-norm for Plain-DETR)."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,10 +17,12 @@ class FFN(nn.Module):
         d_model: C, the width of the layer.
         dim_feedforward: the hidden width.
         dropout: after the activation and on the residual branch.
+        pre_norm: `x + dropout2(linear2(dropout1(relu(linear1(norm(x))))))` instead (Plain-DETR's decoder).
     """
 
-    def __init__(self, d_model: int = 256, dim_feedforward: int = 2048, dropout: float = 0.1):
+    def __init__(self, d_model: int = 256, dim_feedforward: int = 2048, dropout: float = 0.1, pre_norm: bool = False):
         super().__init__()
+        self.pre_norm = pre_norm
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.dropout1 = nn.Dropout(dropout)
@@ -29,4 +31,6 @@ class FFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., C) -> (..., C)"""
+        if self.pre_norm:
+            return x + self.dropout2(self.linear2(self.dropout1(F.relu(self.linear1(self.norm(x))))))
         return self.norm(x + self.dropout2(self.linear2(self.dropout1(F.relu(self.linear1(x))))))

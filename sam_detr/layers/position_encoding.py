@@ -22,7 +22,9 @@ class PositionEmbeddingSine(nn.Module):
 
     Row and column indices count valid pixels (1-based). With `normalize`, each is mapped to
     `(index + offset) / (last index + eps) * scale`: `offset=0` is DETR's and Conditional DETR's rule,
-    `offset=-0.5` is Deformable DETR's (also SAM-DETR's, MS-DETR's and Plain-DETR's).
+    `offset=-0.5` is Deformable DETR's (also SAM-DETR's, MS-DETR's and Plain-DETR's). `scale_unnormalized`
+    maps it to `(index + offset) * scale` instead (Plain-DETR's `sine_unnorm`, with its box
+    reparameterisation); without either the index is used as it is (DETR's `normalize=False`).
 
     Args:
         num_pos_feats: features per axis; the output has 2 * num_pos_feats channels, Y first.
@@ -41,6 +43,7 @@ class PositionEmbeddingSine(nn.Module):
         offset: float = 0.0,
         eps: float = 1e-6,
         shifted_denominator: bool = False,
+        scale_unnormalized: bool = False,
     ):
         super().__init__()
         self.num_pos_feats = num_pos_feats
@@ -50,6 +53,9 @@ class PositionEmbeddingSine(nn.Module):
         self.offset = offset
         self.eps = eps
         self.shifted_denominator = shifted_denominator
+        if scale_unnormalized and normalize:
+            raise ValueError("scale_unnormalized applies to normalize=False only")
+        self.scale_unnormalized = scale_unnormalized
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
         """
@@ -69,6 +75,9 @@ class PositionEmbeddingSine(nn.Module):
         elif self.normalize:
             y_embed = (y_embed + self.offset) / (y_embed[:, -1:, :] + self.eps) * self.scale
             x_embed = (x_embed + self.offset) / (x_embed[:, :, -1:] + self.eps) * self.scale
+        elif self.scale_unnormalized:
+            y_embed = (y_embed + self.offset) * self.scale
+            x_embed = (x_embed + self.offset) * self.scale
         dim_t = _dim_t(self.num_pos_feats, self.temperature, mask.device)
         pos_x = _interleave_sin_cos(x_embed[:, :, :, None] / dim_t)
         pos_y = _interleave_sin_cos(y_embed[:, :, :, None] / dim_t)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..layers.box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
+from ..layers.box_ops import box_cxcywh_to_xyxy, box_to_delta, paired_generalized_box_iou
 from .matcher import HungarianMatcher
 
 __all__ = ["SetCriterion", "LossGroup", "sigmoid_focal_loss"]
@@ -88,7 +88,9 @@ class SetCriterion(nn.Module):
     """Matches every decoder layer's predictions to the targets and computes the weighted losses.
 
     Losses: "class" (`loss_ce`: sigmoid focal loss, or softmax cross-entropy with a down-weighted
-    no-object class) and "boxes" (`loss_bbox`: L1 on normalised (cx, cy, w, h); `loss_giou`: 1 - GIoU),
+    no-object class) and "boxes" (`loss_bbox`: L1 on normalised (cx, cy, w, h), or, for outputs with
+    "pred_deltas" (Plain-DETR's reparameterised boxes), on those deltas against the targets' deltas from
+    "pred_boxes_old"; `loss_giou`: 1 - GIoU),
     each divided by the number of target boxes of its group averaged over all workers. The predictions
     supervised come in groups (`LossGroup`): by default the final decoder layer with its auxiliary layers
     (`<loss>`, `<loss>_{i}`) and a two-stage encoder's proposals (`enc_outputs`, matched against
@@ -165,7 +167,12 @@ class SetCriterion(nn.Module):
         batch_idx, src_idx = _src_permutation_idx(indices)
         src_boxes = outputs["pred_boxes"][batch_idx, src_idx]
         target_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)], dim=0)
-        loss_bbox = F.l1_loss(src_boxes, target_boxes, reduction="none").sum() / num_boxes
+        if "pred_deltas" in outputs:  # Plain-DETR's reparameterised boxes: L1 on the deltas
+            target_deltas = box_to_delta(outputs["pred_boxes_old"][batch_idx, src_idx], target_boxes)
+            loss_bbox = F.l1_loss(outputs["pred_deltas"][batch_idx, src_idx], target_deltas, reduction="none")
+        else:
+            loss_bbox = F.l1_loss(src_boxes, target_boxes, reduction="none")
+        loss_bbox = loss_bbox.sum() / num_boxes
         giou = paired_generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(target_boxes))
         return {"loss_bbox": loss_bbox, "loss_giou": (1 - giou).sum() / num_boxes}
 
@@ -221,7 +228,7 @@ class SetCriterion(nn.Module):
             for suffix, layer in layers:
                 if group.match_boxes not in layer:
                     raise KeyError(f"loss group {group.key!r}: outputs{suffix} have no {group.match_boxes!r} to match")
-                to_match = {"pred_logits": layer["pred_logits"], "pred_boxes": layer[group.match_boxes]}
+                to_match = {**layer, "pred_boxes": layer[group.match_boxes]}
                 indices = matcher(to_match, group_targets)
                 losses.update(self.layer_losses(layer, group_targets, num_boxes, indices, weights, suffix))
                 if group.key is None and suffix == "":

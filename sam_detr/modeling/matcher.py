@@ -5,7 +5,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from ..layers.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from ..layers.box_ops import box_cxcywh_to_xyxy, box_to_delta, generalized_box_iou
 
 __all__ = ["HungarianMatcher"]
 
@@ -59,7 +59,9 @@ class HungarianMatcher(nn.Module):
     ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """
         Args:
-            outputs: "pred_logits" (B, Q, K) and "pred_boxes" (B, Q, 4) normalised (cx, cy, w, h).
+            outputs: "pred_logits" (B, Q, K) and "pred_boxes" (B, Q, 4) normalised (cx, cy, w, h); with
+                reparameterised boxes (in pixels), "pred_deltas" (B, Q, 4) and the references they refine,
+                "pred_boxes_old" (B, Q, 4): the L1 cost is then between the deltas and the targets' deltas.
             targets: per image, "labels" (T_b,) int64 and "boxes" (T_b, 4) normalised (cx, cy, w, h).
         Returns:
             per image, (query indices, target indices): two int64 CPU tensors of length min(Q, T_b).
@@ -72,8 +74,13 @@ class HungarianMatcher(nn.Module):
                 indices.append((empty, empty))
                 continue
             out_boxes = outputs["pred_boxes"][b]
+            if "pred_deltas" in outputs:  # Plain-DETR's reparameterised boxes: L1 on the deltas
+                target_deltas = box_to_delta(outputs["pred_boxes_old"][b][:, None], tgt_boxes[None])
+                cost_l1 = (outputs["pred_deltas"][b][:, None] - target_deltas).abs().sum(-1)
+            else:
+                cost_l1 = torch.cdist(out_boxes, tgt_boxes, p=1)
             cost = (
-                self.cost_bbox * torch.cdist(out_boxes, tgt_boxes, p=1)
+                self.cost_bbox * cost_l1
                 + self.cost_class * self.class_cost(outputs["pred_logits"][b], tgt_ids)
                 + self.cost_giou * -generalized_box_iou(box_cxcywh_to_xyxy(out_boxes), box_cxcywh_to_xyxy(tgt_boxes))
             )

@@ -69,6 +69,12 @@ PARAMETER_COUNTS = {
     "ms_detr_r50_12ep.py": (53_571_225, 53_793_625),
     "ms_detr_pp_r50_12ep.py": (53_648_025, 53_870_425),
     "ms_detr_pp_r50_900q_12ep.py": (53_801_625, 54_024_025),
+    # impiga/Plain-DETR (../shared/notes/official_statedicts/sd_plain_{ape,boxrpe,reparam}.txt; the SimMIM rows
+    # differ from the supervised one only in the pretrained window sizes, which hold no parameters)
+    "plain_detr_swinv2_small_sup_pt_ape.py": (62_644_691, 62_644_691),
+    "plain_detr_swinv2_small_sup_pt_boxrpe.py": (62_712_275, 62_712_275),
+    "plain_detr_swinv2_small_mim_pt_boxrpe.py": (62_712_275, 62_712_275),
+    "plain_detr_swinv2_small_mim_pt_boxrpe_reparam.py": (62_712_275, 62_712_275),
 }
 
 

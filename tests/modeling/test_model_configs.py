@@ -106,3 +106,12 @@ def test_quickstarts_match_the_quickstart_detr(name, layer_keys):
         assert tuple(part.layer[k] for k in layer_keys) == (t.d_model, t.nhead, t.dim_feedforward, t.dropout)
     assert other.transformer.encoder.num_layers == t.num_encoder_layers
     assert other.transformer.decoder.num_layers == t.num_decoder_layers
+
+
+def test_plain_detr_quickstart_matches_the_quickstart_detr():
+    """Plain-DETR has no encoder: its decoder has the quickstart DETR's width, heads, FFN, dropout and depth."""
+    detr, other = load_quickstarts("plain_detr.py")
+    t, layer = detr.transformer, other.decoder.layer
+    expected = (t.d_model, t.nhead, t.dim_feedforward, t.dropout)
+    assert (layer.d_model, layer.n_heads, layer.d_ffn, layer.dropout) == expected
+    assert other.decoder.num_layers == t.num_decoder_layers

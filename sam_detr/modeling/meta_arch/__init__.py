@@ -3,3 +3,4 @@ from .deformable_detr import DeformableDETR
 from .detr import DETR
 from .detr_base import DETRBase
 from .sam_detr import SAMDETR
+from .plain_detr import PlainDETR

@@ -186,6 +186,12 @@ class DETRBase(nn.Module):
             features = self.project(images.tensor)
             return features, [self.resize_mask(mask, f.shape[-2:]) for f in features]
         per_image = [self.project(images.tensor[i : i + 1, :, :h, :w]) for i, (h, w) in enumerate(images.image_sizes)]
+        return self.pad_levels(per_image)
+
+    @staticmethod
+    def pad_levels(per_image: Sequence[Sequence[torch.Tensor]]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """Per image, its levels (1, C, h_l, w_l) computed at its own size -> per level, the batch (B, C,
+        H_l, W_l) zero-padded at the bottom/right and its exact (B, H_l, W_l) mask, True on padding."""
         features, masks = [], []
         for level in zip(*per_image):
             H = max(f.shape[-2] for f in level)

@@ -12,3 +12,5 @@ from .proposals import Proposals, TwoStageProposals, encoder_anchors
 from .sam_detr_decoder import SAMDETRDecoder, SAMDETRDecoderLayer
 from .sam_detr_transformer import SAMDETRMultiScaleTransformer, SAMDETRTransformer
 from .semantics_aligner import SemanticsAligner
+from .box_rpb import GlobalCrossAttention
+from .plain_detr_decoder import GlobalDecoder, GlobalDecoderLayer

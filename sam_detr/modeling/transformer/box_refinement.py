@@ -3,7 +3,7 @@
 Batch-first: references and deltas are (B, Q, 2) points (x, y) or (B, Q, 4) boxes (cx, cy, w, h),
 normalised to [0, 1] over the unpadded image.
 """
-from typing import NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -70,10 +70,15 @@ class BoxRefinement:
             return torch.cat([delta[..., :2] + base, delta[..., 2:]], -1).sigmoid()
         return (delta + base).sigmoid()
 
-    def step(self, reference: Reference, delta: torch.Tensor) -> Tuple[torch.Tensor, Reference]:
+    def step(
+        self, reference: Reference, delta: torch.Tensor, decode: Optional[Callable] = None
+    ) -> Tuple[torch.Tensor, Reference]:
         """Layer l's boxes (B, Q, 4) from its reference and its head's delta (B, Q, 4), and layer l + 1's
-        reference."""
-        boxes = self.predict(reference.head, delta)
+        reference. `decode(reference, delta)` replaces `predict` (Plain-DETR's reparameterised boxes, in
+        pixels; "inverse_sigmoid" form only)."""
+        if decode is not None and self.form != "inverse_sigmoid":
+            raise ValueError("a custom decode needs the 'inverse_sigmoid' form")
+        boxes = (self.predict if decode is None else decode)(reference.head, delta)
         if not self.iterative:
             return boxes, reference
         logits = None

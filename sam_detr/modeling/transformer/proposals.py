@@ -4,7 +4,7 @@ Written once for two-stage Deformable DETR, MS-DETR and Plain-DETR (which builds
 maps from one stride-16 map and passes them here). Batch-first: tokens (B, S, C) of the flattened levels,
 S = sum_l H_l * W_l, finest level first; queries (B, Q, C).
 """
-from typing import NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -62,6 +62,7 @@ class Proposals(NamedTuple):
     reference: torch.Tensor  # (B, Q, 4) the selected boxes, detached: the decoder's first reference
     query_pos: torch.Tensor  # (B, Q, C) the position queries, from the selected boxes
     tgt: torch.Tensor  # (B, Q, C) the content queries
+    deltas: Optional[torch.Tensor] = None  # (B, S, 4) every token's box delta, with a custom `decode`
 
 
 class TwoStageProposals(nn.Module):
@@ -99,6 +100,8 @@ class TwoStageProposals(nn.Module):
         num_queries: int,
         content: Optional[torch.Tensor] = None,
         exclude_padding: bool = False,
+        anchors: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+        decode: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
     ) -> Proposals:
         """
         Args:
@@ -107,20 +110,27 @@ class TwoStageProposals(nn.Module):
             num_queries: Q, the tokens selected.
             content: (Q, C) learned content queries (mixed selection), or None.
             exclude_padding: never select a padded token (batch-size-independent inference).
+            anchors, decode: Plain-DETR's box reparameterisation: the (B, S, 4) anchors and (B, S, 1) keep
+                mask to use instead of `encoder_anchors`, and `decode(anchors, delta)` -> boxes, used instead
+                of `sigmoid(delta + anchors)` (the selected boxes are then the reference as they are).
         """
         if num_queries > memory.shape[1]:
             raise ValueError(f"cannot select {num_queries} queries from {memory.shape[1]} encoder tokens")
-        anchors, keep = encoder_anchors(mask, spatial_shapes)
+        anchors, keep = encoder_anchors(mask, spatial_shapes) if anchors is None else anchors
         out = self.enc_output_norm(self.enc_output(memory.masked_fill(~keep, 0.0)))
         logits = class_head(out)
-        boxes_unact = box_head(out) + anchors
+        deltas = box_head(out)
+        boxes_unact = deltas + anchors if decode is None else decode(anchors, deltas)
         scores = logits[..., 0].masked_fill(mask, float("-inf")) if exclude_padding else logits[..., 0]
         index = torch.topk(scores, num_queries, dim=1)[1]
-        reference = torch.gather(boxes_unact, 1, index[..., None].expand(-1, -1, 4)).detach().sigmoid()
+        reference = torch.gather(boxes_unact, 1, index[..., None].expand(-1, -1, 4)).detach()
+        reference = reference.sigmoid() if decode is None else reference
         pos = self.pos_trans_norm(self.pos_trans(boxes_sine_embed(reference, self.d_model // 2)))
         query_pos, tgt = pos.split(self.d_model, -1)
         if content is not None:
             if content.shape != (num_queries, self.d_model):
                 raise ValueError(f"content queries must be ({num_queries}, {self.d_model}), got {tuple(content.shape)}")
             tgt = content[None].expand(memory.shape[0], -1, -1)
+        if decode is not None:
+            return Proposals(logits, boxes_unact, anchors, reference, query_pos, tgt, deltas)
         return Proposals(logits, boxes_unact.sigmoid(), anchors.sigmoid(), reference, query_pos, tgt)

@@ -1,0 +1,202 @@
+"""Plain-DETR's novelty: BoxRPB against a per-pixel computation, the padding masks, the one-to-one /
+one-to-many attention mask, the reparameterised boxes and their L1 on deltas, the proposal maps; and the
+published rows train a step and infer (the quickstart: tests/modeling/test_contract.py)."""
+import math
+
+import pytest
+import torch
+
+from conftest import DETECTRON2_MISSING, REPO_ROOT
+
+pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
+
+from detectron2.config import LazyConfig, get_cfg, instantiate  # noqa: E402
+from detectron2.structures import Boxes, Instances  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+from sam_detr.config import add_plain_detr_config  # noqa: E402
+from sam_detr.layers import box_to_delta, delta_to_box  # noqa: E402
+from sam_detr.modeling import HungarianMatcher, LossGroup, PlainDETR, SetCriterion  # noqa: E402
+from sam_detr.modeling.meta_arch.plain_detr import (  # noqa: E402
+    group_attention_mask, pixel_anchors, proposal_projections,
+)
+from sam_detr.modeling.transformer import (  # noqa: E402
+    BoxRefinement, GlobalCrossAttention, GlobalDecoder, GlobalDecoderLayer,
+)
+
+CONFIGS = REPO_ROOT / "configs"
+ROWS = sorted(p.name for p in CONFIGS.glob("plain_detr_*.py"))
+
+
+def direct_box_rpb(attn: GlobalCrossAttention, boxes, H, W):
+    """(B, heads, Q, H * W): the bias of every (query, pixel) pair, pixel by pixel."""
+    B, Q, _ = boxes.shape
+    s = attn.feature_stride
+    out = torch.zeros(B, attn.num_heads, Q, H * W)
+
+    def encode(d):
+        if attn.rpe_type == "abs_log8":
+            return torch.sign(d) * torch.log2(d.abs() + 1) / 3
+        return d
+
+    for b in range(B):
+        for q in range(Q):
+            x1, y1, x2, y2 = boxes[b, q]
+            for i in range(H):
+                for j in range(W):
+                    px, py = (j + 0.5) * s, (i + 0.5) * s
+                    bx = attn.cpb_mlp1(encode(torch.stack([x1 - px, x2 - px])))
+                    by = attn.cpb_mlp2(encode(torch.stack([y1 - py, y2 - py])))
+                    out[b, :, q, i * W + j] = bx + by
+    return out
+
+
+@pytest.mark.parametrize("rpe_type", ["linear", "abs_log8"])
+def test_box_rpb_is_the_per_pixel_bias(rpe_type):
+    torch.manual_seed(0)
+    attn = GlobalCrossAttention(16, 2, rpe_type, rpe_hidden_dim=8, feature_stride=4)
+    H, W = 3, 5
+    xy = torch.rand(2, 4, 2) * torch.tensor([W * 4.0, H * 4.0])
+    boxes = torch.cat([xy, xy + torch.rand(2, 4, 2) * 10], -1)
+    with torch.no_grad():
+        assert torch.allclose(attn.box_rpb(boxes, H, W), direct_box_rpb(attn, boxes, H, W), atol=1e-5)
+        # and it is what the attention adds to the logits
+        query, memory = torch.randn(2, 4, 16), torch.randn(2, H * W, 16)
+        q = attn.q(query).view(2, 4, 2, 8).transpose(1, 2) * attn.scale
+        k = attn.k(memory).view(2, H * W, 2, 8).transpose(1, 2)
+        weights = (q @ k.transpose(-2, -1) + direct_box_rpb(attn, boxes, H, W)).softmax(-1)
+        v = attn.v(memory).view(2, H * W, 2, 8).transpose(1, 2)
+        expected = attn.proj((weights @ v).transpose(1, 2).reshape(2, 4, 16))
+        assert torch.allclose(attn(query, boxes, memory, memory, (H, W)), expected, atol=1e-5)
+
+
+def test_padding_is_masked_additively_as_officially_or_exactly():
+    torch.manual_seed(0)
+    attn = GlobalCrossAttention(16, 2, None)
+    query, memory = torch.randn(1, 3, 16), torch.randn(1, 6, 16)
+    mask = torch.tensor([[False, False, False, False, True, True]])
+    changed = memory.clone()
+    changed[:, 4:] = 1000 * torch.randn(1, 2, 16)
+    with torch.no_grad():
+        exact = [attn(query, None, m, m, (2, 3), mask, exact_padding=True) for m in (memory, changed)]
+        official = [attn(query, None, m, m, (2, 3), mask) for m in (memory, changed)]
+        alone = attn(query, None, memory[:, :4], memory[:, :4], (1, 4))
+    assert torch.allclose(exact[0], exact[1], atol=1e-6) and torch.allclose(exact[0], alone, atol=1e-6)
+    # -100 leaves padded keys a relative weight of e^(logit - 100): padded values with logits near 100 take over
+    assert not torch.allclose(official[0], official[1], atol=1e-6)
+
+
+def test_one_to_one_queries_do_not_see_the_one_to_many_ones():
+    mask = group_attention_mask(2, 5)
+    assert mask.tolist() == [[False, False, True, True, True]] * 2 + [[True, True, False, False, False]] * 3
+    torch.manual_seed(0)
+    decoder = GlobalDecoder(GlobalDecoderLayer(16, 32, 0.0, 2, "linear", 8, 4), 2)
+    heads = [torch.nn.Linear(16, 4) for _ in range(2)]
+    tgt, pos = torch.randn(1, 5, 16), torch.randn(1, 5, 16)
+    ref = torch.rand(1, 5, 4) * 0.5 + 0.25
+    memory = torch.randn(1, 12, 16)
+    args = (memory, torch.randn(1, 12, 16), (3, 4), torch.zeros(1, 12, dtype=torch.bool), torch.ones(1, 2), heads)
+    with torch.no_grad():
+        out = decoder(tgt, pos, ref, *args, BoxRefinement(), mask)
+        other = tgt.clone()
+        other[:, 2:] = torch.randn(1, 3, 16)
+        out_other = decoder(other, pos, ref, *args, BoxRefinement(), mask)
+        alone = decoder(tgt[:, :2], pos[:, :2], ref[:, :2], *args, BoxRefinement())
+    assert torch.allclose(out.boxes[:, :, :2], out_other.boxes[:, :, :2], atol=1e-6)
+    assert torch.allclose(out.boxes[:, :, :2], alone.boxes, atol=1e-6)
+    assert not torch.allclose(out.boxes[:, :, 2:], out_other.boxes[:, :, 2:], atol=1e-6)
+
+
+def test_reparameterised_deltas():
+    ref = torch.tensor([[40.0, 30.0, 20.0, 10.0]])
+    gt = torch.tensor([[45.0, 28.0, 30.0, 12.0]])
+    delta = box_to_delta(ref, gt)
+    assert torch.allclose(delta, torch.tensor([[5 / 20.1, -2 / 10.1, math.log(30 / 20.1), math.log(12 / 10.1)]]))
+    # the decoding has no + 0.1: it inverts the encoding from the reference widened by 0.1
+    assert torch.allclose(delta_to_box(ref + torch.tensor([0, 0, 0.1, 0.1]), delta), gt, atol=1e-5)
+    # scale changes clamped to 1000 / 16, corners clipped to the image (W, H)
+    big = delta_to_box(ref, torch.tensor([[0.0, 0.0, 10.0, -10.0]]), torch.tensor([[60.0, 100.0]]))
+    assert torch.allclose(big, torch.tensor([[30.0, 30.0, 60.0, 10 * 16 / 1000]]), atol=1e-5)
+
+
+def test_l1_loss_and_cost_on_deltas():
+    torch.manual_seed(0)
+    matcher = HungarianMatcher(cost_class=0.0, cost_bbox=1.0, cost_giou=0.0)
+    criterion = SetCriterion(1, matcher, {"loss_ce": 0.0, "loss_bbox": 1.0, "loss_giou": 0.0}, groups=[LossGroup()])
+    old = torch.tensor([[[40.0, 30.0, 20.0, 10.0], [10.0, 10.0, 4.0, 4.0]]])
+    gt = torch.tensor([[12.0, 11.0, 5.0, 4.0]])
+    target_delta = box_to_delta(old[0, 1], gt[0])
+    deltas = torch.stack([torch.zeros(4), target_delta + 0.25])[None]
+    # query 0's box equals the target, but the cost is on the deltas: query 1 is the match
+    outputs = {"pred_logits": torch.zeros(1, 2, 1), "pred_boxes": torch.cat([gt, old[0, 1:]])[None],
+               "pred_deltas": deltas, "pred_boxes_old": old}
+    targets = [{"labels": torch.tensor([0]), "boxes": gt}]
+    assert [i.tolist() for i in matcher(outputs, targets)[0]] == [[1], [0]]
+    assert torch.allclose(criterion(outputs, targets)["loss_bbox"], torch.tensor(1.0))
+
+
+def test_proposal_maps_and_pixel_anchors():
+    proj = proposal_projections(8, 16, (8, 16, 32, 64))
+    sizes = [tuple(p(torch.zeros(1, 8, 7, 9)).shape[-2:]) for p in proj]
+    assert sizes == [(14, 18), (7, 9), (3, 4), (1, 2)]  # no padding: coarser sizes are floored
+    shapes = torch.tensor([[8, 10], [4, 5]])
+    mask = torch.zeros(1, 8 * 10 + 4 * 5, dtype=torch.bool)
+    mask[0, :80].view(8, 10)[:, 8:] = True  # the finest map's last two columns are padding: 64 x 64 px valid
+    mask[0, 80:].view(4, 5)[:, 4:] = True
+    anchors, keep, max_size = pixel_anchors(mask, shapes, (8, 16))
+    assert max_size.tolist() == [[[64.0, 64.0]]]
+    assert anchors[0, 3 * 10 + 3].tolist() == [28.0, 28.0, 50.0, 50.0] and keep[0, 3 * 10 + 3]
+    # padding, and a 100-pixel box in a 64-pixel image: filled with max(8, 10) * 8
+    assert anchors[0, 9].tolist() == [80.0] * 4 and not keep[0, 9]
+    assert anchors[0, 80].tolist() == [80.0] * 4 and not keep[0, 80]
+
+
+def test_yacs_config_builds_the_published_model():
+    cfg = add_plain_detr_config(get_cfg())
+    cfg.MODEL.META_ARCHITECTURE = "PlainDETR"
+    cfg.MODEL.DETR.NUM_CLASSES = 91
+    with torch.device("meta"):
+        model = PlainDETR(cfg)
+    assert model.num_queries + model.num_queries_one2many == 1800 and len(model.decoder.layers) == 6
+    assert model.criterion.groups[-1].target_repeats == 6
+
+
+def larger_images():
+    """Two odd-sized images large enough for a stride-64 proposal map, the second without objects."""
+    a = {"image": torch.randint(0, 256, (3, 161, 229), dtype=torch.uint8)}
+    boxes = torch.tensor([[3.0, 4.0, 40.0, 50.0], [50.0, 10.0, 190.0, 130.0]])
+    a["instances"] = Instances((161, 229), gt_boxes=Boxes(boxes), gt_classes=torch.tensor([1, 4]))
+    b = {"image": torch.randint(0, 256, (3, 131, 197), dtype=torch.uint8)}
+    b["instances"] = Instances(
+        (131, 197), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64)
+    )
+    return [a, b]
+
+
+@pytest.mark.parametrize("config", ROWS)
+def test_every_row_trains_a_step_and_infers(config):
+    cfg = LazyConfig.load(str(CONFIGS / config))
+    assert cfg.dataloader.train.total_batch_size == 16 and cfg.train.epochs == 12
+    assert cfg.optimizer.lr == 2e-4 and cfg.optimizer.weight_decay == 0.05
+    # smaller for speed: fewer queries and decoder layers (the backbone is the published one)
+    cfg.model.num_queries, cfg.model.num_queries_one2many = 20, 40
+    cfg.model.decoder.num_layers = 2
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    model.train()
+    with EventStorage():
+        losses = model(larger_images())
+    assert {"loss_bbox_one2many", "loss_giou_enc", "loss_ce_0_one2many"} <= set(losses)
+    total = sum(losses.values())
+    assert torch.isfinite(total), losses
+    total.backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        out = model(larger_images())
+    for o, (h, w) in zip(out, [(161, 229), (131, 197)]):
+        # d2's detector_postprocess drops empty boxes (reparameterised boxes clipped to the border can be)
+        boxes = o["instances"].pred_boxes.tensor
+        assert 0 < len(boxes) <= 100 and (boxes >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
