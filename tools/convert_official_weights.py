@@ -6,13 +6,18 @@
     python tools/convert_official_weights.py --config-file configs/deformable_detr_r50_two_stage_50ep.py \
         --source r50_deformable_detr_plus_iterative_bbox_refinement_plus_plus_two_stage-checkpoint.pth \
         --output deformable_detr_r50_two_stage_50ep.pth
+    python tools/convert_official_weights.py --config-file configs/conditional_detr_r50_50ep.py \
+        --source ConditionalDETR_r50_epoch50.pth --output conditional_detr_r50_50ep.pth
+    python tools/convert_official_weights.py --config-file configs/detr_r50_500ep.py \
+        --source detr-r50-e632da11.pth --output detr_r50_500ep.pth
     python tools/convert_official_weights.py --config-file configs/ms_detr_pp_r50_12ep.py \
         --source ms_detr_pp_300.pth --output ms_detr_pp_r50_12ep.pth
 
 The conversion is strict: every official weight is used and every weight of the model filled, with equal
 shapes. When the model predicts the contiguous classes of `--dataset` (Detectron2's 80 COCO classes),
 the class heads keep the official rows of those classes (the official models index COCO category ids,
-91 rows). The output loads with `DetectionCheckpointer` (e.g. `train.init_checkpoint=<output>`).
+91 rows; DETR's "no object" row stays last). The output loads with `DetectionCheckpointer` (e.g.
+`train.init_checkpoint=<output>`).
 """
 import argparse
 import logging
@@ -22,8 +27,11 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 
-from sam_detr.checkpoint import convert_deformable_detr, convert_ms_detr, convert_sam_detr, dataset_class_ids
-from sam_detr.modeling import SAMDETR, DeformableDETR
+from sam_detr.checkpoint import (
+    convert_conditional_detr, convert_deformable_detr, convert_detr, convert_ms_detr, convert_sam_detr,
+    dataset_class_ids,
+)
+from sam_detr.modeling import DETR, SAMDETR, ConditionalDETR, DeformableDETR
 from sam_detr.modeling.transformer import MSDETRDecoderLayer
 from sam_detr.utils.cli import load_config, one_line_errors
 
@@ -32,6 +40,8 @@ from sam_detr.utils.cli import load_config, one_line_errors
 CONVERTERS = {
     SAMDETR: (convert_sam_detr, "ZhangGongjie/SAM-DETR"),
     DeformableDETR: (convert_deformable_detr, "fundamentalvision/Deformable-DETR"),
+    ConditionalDETR: (convert_conditional_detr, "Atten4Vis/ConditionalDETR"),
+    DETR: (convert_detr, "facebookresearch/detr"),
     MSDETRDecoderLayer: (convert_ms_detr, "Atten4Vis/MS-DETR"),
 }
 

@@ -1,1 +1,1 @@
-from .defaults import add_deformable_detr_config, add_detr_config, add_sam_detr_config
+from .defaults import add_conditional_detr_config, add_deformable_detr_config, add_detr_config, add_sam_detr_config

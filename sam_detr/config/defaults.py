@@ -8,7 +8,7 @@ registered meta-architectures be built from a classic `CfgNode` as well:
 """
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_detr_config", "add_sam_detr_config", "add_deformable_detr_config"]
+__all__ = ["add_detr_config", "add_conditional_detr_config", "add_sam_detr_config", "add_deformable_detr_config"]
 
 
 def add_detr_config(cfg: CN) -> CN:
@@ -49,17 +49,27 @@ def add_detr_config(cfg: CN) -> CN:
     return cfg
 
 
-def add_sam_detr_config(cfg: CN) -> CN:
-    """`add_detr_config` with SAM-DETR's values (300 queries, focal classes, cost and weight 2 for classes),
-    and cfg.MODEL.SAM_DETR. Multi-scale when MODEL.DETR.IN_FEATURES names several levels (finest first):
+def add_conditional_detr_config(cfg: CN) -> CN:
+    """`add_detr_config` with Conditional DETR's values (300 queries, focal classes, cost and weight 2 for
+    classes):
 
-        cfg = get_cfg(); add_sam_detr_config(cfg); cfg.MODEL.META_ARCHITECTURE = "SAMDETR"
+        cfg = get_cfg(); add_conditional_detr_config(cfg); cfg.MODEL.META_ARCHITECTURE = "ConditionalDETR"
     """
     add_detr_config(cfg)
     cfg.MODEL.DETR.NUM_QUERIES = 300
     cfg.MODEL.DETR.CLASS_LOSS = "focal"
     cfg.MODEL.DETR.COST_CLASS = 2.0
     cfg.MODEL.DETR.CLASS_WEIGHT = 2.0
+    return cfg
+
+
+def add_sam_detr_config(cfg: CN) -> CN:
+    """`add_conditional_detr_config` (SAM-DETR's values are Conditional DETR's), and cfg.MODEL.SAM_DETR.
+    Multi-scale when MODEL.DETR.IN_FEATURES names several levels (finest first):
+
+        cfg = get_cfg(); add_sam_detr_config(cfg); cfg.MODEL.META_ARCHITECTURE = "SAMDETR"
+    """
+    add_conditional_detr_config(cfg)
 
     cfg.MODEL.SAM_DETR = CN()
     cfg.MODEL.SAM_DETR.SMCA = False

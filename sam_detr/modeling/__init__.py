@@ -5,4 +5,4 @@ from .backbone import (
 from .criterion import LossGroup, SetCriterion
 from .matcher import HungarianMatcher
 from .o2m_matcher import OneToManyMatcher
-from .meta_arch import DETR, DETRBase, DeformableDETR, SAMDETR
+from .meta_arch import DETR, SAMDETR, ConditionalDETR, DETRBase, DeformableDETR

@@ -12,6 +12,9 @@ from conftest import REPO_ROOT
 LISTINGS = Path(
     os.environ.get("SAM_DETR_OFFICIAL_STATEDICTS", REPO_ROOT.parent / "shared" / "notes" / "official_statedicts")
 )
+# listings of official models that ../shared does not hold (facebookresearch/detr's DETR-R50, built on CPU by
+# ../shared/tools/build_official.py and listed in the same format)
+REPO_LISTINGS = Path(__file__).parent / "listings"
 needs_listings = pytest.mark.skipif(
     not LISTINGS.is_dir(), reason=f"{LISTINGS} (the official state-dict listings) is absent"
 )
@@ -31,7 +34,9 @@ def fake_official(listing: str):
     """A state dict with the official keys, shapes and tied tensors of `sd_<listing>.txt`; each tensor holds
     its own index, the class heads one value per row (broadcast views: no memory for the millions of values)."""
     state = {}
-    lines = (LISTINGS / f"sd_{listing}.txt").read_text().splitlines()
+    name = f"sd_{listing}.txt"
+    path = REPO_LISTINGS / name if (REPO_LISTINGS / name).is_file() else LISTINGS / name
+    lines = path.read_text().splitlines()
     for i, line in enumerate(lines[1:]):
         key, shape, tied = _LINE.match(line).groups()
         if tied:

@@ -32,12 +32,12 @@ from sam_detr.data.datasets import (  # noqa: E402
 # sha256 of the first 8 images (pixels and shape) and of their objects: the same on every machine
 PINNED = {
     "shapes_train": (
-        "07247988c5fec86f490a8d5df791fe2e975ca690a92fbb3e532bf1539fef6bf2",
-        "b30d879d78619389d44e8f8881f094de9df9141728c5047d94a2a8d9d5108e12",
+        "5d4c74fa898a854cbfb07f09a9c3cc0fbe5c1f977a69635a0d8ec5e38cbc188f",
+        "c39a00a8072be8fd03cdf42fd39ef908ead5917272470fba8125c3f59b850983",
     ),
     "shapes_val": (
-        "b878cb8286b5d73a48fa5eb9f76078b72f43db5ad0c77fcff1742cf02c20704f",
-        "672a77cdb5b8d8d37f4231a95ec463f4b7d2ba35de3c453a5a1ca883cc0b89b1",
+        "73fbeac469e21e294421af0fae925a7bf191d453d8bc29c64e19583d5e027239",
+        "389279e4eb83f38e817b76b4c718648ab7ac687b17e464db41f4beb605ca9e16",
     ),
 }
 
@@ -97,6 +97,7 @@ def test_val_content(val_dicts):
     spec = SHAPES_SPLITS["shapes_val"]
     assert len(val_dicts) == spec.num_images == 200
     classes, counts, widths = collections.Counter(), collections.Counter(), set()
+    occluded = 0
     for d in val_dicts[:50]:
         # the json's sizes are the files' sizes
         assert Image.open(d["file_name"]).size == (d["width"], d["height"])
@@ -109,13 +110,35 @@ def test_val_content(val_dicts):
         for a in d["annotations"]:
             x, y, bw, bh = a["bbox"]
             assert 0 <= x and 0 <= y and x + bw <= w and y + bh <= h
-            assert round(0.25 * short) - 2 <= bw <= round(0.55 * short)  # a diamond may lose its tips
+            lo, hi = (round(f * short) for f in spec.object_size)
+            assert lo - 2 <= bw <= hi  # a diamond may lose its tips
             assert a["iscrowd"] == 0
             classes[a["category_id"]] += 1
+        boxes = [a["bbox"] for a in d["annotations"]]
+        occluded += any(
+            _intersection(a, b) > 0.2 * min(a[2] * a[3], b[2] * b[3]) for i, a in enumerate(boxes) for b in boxes[:i]
+        )
     assert widths == {0, 1}  # odd and even sizes
     assert set(classes) == set(range(len(SHAPES_CLASSES)))
-    assert min(classes.values()) > 50
-    assert set(counts) <= set(range(1, 6)) and counts[1] > 0 and counts[4] + counts[5] > 20
+    assert min(classes.values()) > 100
+    assert set(counts) <= set(range(1, 7)) and counts[1] > 0 and counts[5] + counts[6] > 20
+    # overlapping objects in many images
+    assert occluded > 0.25 * len(val_dicts), occluded
+    # objects of several sizes, small ones included: COCO's sizes (COCOEvaluator's APs, APm) by the json's area
+    with open(PathManager.get_local_path(MetadataCatalog.get("shapes_val").json_file)) as f:
+        sizes = collections.Counter(
+            "small" if a["area"] < 32**2 else "medium" if a["area"] < 96**2 else "large"
+            for a in json.load(f)["annotations"]
+        )
+    total = sum(sizes.values())
+    assert sizes["small"] > 0.25 * total and sizes["medium"] > 0.25 * total, sizes
+
+
+def _intersection(a, b) -> int:
+    """The area of the intersection of two XYWH boxes."""
+    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(iw, 0) * max(ih, 0)
 
 
 def test_json_valid_for_pycocotools(val_dicts):

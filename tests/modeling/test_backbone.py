@@ -26,7 +26,7 @@ def _torchvision(depth, dc5):
     return model
 
 
-@pytest.mark.parametrize("depth,dc5", [(18, False), (50, False), (50, True)])
+@pytest.mark.parametrize("depth,dc5", [(18, False), (50, False), (50, True), (101, False), (101, True)])
 def test_equals_torchvision_with_converted_weights(depth, dc5):
     tv = _torchvision(depth, dc5)
     ours = build_resnet_backbone(depth, out_features=["res3", "res4", "res5"], dc5=dc5).eval()

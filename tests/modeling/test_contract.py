@@ -39,15 +39,33 @@ NO_BATCH_INVARIANT_OPTION = (
 )
 
 # published models, trainable and all parameters with the official 91 classes, as the official repositories
-# build them (DETR: facebookresearch/detr; SAM-DETR: ../shared/notes/official_statedicts/sd_sam_*.txt; MS-DETR:
-# sd_msdetr.txt, sd_msdetr_pp.txt, and Atten4Vis/MS-DETR built with the 900-query script's arguments)
+# build them (DETR: facebookresearch/detr; SAM-DETR: ../shared/notes/official_statedicts/sd_sam_*.txt;
+# Conditional DETR: sd_cond*.txt). R101 adds 17 bottlenecks to res4, 1,114,112 convolution weights each
+# (the frozen BatchNorms are buffers): 18,939,904 parameters over R50, as the official models built with
+# `--backbone resnet101` count. MS-DETR: sd_msdetr.txt, sd_msdetr_pp.txt, and Atten4Vis/MS-DETR built with
+# the 900-query script's arguments.
 PARAMETER_COUNTS = {
     "detr_r50_500ep.py": (41_302_368, 41_524_768),
+    "detr_r50_50ep.py": (41_302_368, 41_524_768),
+    "detr_r50_dc5_500ep.py": (41_302_368, 41_524_768),
+    "detr_r101_500ep.py": (60_242_272, 60_464_672),
+    "detr_r101_50ep.py": (60_242_272, 60_464_672),
+    "detr_r101_dc5_500ep.py": (60_242_272, 60_464_672),
+    "conditional_detr_r50_50ep.py": (43_196_001, 43_418_401),
+    "conditional_detr_r50_dc5_50ep.py": (43_196_001, 43_418_401),
+    "conditional_detr_r101_50ep.py": (62_135_905, 62_358_305),
+    "conditional_detr_r101_dc5_50ep.py": (62_135_905, 62_358_305),
     "sam_detr_r50_12ep.py": (58_074_058, 58_296_458),
     "sam_detr_r50_50ep.py": (58_073_546, 58_295_946),
     "sam_detr_r50_smca_12ep.py": (58_123_306, 58_345_706),
     "sam_detr_r50_ms_12ep.py": (54_972_298, 55_194_698),
     "sam_detr_r50_smca_ms_12ep.py": (55_021_546, 55_243_946),
+    # fundamentalvision/Deformable-DETR (../shared/notes/official_statedicts/sd_ddetr*.txt)
+    "deformable_detr_r50_single_scale_50ep.py": (33_844_193, 34_066_593),
+    "deformable_detr_r50_single_scale_dc5_50ep.py": (33_844_193, 34_066_593),
+    "deformable_detr_r50_50ep.py": (39_847_265, 40_069_665),
+    "deformable_detr_r50_refine_50ep.py": (40_627_260, 40_849_660),
+    "deformable_detr_r50_two_stage_50ep.py": (40_959_129, 41_181_529),
     "ms_detr_r50_12ep.py": (53_571_225, 53_793_625),
     "ms_detr_pp_r50_12ep.py": (53_648_025, 53_870_425),
     "ms_detr_pp_r50_900q_12ep.py": (53_801_625, 54_024_025),

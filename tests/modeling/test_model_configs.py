@@ -1,6 +1,6 @@
-"""The DETR-R50 config instantiates and runs a training step and an inference on CPU (the SAM-DETR and
-Deformable DETR configs: tests/modeling/test_sam_detr.py, test_deformable_detr.py; the quickstart configs:
-tests/modeling/test_contract.py)."""
+"""The DETR and Conditional DETR row configs instantiate and run a training step and an inference on CPU,
+with the official optimisation (the SAM-DETR and Deformable DETR configs: tests/modeling/test_sam_detr.py,
+test_deformable_detr.py; the quickstart configs: tests/modeling/test_contract.py)."""
 import pytest
 import torch
 
@@ -11,12 +11,27 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from model_inputs import train_step_and_inference  # noqa: E402
 
-from sam_detr.modeling import DETR  # noqa: E402
+from sam_detr.engine import checkpointer  # noqa: E402
+from sam_detr.modeling import DETR, ConditionalDETR  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
 
 
-@pytest.mark.parametrize("name, cls", [("detr_r50_500ep.py", DETR)])
+ROW_CONFIGS = [
+    ("detr_r50_500ep.py", DETR),
+    ("detr_r50_50ep.py", DETR),
+    ("detr_r50_dc5_500ep.py", DETR),
+    ("detr_r101_500ep.py", DETR),
+    ("detr_r101_50ep.py", DETR),
+    ("detr_r101_dc5_500ep.py", DETR),
+    ("conditional_detr_r50_50ep.py", ConditionalDETR),
+    ("conditional_detr_r50_dc5_50ep.py", ConditionalDETR),
+    ("conditional_detr_r101_50ep.py", ConditionalDETR),
+    ("conditional_detr_r101_dc5_50ep.py", ConditionalDETR),
+]
+
+
+@pytest.mark.parametrize("name, cls", ROW_CONFIGS)
 def test_config_trains_and_infers(name, cls):
     cfg = LazyConfig.load(str(CONFIGS / name))
     torch.manual_seed(0)
@@ -26,6 +41,36 @@ def test_config_trains_and_infers(name, cls):
     optimizer = instantiate(cfg.optimizer)
     _, out = train_step_and_inference(model, optimizer)
     assert [o["instances"].image_size for o in out] == [(134, 186), (45, 101)]
+
+
+# row -> total batch, epochs, lr drop epoch (Conditional DETR's table; the 500-epoch DETRs: facebookresearch/detr)
+SCHEDULES = {
+    "detr_r50_500ep.py": (64, 500, 400),
+    "detr_r50_50ep.py": (16, 50, 40),
+    "detr_r50_dc5_500ep.py": (16, 500, 400),
+    "detr_r101_500ep.py": (64, 500, 400),
+    "detr_r101_50ep.py": (16, 50, 40),
+    "detr_r101_dc5_500ep.py": (16, 500, 400),
+    "conditional_detr_r50_50ep.py": (16, 50, 40),
+    "conditional_detr_r50_dc5_50ep.py": (8, 50, 40),
+    "conditional_detr_r101_50ep.py": (16, 50, 40),
+    "conditional_detr_r101_dc5_50ep.py": (8, 50, 40),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_row_configs_use_the_official_optimisation(name):
+    cfg = LazyConfig.load(str(CONFIGS / name))
+    batch, epochs, lr_drop = SCHEDULES[name]
+    assert (cfg.dataloader.train.total_batch_size, cfg.train.epochs) == (batch, epochs)
+    assert list(cfg.lr_multiplier.milestones) == [lr_drop] and list(cfg.lr_multiplier["values"]) == [1.0, 0.1]
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (1e-4, 1e-4)
+    assert cfg.optimizer.params.lr_factor_func.factors == {"backbone.": 0.1}
+    assert cfg.train.clip_grad.enabled and cfg.train.clip_grad.max_norm == 0.1
+    depth = 101 if "r101" in name else 50
+    assert (cfg.model.backbone.depth, cfg.model.backbone.dc5) == (depth, "dc5" in name)
+    assert cfg.train.init_checkpoint_partial == checkpointer.IMAGENET_BACKBONE
+    assert f"R-{depth}" in cfg.train.init_checkpoint or f"r{depth}" in cfg.train.init_checkpoint
 
 
 def load_quickstarts(name):
@@ -48,6 +93,7 @@ def load_quickstarts(name):
     "name, layer_keys",
     [
         ("sam_detr.py", ("d_model", "nhead", "dim_feedforward", "dropout")),
+        ("conditional_detr.py", ("d_model", "nhead", "dim_feedforward", "dropout")),
         ("deformable_detr.py", ("d_model", "n_heads", "d_ffn", "dropout")),
         ("ms_detr.py", ("d_model", "n_heads", "d_ffn", "dropout")),
     ],

@@ -1,3 +1,4 @@
+from .conditional_detr import ConditionalDETR
 from .deformable_detr import DeformableDETR
 from .detr import DETR
 from .detr_base import DETRBase

@@ -1,4 +1,7 @@
 from .box_refinement import BoxRefinement, Reference
+from .conditional_detr_decoder import (
+    ConditionalDETRDecoder, ConditionalDETRDecoderLayer, ConditionalDETRTransformer, ConditionalSelfAttentionLayer,
+)
 from .deformable_decoder import DecoderOutput, DeformableTransformerDecoder, DeformableTransformerDecoderLayer
 from .deformable_encoder import DeformableTransformerEncoder, DeformableTransformerEncoderLayer
 from .deformable_transformer import DeformableTransformer, reset_deformable_parameters

@@ -10,6 +10,7 @@ from torch import nn
 
 from ...layers import FFN, MLP, MultiheadAttentionNoProj, points_sine_embed
 from .box_refinement import BoxRefinement
+from .conditional_detr_decoder import ConditionalSelfAttentionLayer
 from .semantics_aligner import SemanticsAligner
 from .smca import smca_gaussian_bias
 
@@ -26,10 +27,10 @@ class MemoryLevel(NamedTuple):
     valid_ratio: torch.Tensor  # (B, 2) unpadded fraction (w, h)
 
 
-class SAMDETRDecoderLayer(nn.Module):
+class SAMDETRDecoderLayer(ConditionalSelfAttentionLayer):
     """Self-attention, Semantics Aligner, cross-attention, FFN; each attention and the FFN add & norm.
 
-    Self-attention is positioned by the sine embedding of the reference-box centres. Cross-attention matches
+    Self-attention is Conditional DETR's (`ConditionalSelfAttentionLayer`), positioned by the sine embedding of the reference-box centres. Cross-attention matches
     per-head queries of all C channels (from the Semantics Aligner) against one C-channel key shared by the
     heads, and returns C / M value channels per head; with `smca`, SMCA's Gaussian around each head's
     salient point is added to its logits.
@@ -47,19 +48,8 @@ class SAMDETRDecoderLayer(nn.Module):
         dropout: float = 0.1,
         smca: bool = False,
     ):
-        super().__init__()
-        self.d_model = d_model
-        self.nhead = nhead
+        super().__init__(d_model, nhead, dropout)
         self.smca = smca
-        self.sa_qcontent_proj = nn.Linear(d_model, d_model)
-        self.sa_qpos_proj = nn.Linear(d_model, d_model)
-        self.sa_kcontent_proj = nn.Linear(d_model, d_model)
-        self.sa_kpos_proj = nn.Linear(d_model, d_model)
-        self.sa_v_proj = nn.Linear(d_model, d_model)
-        self.self_attn = MultiheadAttentionNoProj(d_model, nhead, dropout=dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.norm1 = nn.LayerNorm(d_model)
-
         self.semantics_aligner = SemanticsAligner(d_model, nhead, predict_scales=smca)
         self.ca_qcontent_proj = nn.Linear(d_model, d_model)
         self.ca_kcontent_proj = nn.Linear(d_model, d_model)
@@ -83,9 +73,7 @@ class SAMDETRDecoderLayer(nn.Module):
         Q, B, C = tgt.shape
         # the official sine embedding runs under no_grad: no gradient through the centres' embedding
         centre_pos = points_sine_embed(ref_boxes[..., :2].detach().transpose(0, 1), num_feats=C // 2)
-        q = self.sa_qcontent_proj(tgt) + self.sa_qpos_proj(centre_pos)
-        k = self.sa_kcontent_proj(tgt) + self.sa_kpos_proj(centre_pos)
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, self.sa_v_proj(tgt))))
+        tgt = self.self_attention(tgt, centre_pos)
 
         aligned = self.semantics_aligner(tgt, level.memory_2d, ref_boxes, level.valid_ratio)
         q = (self.ca_qcontent_proj(aligned.content) + self.ca_qpos_sine_proj(aligned.pos)).view(Q, B, self.nhead * C)

@@ -1,0 +1,6 @@
+# Conditional DETR-DC5-R101, 50 epochs (Atten4Vis/ConditionalDETR: 45.0 AP): batch 8 (1 x 8 GPUs).
+from .conditional_detr_r101_50ep import dataloader, lr_multiplier, model, optimizer, train
+
+model.backbone.dc5 = True
+dataloader.train.total_batch_size = 8
+train.output_dir = "./output/conditional_detr_r101_dc5_50ep"

@@ -1,0 +1,11 @@
+# DETR-R101, 500 epochs (facebookresearch/detr: 43.5 AP): batch 64, drop at epoch 400.
+from .detr_r50_500ep import dataloader, lr_multiplier, model, optimizer, train
+
+from sam_detr.engine import checkpointer
+
+model.backbone.depth = 101
+# torchvision's ImageNet ResNet-101 (resnet101-63fe2227.pth), as the official model, converted by
+#   python tools/convert_torchvision_resnet.py --source resnet101-63fe2227.pth --output r101_torchvision.pth
+train.init_checkpoint = "./r101_torchvision.pth"
+train.init_checkpoint_partial = checkpointer.IMAGENET_BACKBONE
+train.output_dir = "./output/detr_r101_500ep"

@@ -1,0 +1,78 @@
+"""Conditional DETR (Meng et al., ICCV 2021), as Atten4Vis/ConditionalDETR: the conditional spatial query."""
+import math
+from typing import Dict, List
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY
+from torch import nn
+
+from ...layers import MLP, InputProjection, PositionEmbeddingSine, inverse_sigmoid
+from ..transformer import (
+    ConditionalDETRDecoder,
+    ConditionalDETRDecoderLayer,
+    ConditionalDETRTransformer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
+from .detr_base import DETRBase
+
+__all__ = ["ConditionalDETR"]
+
+
+@META_ARCH_REGISTRY.register()
+class ConditionalDETR(DETRBase):
+    """DETR whose decoder cross-attention is steered by a spatial query from each query's reference point;
+    focal classes, one class head and one box head shared by every decoder layer.
+
+    Every layer predicts its box centre as an offset (in logit space) from the query's reference point,
+    and its width and height directly: `sigmoid(bbox_embed(h) + (inverse_sigmoid(s), 0, 0))`.
+
+    Args:
+        transformer: the encoder-decoder; its width is the model's.
+        num_queries: learned query positions.
+        (the other arguments: see `DETRBase`; `criterion` must use the focal class loss.)
+    """
+
+    @configurable
+    def __init__(self, *, transformer: ConditionalDETRTransformer, num_queries: int = 300, **kwargs):
+        super().__init__(**kwargs)
+        if self.criterion.class_loss_type != "focal":
+            raise ValueError("Conditional DETR has no 'no object' class: its criterion needs class_loss_type='focal'")
+        if len(self.in_features) != 1:
+            raise ValueError(f"Conditional DETR runs on one feature level; in_features is {self.in_features}")
+        hidden = transformer.d_model
+        self.transformer = transformer
+        self.position_embedding = PositionEmbeddingSine(hidden // 2, normalize=True)
+        self.input_proj = InputProjection(self.in_channels, hidden, norm=False)
+        self.query_embed = nn.Embedding(num_queries, hidden)
+        self.class_embed = nn.Linear(hidden, self.num_classes)
+        nn.init.constant_(self.class_embed.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
+        self.bbox_embed = MLP(hidden, hidden, 4, 3)
+        nn.init.zeros_(self.bbox_embed.layers[-1].weight)
+        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict:
+        """Reads cfg.MODEL.DETR (see `sam_detr.config.add_conditional_detr_config`)."""
+        d = cfg.MODEL.DETR
+        encoder = TransformerEncoder(
+            TransformerEncoderLayer(d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT), d.ENC_LAYERS
+        )
+        decoder = ConditionalDETRDecoder(
+            ConditionalDETRDecoderLayer(d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT), d.DEC_LAYERS
+        )
+        return {
+            **super().from_config(cfg),
+            "transformer": ConditionalDETRTransformer(encoder, decoder),
+            "num_queries": d.NUM_QUERIES,
+        }
+
+    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+        src, mask = features[-1], masks[-1]
+        pos = self.position_embedding(mask).to(src.dtype)
+        hs, reference = self.transformer(src, mask, self.query_embed.weight, pos)  # (L, B, Q, C), (B, Q, 2)
+        deltas = self.bbox_embed(hs)
+        centres = deltas[..., :2] + inverse_sigmoid(reference)
+        boxes = torch.cat([centres, deltas[..., 2:]], dim=-1).sigmoid()
+        return self.layer_outputs(self.class_embed(hs), boxes)
