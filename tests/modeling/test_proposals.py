@@ -53,7 +53,9 @@ def test_selects_the_best_class_0_tokens_with_detached_boxes():
     assert out.logits.shape == (2, 47, 5) and out.boxes.shape == (2, 47, 4) and out.reference.shape == (2, 6, 4)
     assert out.query_pos.shape == out.tgt.shape == (2, 6, 16)
     best = out.logits[..., 0].topk(6, dim=1).indices
-    assert torch.equal(out.reference, torch.gather(out.boxes, 1, best[..., None].expand(-1, -1, 4)).detach())
+    # the sigmoid of the gathered boxes, not the gathered sigmoids: the vectorised sigmoid may round the last bit
+    # differently at another position in memory
+    torch.testing.assert_close(out.reference, torch.gather(out.boxes, 1, best[..., None].expand(-1, -1, 4)).detach())
     assert not out.reference.requires_grad and out.boxes.requires_grad
     # the memory of a token that is not kept does not reach the proposals: it was zeroed
     anchors, keep = encoder_anchors(levels.mask, levels.spatial_shapes)
