@@ -25,6 +25,22 @@ CONVERTER_TEST_MARKS = [
     pytest.mark.filterwarnings("ignore:.*copying from a non-meta parameter:UserWarning"),
 ]
 
+# the official duplicate heads of the refine / two-stage models, tied to `class_embed.` and `bbox_embed.`
+TIED_HEADS = ("transformer.decoder.bbox_embed.", "transformer.decoder.class_embed.")
+
+
+def meta_model(config: str, num_classes: int, **overrides):
+    """The model of `configs/<config>` with `num_classes` classes (and `overrides` of cfg.model), on the meta
+    device: names and shapes only."""
+    from detectron2.config import LazyConfig, instantiate
+
+    model = LazyConfig.load(str(REPO_ROOT / "configs" / config)).model
+    model.criterion.num_classes = num_classes
+    model.update(overrides)
+    with torch.device("meta"):
+        return instantiate(model)
+
+
 _LINE = re.compile(r"^(\S+) \(([\d, ]*)\)(?:  \[same tensor as (\S+)\])?$")
 # every official classifier, including the tied copies the official models register under the decoder
 _CLASS_HEAD = re.compile(r"(^|\.)class_embed\.")

@@ -5,12 +5,11 @@ import pytest
 import torch
 
 from conftest import DETECTRON2_MISSING, REPO_ROOT
-from official_listings import CONVERTER_TEST_MARKS, fake_official
+from official_listings import CONVERTER_TEST_MARKS, fake_official, meta_model
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
 from sam_detr.checkpoint import (  # noqa: E402
     conditional_detr_key, convert_conditional_detr, convert_detr, dataset_class_ids,
@@ -28,10 +27,7 @@ CONFIG_OF = {
 
 
 def model_for(listing: str, num_classes: int):
-    model = LazyConfig.load(str(CONFIGS / CONFIG_OF[listing][0])).model
-    model.criterion.num_classes = num_classes
-    with torch.device("meta"):
-        return instantiate(model)
+    return meta_model(CONFIG_OF[listing][0], num_classes)
 
 
 @pytest.mark.parametrize("listing", sorted(CONFIG_OF))

@@ -5,12 +5,11 @@ import pytest
 import torch
 
 from conftest import DETECTRON2_MISSING, REPO_ROOT
-from official_listings import CONVERTER_TEST_MARKS, fake_official
+from official_listings import CONVERTER_TEST_MARKS, TIED_HEADS, fake_official, meta_model
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
 from sam_detr.checkpoint import convert_deformable_detr, dataset_class_ids, deformable_detr_key  # noqa: E402
 
@@ -25,14 +24,11 @@ CONFIG_OF = {
     "ddetr_refine": "deformable_detr_r50_refine_50ep.py",
     "ddetr_twostage": "deformable_detr_r50_two_stage_50ep.py",
 }
-TIED = ("transformer.decoder.bbox_embed.", "transformer.decoder.class_embed.")
+TIED = TIED_HEADS
 
 
 def model_for(listing: str, num_classes: int):
-    model = LazyConfig.load(str(CONFIGS / CONFIG_OF[listing])).model
-    model.criterion.num_classes = num_classes
-    with torch.device("meta"):
-        return instantiate(model)
+    return meta_model(CONFIG_OF[listing], num_classes)
 
 
 @pytest.mark.parametrize("listing", sorted(CONFIG_OF))

@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from conftest import DETECTRON2_MISSING, REPO_ROOT
-from official_listings import CONVERTER_TEST_MARKS, fake_official
+from official_listings import CONVERTER_TEST_MARKS, TIED_HEADS, fake_official, meta_model
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
 from sam_detr.checkpoint import convert_deformable_detr, convert_ms_detr, dataset_class_ids, ms_detr_key  # noqa: E402
 
@@ -18,14 +17,11 @@ pytestmark = CONVERTER_TEST_MARKS
 
 # listing -> config of the same official model
 CONFIG_OF = {"msdetr": "ms_detr_r50_12ep.py", "msdetr_pp": "ms_detr_pp_r50_12ep.py"}
-TIED = ("transformer.decoder.bbox_embed.", "transformer.decoder.class_embed.")
+TIED = TIED_HEADS
 
 
 def model_for(listing: str, num_classes: int):
-    model = LazyConfig.load(str(CONFIGS / CONFIG_OF[listing])).model
-    model.criterion.num_classes = num_classes
-    with torch.device("meta"):
-        return instantiate(model)
+    return meta_model(CONFIG_OF[listing], num_classes)
 
 
 @pytest.mark.parametrize("listing", sorted(CONFIG_OF))

@@ -2,16 +2,14 @@
 import pytest
 import torch
 
-from conftest import DETECTRON2_MISSING, REPO_ROOT
-from official_listings import CONVERTER_TEST_MARKS, fake_official
+from conftest import DETECTRON2_MISSING
+from official_listings import CONVERTER_TEST_MARKS, TIED_HEADS, fake_official, meta_model
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
 from sam_detr.checkpoint import convert_plain_detr, dataset_class_ids, plain_detr_key  # noqa: E402
 
-CONFIGS = REPO_ROOT / "configs"
 pytestmark = CONVERTER_TEST_MARKS
 
 # listing -> config of the same official model
@@ -20,15 +18,12 @@ CONFIG_OF = {
     "plain_boxrpe": "plain_detr_swinv2_small_sup_pt_boxrpe.py",
     "plain_reparam": "plain_detr_swinv2_small_mim_pt_boxrpe_reparam.py",
 }
-TIED = ("transformer.decoder.bbox_embed.", "transformer.decoder.class_embed.")
+TIED = TIED_HEADS
 GEOMETRY = (".relative_coords_table", ".relative_position_index")
 
 
 def model_for(listing: str, num_classes: int):
-    model = LazyConfig.load(str(CONFIGS / CONFIG_OF[listing])).model
-    model.criterion.num_classes = num_classes
-    with torch.device("meta"):
-        return instantiate(model)
+    return meta_model(CONFIG_OF[listing], num_classes)
 
 
 @pytest.mark.parametrize("listing", sorted(CONFIG_OF))
