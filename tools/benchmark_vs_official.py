@@ -70,13 +70,18 @@ class Method:
 @contextmanager
 def _official_imports(repository: str):
     """The repository's top-level packages (models, util, ...) importable, and what torch 2.x breaks in them
-    worked around: their version test reads torchvision's version as a float ("0.29" -> 0.2)."""
+    worked around: their version test reads torchvision's version as a float ("0.29" -> 0.2), and
+    `_LinearWithBias` is gone from torch."""
     import torchvision
 
     for name in list(sys.modules):
         if name.split(".")[0] in {"models", "util", "datasets", "main", "engine"}:
             del sys.modules[name]
     sys.modules.setdefault("MultiScaleDeformableAttention", types.ModuleType("MultiScaleDeformableAttention"))
+    linear = importlib.import_module("torch.nn.modules.linear")
+    if not hasattr(linear, "_LinearWithBias"):  # torch 1.x's Linear subclass, imported by Conditional DETR
+        linear._LinearWithBias = linear.NonDynamicallyQuantizableLinear
+    sys.modules.setdefault("torch._overrides", torch.overrides)  # Conditional DETR's version test misreads 2.x
     version, cwd = torchvision.__version__, os.getcwd()
     torchvision.__version__ = "0.9.1"
     sys.path.insert(0, repository)
@@ -141,6 +146,24 @@ def hf_deformable_detr(num_feature_levels=4, dilation=False, with_box_refine=Fal
     return model
 
 
+def hf_conditional_detr(dilation=False):
+    """transformers' ConditionalDetrForObjectDetection with timm's ResNet-50 (frozen up to layer1 as the official
+    one), random weights, the auxiliary losses on."""
+    from transformers import ConditionalDetrConfig, ConditionalDetrForObjectDetection, TimmBackboneConfig
+
+    backbone = TimmBackboneConfig(
+        backbone="resnet50", out_indices=(4,), output_stride=16 if dilation else 32, use_pretrained_backbone=False
+    )
+    config = ConditionalDetrConfig(backbone_config=backbone, num_labels=NUM_CLASSES, auxiliary_loss=True)
+    model = ConditionalDetrForObjectDetection(config)
+    for name, p in model.model.backbone.named_parameters():
+        if not any(f"layer{i}" in name for i in (2, 3, 4)):
+            p.requires_grad_(False)
+    return model
+
+
+MS_DETR_FLAGS = ["--with_box_refine", "--two_stage", "--dim_feedforward", "2048", "--use_ms_detr", "--use_aux_ffn"]
+
 METHODS = {
     "deformable_detr": Method(
         rows={
@@ -156,6 +179,25 @@ METHODS = {
         },
         official=official_detr_family,
         hf=hf_deformable_detr,
+    ),
+    "conditional_detr": Method(
+        rows={
+            "r50": Row("conditional_detr_r50_50ep.py", [], {}),
+            "dc5_r50": Row("conditional_detr_r50_dc5_50ep.py", ["--dilation"], {"dilation": True}),
+        },
+        official=official_detr_family,
+        hf=hf_conditional_detr,
+    ),
+    "ms_detr": Method(
+        rows={  # the official scripts' flags (Atten4Vis/MS-DETR scripts/train_ms_detr_*.sh); no HF model
+            "ms_detr_300": Row("ms_detr_r50_12ep.py", MS_DETR_FLAGS + ["--num_queries", "300", "--topk_eval", "100"]),
+            "ms_detr_pp_300": Row(
+                "ms_detr_pp_r50_12ep.py",
+                MS_DETR_FLAGS + ["--num_queries", "300", "--topk_eval", "100", "--dropout", "0.0", "--mixed_selection",
+                                 "--look_forward_twice"],
+            ),
+        },
+        official=official_detr_family,
     ),
 }
 
