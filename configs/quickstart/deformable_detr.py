@@ -5,27 +5,18 @@
 # Its levels: res4 (stride 16) and one stride-2 level on it; iterative box refinement and two-stage.
 from detectron2.config import LazyCall as L
 
+from sam_detr.config.quickstart import DEFORMABLE_LAYER_ARGS, like_quickstart_detr
 from sam_detr.modeling.transformer import TwoStageProposals
 
 from ..common.models.deformable_detr_r50 import model
 from .detr import dataloader, lr_multiplier, optimizer, train
 from .detr import model as detr
 
-model.backbone = detr.backbone
-model.in_features = detr.in_features
-model.num_queries = detr.num_queries
-for part in (model.transformer.encoder, model.transformer.decoder):
-    part.layer.update(
-        d_model=detr.transformer.d_model,
-        n_heads=detr.transformer.nhead,
-        d_ffn=detr.transformer.dim_feedforward,
-        dropout=detr.transformer.dropout,
-        n_levels=len(detr.in_features) + 1,
-    )
-model.transformer.encoder.num_layers = detr.transformer.num_encoder_layers
-model.transformer.decoder.num_layers = detr.transformer.num_decoder_layers
+like_quickstart_detr(
+    model, detr, model.transformer.encoder, model.transformer.decoder, names=DEFORMABLE_LAYER_ARGS,
+    n_levels=len(detr.in_features) + 1,
+)
 model.transformer.proposals = L(TwoStageProposals)(d_model=detr.transformer.d_model)
 model.with_box_refine = True
-model.criterion.num_classes = detr.criterion.num_classes
 
 train.output_dir = "./output/quickstart_deformable_detr"

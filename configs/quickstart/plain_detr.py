@@ -8,19 +8,10 @@ from ..common.models.plain_detr_swinv2_small import model
 from .detr import dataloader, lr_multiplier, optimizer, train
 from .detr import model as detr
 
-model.backbone = detr.backbone
-model.in_features = detr.in_features
-model.num_queries = detr.num_queries
+from sam_detr.config.quickstart import DEFORMABLE_LAYER_ARGS, like_quickstart_detr
+
+like_quickstart_detr(model, detr, decoder=model.decoder, names=DEFORMABLE_LAYER_ARGS, rpe_hidden_dim=128)
 model.num_queries_one2many = 5 * detr.num_queries
 model.proposal_strides = (8, 16, 32)
-model.decoder.layer.update(
-    d_model=detr.transformer.d_model,
-    n_heads=detr.transformer.nhead,
-    d_ffn=detr.transformer.dim_feedforward,
-    dropout=detr.transformer.dropout,
-    rpe_hidden_dim=128,
-)
-model.decoder.num_layers = detr.transformer.num_decoder_layers
-model.criterion.num_classes = detr.criterion.num_classes
 
 train.output_dir = "./output/quickstart_plain_detr"

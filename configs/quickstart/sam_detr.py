@@ -5,20 +5,10 @@
 from .detr import dataloader, lr_multiplier, optimizer, train
 from .detr import model as detr
 
+from sam_detr.config.quickstart import like_quickstart_detr
+
 from ..common.models.sam_detr_r50 import model
 
-model.backbone = detr.backbone
-model.in_features = detr.in_features
-model.num_queries = detr.num_queries
-for part in (model.transformer.encoder, model.transformer.decoder):
-    part.layer.update(
-        d_model=detr.transformer.d_model,
-        nhead=detr.transformer.nhead,
-        dim_feedforward=detr.transformer.dim_feedforward,
-        dropout=detr.transformer.dropout,
-    )
-model.transformer.encoder.num_layers = detr.transformer.num_encoder_layers
-model.transformer.decoder.num_layers = detr.transformer.num_decoder_layers
-model.criterion.num_classes = detr.criterion.num_classes
+like_quickstart_detr(model, detr, model.transformer.encoder, model.transformer.decoder)
 
 train.output_dir = "./output/quickstart_sam_detr"

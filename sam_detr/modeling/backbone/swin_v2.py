@@ -28,6 +28,7 @@ from detectron2.modeling import Backbone
 from torch import nn
 from torchvision.ops import stochastic_depth
 
+from ...layers.init import trunc_normal_init_
 from .upsample import UpsampleBackbone
 
 __all__ = [
@@ -389,22 +390,12 @@ class SwinTransformerV2(Backbone):
         for i, f in enumerate(names):
             if f in self._out_features:
                 self.add_module(f"norm{i}", LayerNormFP32(embed_dim * 2**i, eps=NORM_EPS))
-        self.apply(self._init_weights)
+        self.apply(trunc_normal_init_)
         for stage in self.layers:  # res-post-norm: every block starts as the identity
             for blk in stage.blocks:
                 for norm in (blk.norm1, blk.norm2):
                     nn.init.zeros_(norm.weight)
                     nn.init.zeros_(norm.bias)
-
-    @staticmethod
-    def _init_weights(m: nn.Module):
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """(B, 3, H, W) -> {"res{i+2}": (B, C_i, H_i, W_i)} for the out_features."""

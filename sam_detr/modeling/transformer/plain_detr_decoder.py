@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ...layers import FFN
+from ...layers.init import trunc_normal_init_
 from ...layers.box_ops import box_cxcywh_to_xyxy, delta_to_box
 from .box_refinement import BoxRefinement
 from .box_rpb import GlobalCrossAttention
@@ -109,14 +110,8 @@ class GlobalDecoder(nn.Module):
         """The official decoder re-initialisation (after the transformer-wide xavier): every Linear,
         including the attentions' output projections and the BoxRPB MLPs, trunc-normal(0.02) with zero bias,
         every LayerNorm (1, 0); the self-attentions' packed input projections keep their xavier init."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        for m in self.modules():  # in this order, as the official code draws them
+            trunc_normal_init_(m)
 
     def forward(
         self,
