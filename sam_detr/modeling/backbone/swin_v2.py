@@ -146,14 +146,16 @@ class CosineAttention(nn.Module):
         q, k, v = qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         q = q / (q.norm(dim=-1, keepdim=True) + COSINE_EPS)
         k = k / (k.norm(dim=-1, keepdim=True) + COSINE_EPS)
-        scale = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()
-        attn = (q @ k.transpose(-2, -1)) * _at_least_fp32(scale)
-        attn = attn + self.position_bias(*size).unsqueeze(0)
+        # the clamped logit scale folded into q, the position bias and the shift mask as one additive mask
+        q = q * _at_least_fp32(torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp())
+        bias = self.position_bias(*size).unsqueeze(0)  # (1, heads, N, N)
         if mask is not None:
             nw = mask.shape[0]
-            attn = (attn.view(b // nw, nw, self.num_heads, n, n) + mask[None, :, None]).view(b, self.num_heads, n, n)
-        attn = attn.softmax(dim=-1).type_as(x)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+            bias = bias + mask[:, None]  # (nW, heads, N, N), window b' % nW
+            if b > nw:
+                bias = bias.repeat(b // nw, 1, 1, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0).type_as(x)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
 class _Mlp(nn.Module):

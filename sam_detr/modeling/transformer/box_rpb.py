@@ -159,7 +159,7 @@ class GlobalCrossAttention(nn.Module):
         centres = (torch.arange(size, dtype=sides.dtype, device=sides.device) + 0.5) * self.feature_stride
         first, last = mlp[0], mlp[2]
         bias = AxisBias.apply(sides.reshape(B * Q, 2), centres, first.weight, first.bias, last.weight, self.rpe_type)
-        return bias.view(B, Q, size, -1).permute(0, 3, 1, 2)
+        return bias.view(B, Q, size, -1).permute(0, 3, 1, 2).contiguous()  # so that the sum of both axes is too
 
     def forward(
         self,
