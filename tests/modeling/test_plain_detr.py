@@ -17,12 +17,11 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 from sam_detr.config import add_plain_detr_config  # noqa: E402
 from sam_detr.layers import box_to_delta, delta_to_box  # noqa: E402
 from sam_detr.modeling import HungarianMatcher, LossGroup, PlainDETR, SetCriterion  # noqa: E402
-from sam_detr.modeling.meta_arch.plain_detr import (  # noqa: E402
-    group_attention_mask, pixel_anchors, proposal_projections,
-)
 from sam_detr.modeling.transformer import (  # noqa: E402
     BoxRefinement, GlobalCrossAttention, GlobalDecoder, GlobalDecoderLayer,
 )
+from sam_detr.modeling.transformer.plain_detr_decoder import group_attention_mask  # noqa: E402
+from sam_detr.modeling.transformer.proposals import pixel_anchors, proposal_projections  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
 ROWS = sorted(p.name for p in CONFIGS.glob("plain_detr_*.py"))

@@ -37,6 +37,7 @@ __all__ = [
     "LayerNormFP32",
     "log_spaced_relative_coords",
     "relative_position_index",
+    "window_order",
 ]
 
 NORM_EPS = 1e-6  # the official norm_layer is LayerNormFP32(eps=1e-6) everywhere in the trunk
@@ -195,17 +196,13 @@ class SwinV2Block(nn.Module):
 
     def _window_attention(self, x: torch.Tensor, h: int, w: int, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
         b, _, c = x.shape
-        ws, s = self.window_size, self.shift_size
-        x = F.pad(x.view(b, h, w, c), (0, 0, 0, (-w) % ws, 0, (-h) % ws))
-        hp, wp = x.shape[1:3]
-        if s:
-            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-        windows = x.view(b, hp // ws, ws, wp // ws, ws, c).transpose(2, 3).reshape(-1, ws * ws, c)
-        windows = self.attn(windows, (ws, ws), shift_mask if s else None)
-        x = windows.view(b, hp // ws, wp // ws, ws, ws, c).transpose(2, 3).reshape(b, hp, wp, c)
-        if s:
-            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
-        return x[:, :h, :w].reshape(b, h * w, c)
+        ws = self.window_size
+        gather, scatter = window_order(h, w, ws, self.shift_size, x.device)
+        # padding, shift and partition in one gather (the last token is the padding's zero), undone in one
+        tokens = torch.cat([x, x.new_zeros(b, 1, c)], 1)
+        windows = tokens.index_select(1, gather).view(-1, ws * ws, c)
+        windows = self.attn(windows, (ws, ws), shift_mask if self.shift_size else None)
+        return windows.view(b, -1, c).index_select(1, scatter)
 
     def forward(self, x: torch.Tensor, size: Tuple[int, int], shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
         """x: (B, H*W, C) -> (B, H*W, C); shift_mask: the stage's `shifted_window_mask`."""
@@ -215,6 +212,27 @@ class SwinV2Block(nn.Module):
             y = self._window_attention(x, *size, shift_mask)
         x = x + stochastic_depth(self.norm1(y), self.drop_path, "row", self.training)
         return x + stochastic_depth(self.norm2(self.mlp(x)), self.drop_path, "row", self.training)
+
+
+def window_order(h: int, w: int, window_size: int, shift_size: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Where the tokens of an h x w map go in its windows: the map zero-padded at the bottom/right to whole
+    windows, cyclically shifted by -shift_size on both axes (pad first, then shift), cut into windows in
+    row-major order, each window's tokens row-major.
+
+    Returns:
+        gather: (nW * ws * ws,) int64, the token (row-major index; h * w for padding) at each window position;
+        scatter: (h * w,) int64, each token's window position.
+    """
+    ws = window_size
+    hp, wp = h + (-h) % ws, w + (-w) % ws
+    ys = (torch.arange(hp, device=device) + shift_size) % hp  # torch.roll by -shift: position i holds i + shift
+    xs = (torch.arange(wp, device=device) + shift_size) % wp
+    source = torch.where((ys[:, None] < h) & (xs[None, :] < w), ys[:, None] * w + xs[None, :], h * w)
+    gather = source.view(hp // ws, ws, wp // ws, ws).transpose(1, 2).reshape(-1)
+    real = gather < h * w
+    scatter = torch.empty(h * w, dtype=torch.long, device=device)
+    scatter[gather[real]] = torch.arange(gather.numel(), device=device)[real]
+    return gather, scatter
 
 
 def shifted_window_mask(hp: int, wp: int, window_size: int, shift_size: int, device=None) -> torch.Tensor:

@@ -131,14 +131,15 @@ class DETRBase(nn.Module):
         raise NotImplementedError
 
     @staticmethod
-    def layer_outputs(logits: torch.Tensor, boxes: torch.Tensor) -> Dict:
+    def layer_outputs(logits: torch.Tensor, boxes: torch.Tensor, **extra: torch.Tensor) -> Dict:
         """forward_head's predictions from those of every decoder layer, logits (L, B, Q, K') and boxes
-        (L, B, Q, 4): the last layer's, and the earlier ones' as "aux_outputs"."""
-        return {
-            "pred_logits": logits[-1],
-            "pred_boxes": boxes[-1],
-            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])],
-        }
+        (L, B, Q, 4): the last layer's, and the earlier ones' as "aux_outputs"; `extra`: more per-layer
+        predictions (L, B, Q, ...) under their names (Plain-DETR's "pred_deltas")."""
+        layers = [
+            {"pred_logits": logits[i], "pred_boxes": boxes[i], **{k: v[i] for k, v in extra.items()}}
+            for i in range(len(logits))
+        ]
+        return {**layers[-1], "aux_outputs": layers[:-1]}
 
     def forward(self, batched_inputs: List[Dict]):
         """
