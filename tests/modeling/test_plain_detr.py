@@ -20,6 +20,8 @@ from sam_detr.modeling import HungarianMatcher, LossGroup, PlainDETR, SetCriteri
 from sam_detr.modeling.transformer import (  # noqa: E402
     BoxRefinement, GlobalCrossAttention, GlobalDecoder, GlobalDecoderLayer,
 )
+from sam_detr.modeling.transformer import box_rpb  # noqa: E402
+from sam_detr.modeling.transformer.box_rpb import box_rpb_deltas  # noqa: E402
 from sam_detr.modeling.transformer.plain_detr_decoder import group_attention_mask  # noqa: E402
 from sam_detr.modeling.transformer.proposals import pixel_anchors, proposal_projections  # noqa: E402
 
@@ -67,6 +69,24 @@ def test_box_rpb_is_the_per_pixel_bias(rpe_type):
         v = attn.v(memory).view(2, H * W, 2, 8).transpose(1, 2)
         expected = attn.proj((weights @ v).transpose(1, 2).reshape(2, 4, 16))
         assert torch.allclose(attn(query, boxes, memory, memory, (H, W)), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("rpe_type", ["linear", "abs_log8"])
+def test_box_rpb_chunks_give_the_whole_mlp_and_its_gradients(rpe_type, monkeypatch):
+    """`AxisBias` (a few queries at a time, recomputed in the backward) against the MLP run on the whole
+    (B, Q, n, 2) offset tensor, in float64: the values and the gradients of the sides and of every weight."""
+    monkeypatch.setattr(box_rpb, "AXIS_BIAS_CHUNK_ELEMENTS", 3 * 7 * 8)  # chunks of 3 queries, one of 1
+    torch.manual_seed(0)
+    attn = GlobalCrossAttention(16, 2, rpe_type, rpe_hidden_dim=8, feature_stride=4).double()
+    sides = (torch.rand(2, 5, 2, dtype=torch.float64) * 40 - 5).requires_grad_()
+    whole = attn.cpb_mlp1(box_rpb_deltas(sides, 7, 4, rpe_type)).permute(0, 3, 1, 2)
+    chunked = attn.axis_bias(attn.cpb_mlp1, sides, 7)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-12)
+    weights = torch.randn_like(whole)
+    inputs = [sides, *attn.cpb_mlp1.parameters()]
+    for a, b in zip(torch.autograd.grad((whole * weights).sum(), inputs),
+                    torch.autograd.grad((chunked * weights).sum(), inputs)):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
 
 
 def test_padding_is_masked_additively_as_officially_or_exactly():

@@ -131,20 +131,34 @@ class CosineAttention(nn.Module):
         # the sigmoid of the (2h-1)(2w-1) table, then the gather: the official gathers first, same values
         return (16 * torch.sigmoid(table))[index.view(-1)].view(h * w, h * w, -1).permute(2, 0, 1)
 
-    def forward(self, x: torch.Tensor, size: Tuple[int, int], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        size: Tuple[int, int],
+        mask: Optional[torch.Tensor] = None,
+        windows: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> torch.Tensor:
         """
         Args:
-            x: (B', N, C) tokens of B' windows (or maps) of size h x w = N, row-major.
+            x: (B', N, C) tokens of B' windows (or maps) of size h x w = N, row-major; with `windows`, (B, S, C)
+                the tokens of B maps.
             size: (h, w).
             mask: (nW, N, N) added to the logits of window b' % nW (0 or -100), or None.
+            windows: `window_order`'s (gather, scatter) of the maps: q, k, v are computed for the maps' tokens
+                (a padding token's are the qkv bias, its input being zero) and gathered into windows, and
+                the windows' outputs scattered back before the output projection.
         Returns:
-            (B', N, C).
+            the shape of x.
         """
-        b, n, c = x.shape
+        b, _, c = x.shape
         qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         with torch.autocast(x.device.type, enabled=False):
             qkv = F.linear(_at_least_fp32(x), self.qkv.weight, qkv_bias)
-        q, k, v = qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        if windows is not None:
+            qkv = torch.cat([qkv, qkv_bias.to(qkv.dtype).expand(b, 1, -1)], 1).index_select(1, windows[0])
+        n = size[0] * size[1]
+        qkv = qkv.view(-1, n, 3 * c)
+        q, k, v = qkv.view(qkv.shape[0], n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         q = q / (q.norm(dim=-1, keepdim=True) + COSINE_EPS)
         k = k / (k.norm(dim=-1, keepdim=True) + COSINE_EPS)
         # the clamped logit scale folded into q, the position bias and the shift mask as one additive mask
@@ -153,10 +167,13 @@ class CosineAttention(nn.Module):
         if mask is not None:
             nw = mask.shape[0]
             bias = bias + mask[:, None]  # (nW, heads, N, N), window b' % nW
-            if b > nw:
-                bias = bias.repeat(b // nw, 1, 1, 1)
+            if qkv.shape[0] > nw:
+                bias = bias.repeat(qkv.shape[0] // nw, 1, 1, 1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0).type_as(x)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        out = out.transpose(1, 2).reshape(-1, n, c)
+        if windows is not None:
+            out = out.view(b, -1, c).index_select(1, windows[1])
+        return self.proj(out)
 
 
 class _Mlp(nn.Module):
@@ -195,14 +212,9 @@ class SwinV2Block(nn.Module):
         self.mlp = _Mlp(dim, int(dim * mlp_ratio))
 
     def _window_attention(self, x: torch.Tensor, h: int, w: int, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        b, _, c = x.shape
         ws = self.window_size
-        gather, scatter = window_order(h, w, ws, self.shift_size, x.device)
-        # padding, shift and partition in one gather (the last token is the padding's zero), undone in one
-        tokens = torch.cat([x, x.new_zeros(b, 1, c)], 1)
-        windows = tokens.index_select(1, gather).view(-1, ws * ws, c)
-        windows = self.attn(windows, (ws, ws), shift_mask if self.shift_size else None)
-        return windows.view(b, -1, c).index_select(1, scatter)
+        order = window_order(h, w, ws, self.shift_size, x.device)
+        return self.attn(x, (ws, ws), shift_mask if self.shift_size else None, windows=order)
 
     def forward(self, x: torch.Tensor, size: Tuple[int, int], shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
         """x: (B, H*W, C) -> (B, H*W, C); shift_mask: the stage's `shifted_window_mask`."""

@@ -14,7 +14,7 @@ from ...layers.box_ops import box_xyxy_to_cxcywh, delta_to_box, pixel_boxes_norm
 from ..criterion import one_to_many_groups
 from ..transformer import BoxRefinement, TwoStageProposals, reset_deformable_parameters, valid_ratios
 from ..transformer.plain_detr_decoder import GlobalDecoder, GlobalDecoderLayer, group_attention_mask
-from ..transformer.proposals import pixel_anchors, proposal_projections
+from ..transformer.proposals import pixel_anchors, proposal_maps, proposal_projections
 from .detr_base import DETRBase
 
 __all__ = ["PlainDETR"]
@@ -105,22 +105,10 @@ class PlainDETR(DETRBase):
             "look_forward_twice": p.LOOK_FORWARD_TWICE, "reparam": p.REPARAM, "position_embedding": position,
         }
 
-    def proposal_levels(self, memory: torch.Tensor, mask: torch.Tensor):
-        """(B, C, H, W) memory and its mask -> per stride, the proposal map (B, C, H_l, W_l) and its mask.
-        Batch-invariant models compute every image's maps at its own size (the strided convolutions would
-        otherwise mix padding into the last valid row or column)."""
-        if not self.batch_invariant:
-            maps = [proj(memory) for proj in self.proposal_proj]
-            return maps, [self.resize_mask(mask, m.shape[-2:]) for m in maps]
-        sizes = (~mask[:, 0, :]).sum(1).tolist(), (~mask[:, :, 0]).sum(1).tolist()
-        per_image = [[proj(memory[i : i + 1, :, :h, :w]) for proj in self.proposal_proj]
-                     for i, (w, h) in enumerate(zip(*sizes))]
-        return self.pad_levels(per_image)
-
     def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
         src, mask = features[0], masks[0]
         pos = self.position_embedding(mask).to(src.dtype).flatten(2).transpose(1, 2) + self.level_embed
-        maps, map_masks = self.proposal_levels(src, mask)
+        maps, map_masks = proposal_maps(self.proposal_proj, src, mask, per_image=self.batch_invariant)
         shapes = torch.as_tensor([m.shape[-2:] for m in maps], dtype=torch.long, device=src.device)
         map_mask = torch.cat([m.flatten(1) for m in map_masks], 1)
         anchors, decode, max_size = None, None, None

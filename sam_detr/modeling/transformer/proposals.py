@@ -12,8 +12,9 @@ from torch import nn
 
 from ...layers import boxes_sine_embed
 from ..backbone.upsample import LayerNorm2d
+from .levels import pad_levels, resize_mask
 
-__all__ = ["TwoStageProposals", "Proposals", "encoder_anchors", "pixel_anchors", "proposal_projections"]
+__all__ = ["TwoStageProposals", "Proposals", "encoder_anchors", "pixel_anchors", "proposal_maps", "proposal_projections"]
 
 # the window a proposal must lie in, in each coordinate, and the proposal side at level 0
 VALID_RANGE = (0.01, 0.99)
@@ -105,6 +106,18 @@ def proposal_projections(d_model: int, in_stride: int, strides: Sequence[int]) -
             layers += ([LayerNorm2d(d_model), nn.GELU()] if i else []) + [conv(d_model, d_model, 2, stride=2)]
         projections.append(nn.Sequential(*layers) if layers else nn.Identity())
     return projections
+
+
+def proposal_maps(projections: nn.ModuleList, memory: torch.Tensor, mask: torch.Tensor, per_image: bool = False):
+    """Plain-DETR's proposal levels from its one map: (B, C, H, W) memory and its (B, H, W) mask -> per
+    projection (`proposal_projections`), the map (B, C, H_l, W_l) and its mask. `per_image`: every image's
+    maps computed at its own size (batch-size-independent: the strided convolutions would otherwise mix
+    padding into the last valid row or column), then padded (`pad_levels`)."""
+    if not per_image:
+        maps = [proj(memory) for proj in projections]
+        return maps, [resize_mask(mask, m.shape[-2:]) for m in maps]
+    sizes = zip((~mask[:, 0, :]).sum(1).tolist(), (~mask[:, :, 0]).sum(1).tolist())
+    return pad_levels([[proj(memory[i : i + 1, :, :h, :w]) for proj in projections] for i, (w, h) in enumerate(sizes)])
 
 
 class Proposals(NamedTuple):
