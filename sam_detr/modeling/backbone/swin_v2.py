@@ -128,8 +128,9 @@ class CosineAttention(nn.Module):
         else:
             table, index = self.relative_coords_table, self.relative_position_index
         table = self.cpb_mlp(table.to(self.cpb_mlp[0].weight.dtype)).view(-1, self.num_heads)
-        # the sigmoid of the (2h-1)(2w-1) table, then the gather: the official gathers first, same values
-        return (16 * torch.sigmoid(table))[index.view(-1)].view(h * w, h * w, -1).permute(2, 0, 1)
+        # the sigmoid of the (2h-1)(2w-1) table, then the gather: the official gathers first, same values;
+        # gathered head-major, so that the bias (and its sum with a shift mask) is contiguous, as SDPA reads it
+        return (16 * torch.sigmoid(table)).t()[:, index.view(-1)].view(-1, h * w, h * w)
 
     def forward(
         self,
