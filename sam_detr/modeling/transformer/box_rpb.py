@@ -99,8 +99,11 @@ class GlobalCrossAttention(nn.Module):
     With BoxRPB, head h's logit of query q at pixel (i, j) gets the bias `B_y[q, i, h] + B_x[q, j, h]`:
     each axis's MLP (`cpb_mlp1` along x, `cpb_mlp2` along y: Linear(2, hidden), ReLU, Linear(hidden,
     heads) without bias) maps the offsets of the query box's two sides from the pixel centre on that axis
-    (`box_rpb_deltas`). Decomposing by axis costs (W + H) MLP evaluations per query instead of W * H; the
-    bias is then broadcast to (B, heads, Q, H * W), as the official code materialises it. Without BoxRPB
+    (`box_rpb_deltas`). Decomposing by axis costs (W + H) MLP evaluations per query instead of W * H; they
+    run a chunk of queries at a time (`AxisBias`: the official code holds the (B, Q, W + H, hidden)
+    activations and their gradients whole). The bias is then broadcast to (B, heads, Q, H * W), and the
+    logits are added to it by the matmul itself (`baddbmm`) and the bias is let go: at most two such tensors
+    are held at once (where the official code holds the bias, the logits and their softmax). Without BoxRPB
     (`rpe_type=None`) it is the Plain-DETR paper's APE baseline (the `global_ape` decoder): plain attention.
 
     Padded keys: the official code adds -100 to their logits (`exact_padding=False`), so they keep a
@@ -188,10 +191,10 @@ class GlobalCrossAttention(nn.Module):
         q = self.q(query).view(B, Q, heads, -1).transpose(1, 2) * self.scale
         k = self.k(key).view(B, S, heads, -1).transpose(1, 2)
         v = self.v(value).view(B, S, heads, -1).transpose(1, 2)
-        if self.rpe_type is not None:  # the bias and the logits in one pass (the bias is freed at once)
+        if self.rpe_type is not None:  # the bias and the logits in one pass, the bias freed at once
             bias = self.box_rpb(boxes, size[0], size[1]).view(B * heads, Q, S)
             attn = torch.baddbmm(bias, q.reshape(B * heads, Q, -1), k.reshape(B * heads, S, -1).transpose(1, 2))
-            attn = attn.view(B, heads, Q, S)
+            attn, bias = attn.view(B, heads, Q, S), None
         else:
             attn = q @ k.transpose(-2, -1)  # (B, heads, Q, S)
         if padding_mask is not None and bool(padding_mask.any()):

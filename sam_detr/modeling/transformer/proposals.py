@@ -1,8 +1,9 @@
 """Two-stage query selection: every encoder token proposes a box, the best ones become the decoder's queries.
 
-Written once for two-stage Deformable DETR, MS-DETR and Plain-DETR (which builds its own multi-level token
-maps from one stride-16 map and passes them here). Batch-first: tokens (B, S, C) of the flattened levels,
-S = sum_l H_l * W_l, finest level first; queries (B, Q, C).
+Written once for two-stage Deformable DETR, MS-DETR and Plain-DETR (whose multi-level token maps come from
+its one stride-16 map, `proposal_maps`, and whose reparameterised proposals start from `pixel_anchors`).
+Batch-first: tokens (B, S, C) of the flattened levels, S = sum_l H_l * W_l, finest level first; queries
+(B, Q, C).
 """
 import math
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple
@@ -14,7 +15,9 @@ from ...layers import boxes_sine_embed
 from ..backbone.upsample import LayerNorm2d
 from .levels import pad_levels, resize_mask
 
-__all__ = ["TwoStageProposals", "Proposals", "encoder_anchors", "pixel_anchors", "proposal_maps", "proposal_projections"]
+__all__ = [
+    "TwoStageProposals", "Proposals", "encoder_anchors", "pixel_anchors", "proposal_maps", "proposal_projections",
+]
 
 # the window a proposal must lie in, in each coordinate, and the proposal side at level 0
 VALID_RANGE = (0.01, 0.99)
