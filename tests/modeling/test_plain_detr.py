@@ -154,6 +154,18 @@ def test_l1_loss_and_cost_on_deltas():
     assert torch.allclose(criterion(outputs, targets)["loss_bbox"], torch.tensor(1.0))
 
 
+def test_look_forward_twice_refines_reparameterised_boxes_in_pixels():
+    """With `decode` (reparameterised boxes), the next layer's head reference is decoded from the detached
+    reference as the layer's boxes are: in pixels, not through the sigmoid of the normalised form."""
+    refinement = BoxRefinement(look_forward_twice=True)
+    reference = torch.tensor([[[40.0, 30.0, 20.0, 10.0]]], requires_grad=True)
+    delta = torch.tensor([[[0.5, -0.5, 0.2, 0.1]]], requires_grad=True)
+    boxes, nxt = refinement.step(refinement.start(reference), delta, delta_to_box)
+    assert torch.allclose(boxes, delta_to_box(reference, delta))
+    assert torch.allclose(nxt.head, boxes) and nxt.head.requires_grad and not nxt.boxes.requires_grad
+    assert nxt.head.grad_fn is not None and torch.equal(nxt.boxes, boxes.detach())
+
+
 def test_proposal_maps_and_pixel_anchors():
     proj = proposal_projections(8, 16, (8, 16, 32, 64))
     sizes = [tuple(p(torch.zeros(1, 8, 7, 9)).shape[-2:]) for p in proj]
