@@ -16,7 +16,7 @@ own PyTorch path, as the official code does without its extension. HuggingFace's
 weights (no download) and is skipped when transformers is not installed (or with `--no-hf`).
 
 All models predict the official 91 COCO logits. The training step is forward, the official losses (the
-auxiliary layers' and two-stage's included), backward, gradient clipping at 0.1 and an AdamW step; inference
+auxiliary layers' and two-stage's included; Plain-DETR's engine's one-to-one plus one-to-many), backward, gradient clipping at 0.1 and an AdamW step; inference
 is a forward pass without gradients in eval mode. Each (implementation, row, size, task) runs in a fresh
 process: after building the model and its input, `--warmup` untimed and `--iters` timed steps; peak
 memory is how far the process's peak resident memory (Linux VmHWM) rose above its resident memory before the
@@ -71,13 +71,14 @@ class Method:
 def _official_imports(repository: str):
     """The repository's top-level packages (models, util, ...) importable, and what torch 2.x breaks in them
     worked around: their version test reads torchvision's version as a float ("0.29" -> 0.2), and
-    `_LinearWithBias` is gone from torch."""
+    `_LinearWithBias` is gone from torch; Plain-DETR's engine imports wandb (unused here)."""
     import torchvision
 
     for name in list(sys.modules):
         if name.split(".")[0] in {"models", "util", "datasets", "main", "engine"}:
             del sys.modules[name]
     sys.modules.setdefault("MultiScaleDeformableAttention", types.ModuleType("MultiScaleDeformableAttention"))
+    sys.modules.setdefault("wandb", types.ModuleType("wandb"))  # imported by Plain-DETR's engine, unused here
     linear = importlib.import_module("torch.nn.modules.linear")
     if not hasattr(linear, "_LinearWithBias"):  # torch 1.x's Linear subclass, imported by Conditional DETR
         linear._LinearWithBias = linear.NonDynamicallyQuantizableLinear
@@ -120,8 +121,48 @@ def official_detr_family(repository: str, flags: Sequence[str]):
         if functions is not None:
             _OfficialPyTorchPath.core = staticmethod(functions.ms_deform_attn_core_pytorch)
             importlib.import_module("models.ops.modules.ms_deform_attn").MSDeformAttnFunction = _OfficialPyTorchPath
+        if hasattr(args, "pretrained_backbone_path"):
+            args.pretrained_backbone_path = None  # Plain-DETR's SwinV2 loads it otherwise
         model, criterion, _ = importlib.import_module("models").build_model(args)
         return model, criterion, misc.nested_tensor_from_tensor_list
+
+
+class _PlainDETROfficialModel(torch.nn.Module):
+    """The official Plain-DETR as its engine runs it: evaluation decodes the one-to-one queries only."""
+
+    def __init__(self, detr):
+        super().__init__()
+        self.detr = detr
+        self.num_queries_train = detr.num_queries  # one-to-one + one-to-many
+
+    def forward(self, samples):
+        detr = self.detr
+        detr.num_queries = self.num_queries_train if self.training else detr.num_queries_one2one
+        detr.transformer.two_stage_num_proposals = detr.num_queries
+        return detr(samples)
+
+
+class _PlainDETROfficialLosses:
+    """The official engine's `train_hybrid`: the one-to-one losses and the one-to-many ones on every
+    image's targets repeated `k_one2many` times."""
+
+    def __init__(self, criterion, train_hybrid, args):
+        self.criterion, self.train_hybrid, self.args = criterion, train_hybrid, args
+        self.weight_dict = criterion.weight_dict
+
+    def __call__(self, outputs, targets):
+        a = self.args
+        return self.train_hybrid(outputs, targets, a.k_one2many, self.criterion, a.lambda_one2many)
+
+
+def official_plain_detr(repository: str, flags: Sequence[str]):
+    """impiga/Plain-DETR's model (without its pretrained backbone) and hybrid losses, on the CPU."""
+    model, criterion, nested = official_detr_family(repository, flags)
+    with _official_imports(repository):
+        main = importlib.import_module("main")
+        args = main.get_args_parser().parse_args(list(flags) + ["--device", "cpu"])
+        engine = importlib.import_module("engine")
+    return _PlainDETROfficialModel(model), _PlainDETROfficialLosses(criterion, engine.train_hybrid, args), nested
 
 
 # ------------------------------------------------------------------------------------- HuggingFace
@@ -163,6 +204,14 @@ def hf_conditional_detr(dilation=False):
 
 
 MS_DETR_FLAGS = ["--with_box_refine", "--two_stage", "--dim_feedforward", "2048", "--use_ms_detr", "--use_aux_ffn"]
+# the official scripts' flags (impiga/Plain-DETR configs/swinv2_small_sup_pt_*.sh) without the pretrained weights
+PLAIN_DETR_FLAGS = [
+    "--with_box_refine", "--two_stage", "--mixed_selection", "--look_forward_twice", "--num_queries_one2one", "300",
+    "--num_queries_one2many", "1500", "--k_one2many", "6", "--lambda_one2many", "1.0", "--dropout", "0.0",
+    "--norm_type", "pre_norm", "--drop_path_rate", "0.1", "--upsample_backbone_output", "--upsample_stride", "16",
+    "--num_feature_levels", "1", "--proposal_feature_levels", "4", "--proposal_in_stride", "16",
+    "--backbone", "swin_v2_small_window16_2global",
+]
 
 METHODS = {
     "deformable_detr": Method(
@@ -198,6 +247,16 @@ METHODS = {
             ),
         },
         official=official_detr_family,
+    ),
+    "plain_detr": Method(
+        rows={  # no HF model
+            "ape": Row("plain_detr_swinv2_small_sup_pt_ape.py", PLAIN_DETR_FLAGS + ["--decoder_type", "global_ape"]),
+            "boxrpe": Row(
+                "plain_detr_swinv2_small_sup_pt_boxrpe.py",
+                PLAIN_DETR_FLAGS + ["--decoder_type", "global_rpe_decomp", "--decoder_rpe_type", "linear"],
+            ),
+        },
+        official=official_plain_detr,
     ),
 }
 

@@ -6,7 +6,7 @@ an empty union or enclosing box divides by the smallest positive float instead o
 boxes have a GIoU of 0 rather than NaN. Valid boxes get the same bits as torchvision's.
 """
 import math
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torchvision.ops import box_convert, box_iou
@@ -16,6 +16,7 @@ __all__ = [
     "box_xyxy_to_cxcywh",
     "delta_to_box",
     "box_to_delta",
+    "pixel_boxes_normalised",
     "box_iou",
     "generalized_box_iou",
     "inverse_sigmoid",
@@ -46,6 +47,14 @@ def delta_to_box(reference: torch.Tensor, delta: torch.Tensor, max_size: Optiona
         corners = torch.cat([corners[..., 0::2].clamp(min=0).clamp(max=max_size[..., :1]),
                              corners[..., 1::2].clamp(min=0).clamp(max=max_size[..., 1:])], -1)[..., [0, 2, 1, 3]]
     return box_xyxy_to_cxcywh(corners)
+
+
+def pixel_boxes_normalised(boxes: torch.Tensor, image_sizes: Sequence[Tuple[int, int]]) -> torch.Tensor:
+    """(B, Q, 4) boxes (cx, cy, w, h) in pixels (reparameterised) -> clipped to their image [0, W] x [0, H]
+    and normalised by its size; image_sizes: per image, (H, W)."""
+    corners = box_cxcywh_to_xyxy(boxes)
+    size = corners.new_tensor([[w, h, w, h] for h, w in image_sizes])[:, None]
+    return box_xyxy_to_cxcywh(torch.minimum(corners.clamp(min=0), size) / size)
 
 
 def box_to_delta(reference: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from torch import nn
 from ..layers.box_ops import box_cxcywh_to_xyxy, box_to_delta, paired_generalized_box_iou
 from .matcher import HungarianMatcher
 
-__all__ = ["SetCriterion", "LossGroup", "sigmoid_focal_loss"]
+__all__ = ["SetCriterion", "LossGroup", "one_to_many_groups", "sigmoid_focal_loss"]
 
 Indices = List[Tuple[torch.Tensor, torch.Tensor]]
 
@@ -82,6 +82,13 @@ class LossGroup:
 
 # the final decoder layer with its auxiliary layers, and the two-stage encoder's proposals
 DEFAULT_GROUPS = (LossGroup(), LossGroup(key="enc_outputs", suffix="_enc", class_agnostic=True))
+
+
+def one_to_many_groups(k_one2many: int = 6) -> List[LossGroup]:
+    """H-DETR's hybrid matching for a two-stage model (Plain-DETR): the one-to-one queries, the proposals,
+    and the one-to-many queries ("one2many_outputs") matched against every image's targets repeated
+    `k_one2many` times (`<loss>_one2many`)."""
+    return [*DEFAULT_GROUPS, LossGroup(key="one2many_outputs", suffix="_one2many", target_repeats=k_one2many)]
 
 
 class SetCriterion(nn.Module):

@@ -17,12 +17,13 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 from sam_detr.config import add_plain_detr_config  # noqa: E402
 from sam_detr.layers import box_to_delta, delta_to_box  # noqa: E402
 from sam_detr.modeling import HungarianMatcher, LossGroup, PlainDETR, SetCriterion  # noqa: E402
-from sam_detr.modeling.meta_arch.plain_detr import (  # noqa: E402
-    group_attention_mask, pixel_anchors, proposal_projections,
-)
 from sam_detr.modeling.transformer import (  # noqa: E402
     BoxRefinement, GlobalCrossAttention, GlobalDecoder, GlobalDecoderLayer,
 )
+from sam_detr.modeling.transformer import box_rpb  # noqa: E402
+from sam_detr.modeling.transformer.box_rpb import box_rpb_deltas  # noqa: E402
+from sam_detr.modeling.transformer.plain_detr_decoder import group_attention_mask  # noqa: E402
+from sam_detr.modeling.transformer.proposals import pixel_anchors, proposal_projections  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
 ROWS = sorted(p.name for p in CONFIGS.glob("plain_detr_*.py"))
@@ -68,6 +69,24 @@ def test_box_rpb_is_the_per_pixel_bias(rpe_type):
         v = attn.v(memory).view(2, H * W, 2, 8).transpose(1, 2)
         expected = attn.proj((weights @ v).transpose(1, 2).reshape(2, 4, 16))
         assert torch.allclose(attn(query, boxes, memory, memory, (H, W)), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("rpe_type", ["linear", "abs_log8"])
+def test_box_rpb_chunks_give_the_whole_mlp_and_its_gradients(rpe_type, monkeypatch):
+    """`AxisBias` (a few queries at a time, recomputed in the backward) against the MLP run on the whole
+    (B, Q, n, 2) offset tensor, in float64: the values and the gradients of the sides and of every weight."""
+    monkeypatch.setattr(box_rpb, "AXIS_BIAS_CHUNK_ELEMENTS", 3 * 7 * 8)  # chunks of 3 queries, one of 1
+    torch.manual_seed(0)
+    attn = GlobalCrossAttention(16, 2, rpe_type, rpe_hidden_dim=8, feature_stride=4).double()
+    sides = (torch.rand(2, 5, 2, dtype=torch.float64) * 40 - 5).requires_grad_()
+    whole = attn.cpb_mlp1(box_rpb_deltas(sides, 7, 4, rpe_type)).permute(0, 3, 1, 2)
+    chunked = attn.axis_bias(attn.cpb_mlp1, sides, 7)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-12)
+    weights = torch.randn_like(whole)
+    inputs = [sides, *attn.cpb_mlp1.parameters()]
+    for a, b in zip(torch.autograd.grad((whole * weights).sum(), inputs),
+                    torch.autograd.grad((chunked * weights).sum(), inputs)):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
 
 
 def test_padding_is_masked_additively_as_officially_or_exactly():
@@ -133,6 +152,18 @@ def test_l1_loss_and_cost_on_deltas():
     targets = [{"labels": torch.tensor([0]), "boxes": gt}]
     assert [i.tolist() for i in matcher(outputs, targets)[0]] == [[1], [0]]
     assert torch.allclose(criterion(outputs, targets)["loss_bbox"], torch.tensor(1.0))
+
+
+def test_look_forward_twice_refines_reparameterised_boxes_in_pixels():
+    """With `decode` (reparameterised boxes), the next layer's head reference is decoded from the detached
+    reference as the layer's boxes are: in pixels, not through the sigmoid of the normalised form."""
+    refinement = BoxRefinement(look_forward_twice=True)
+    reference = torch.tensor([[[40.0, 30.0, 20.0, 10.0]]], requires_grad=True)
+    delta = torch.tensor([[[0.5, -0.5, 0.2, 0.1]]], requires_grad=True)
+    boxes, nxt = refinement.step(refinement.start(reference), delta, delta_to_box)
+    assert torch.allclose(boxes, delta_to_box(reference, delta))
+    assert torch.allclose(nxt.head, boxes) and nxt.head.requires_grad and not nxt.boxes.requires_grad
+    assert nxt.head.grad_fn is not None and torch.equal(nxt.boxes, boxes.detach())
 
 
 def test_proposal_maps_and_pixel_anchors():

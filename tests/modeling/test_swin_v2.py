@@ -14,7 +14,7 @@ from sam_detr.modeling import SwinTransformerV2, UpsampleBackbone, build_swinv2_
 from sam_detr.modeling.backbone import swin_v2  # noqa: E402
 from sam_detr.modeling.backbone.swin_v2 import (  # noqa: E402
     CosineAttention, LayerNormFP32, SwinV2Block, log_spaced_relative_coords, relative_position_index,
-    shifted_window_mask,
+    shifted_window_mask, window_order,
 )
 
 def _stride32_size(n):
@@ -134,6 +134,39 @@ def test_shifted_block_pads_then_shifts():
         padded = F.pad(x.view(2, h, w, 8), (0, 0, 0, 1, 0, 2)).reshape(2, 64, 8)
         full = blk._window_attention(padded, 8, 8, shifted_window_mask(8, 8, 4, 2)).view(2, 8, 8, 8)
     torch.testing.assert_close(got.view(2, h, w, 8), full[:, :h, :w], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("size,shift", [((6, 7), 2), ((8, 8), 0), ((5, 9), 2), ((3, 3), 2)])
+def test_window_order_is_pad_roll_partition(size, shift):
+    h, w = size
+    ws = 4
+    x = torch.arange(1.0, h * w + 1).view(1, h, w, 1)  # token i holds i + 1, padding 0
+    padded = F.pad(x, (0, 0, 0, (-w) % ws, 0, (-h) % ws))
+    hp, wp = padded.shape[1:3]
+    rolled = torch.roll(padded, shifts=(-shift, -shift), dims=(1, 2))
+    windows = rolled.view(hp // ws, ws, wp // ws, ws).transpose(1, 2).reshape(-1)
+    gather, scatter = window_order(h, w, ws, shift)
+    tokens = torch.cat([x.flatten(), torch.zeros(1)])
+    assert torch.equal(tokens[gather], windows)
+    assert torch.equal(windows[scatter], x.flatten())
+
+
+def test_cosine_attention_is_the_official_formula():
+    """Through scaled_dot_product_attention (the logit scale folded into q, bias and shift mask as its mask):
+    the official softmax((q / (|q| + 5e-5)) . (k / (|k| + 5e-5)) * clamp(scale) + 16 sigmoid(cpb) + mask) v."""
+    torch.manual_seed(0)
+    attn = trained_like(CosineAttention(8, 2, 4, 4)).eval()
+    x = torch.randn(2 * 6, 16, 8)  # 2 images of 6 windows
+    mask = shifted_window_mask(8, 12, 4, 2)
+    with torch.no_grad():
+        attn.logit_scale.copy_(torch.tensor([1.0, 5.0]).view(2, 1, 1))  # the second head is clamped
+        bias = torch.cat([attn.q_bias, torch.zeros(8), attn.v_bias])
+        q, k, v = F.linear(x, attn.qkv.weight, bias).view(12, 16, 3, 2, 4).permute(2, 0, 3, 1, 4)
+        q, k = q / (q.norm(dim=-1, keepdim=True) + 5e-5), k / (k.norm(dim=-1, keepdim=True) + 5e-5)
+        logits = q @ k.transpose(-2, -1) * torch.tensor([math.e, 100.0]).view(2, 1, 1)
+        logits = logits + attn.position_bias(4, 4) + mask.repeat(2, 1, 1)[:, None]
+        expected = attn.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(12, 16, 8))
+        torch.testing.assert_close(attn(x, (4, 4), mask), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_layer_norm_fp32_and_qkv_island_under_autocast(monkeypatch):

@@ -8,7 +8,7 @@
 from detectron2.config import LazyCall as L
 
 from sam_detr.modeling import HungarianMatcher, PlainDETR, SetCriterion, build_swinv2_backbone
-from sam_detr.modeling.meta_arch.plain_detr import one_to_many_groups
+from sam_detr.modeling.criterion import one_to_many_groups
 from sam_detr.modeling.transformer import GlobalDecoder, GlobalDecoderLayer
 
 model = L(PlainDETR)(

@@ -37,6 +37,7 @@ __all__ = [
     "LayerNormFP32",
     "log_spaced_relative_coords",
     "relative_position_index",
+    "window_order",
 ]
 
 NORM_EPS = 1e-6  # the official norm_layer is LayerNormFP32(eps=1e-6) everywhere in the trunk
@@ -127,33 +128,53 @@ class CosineAttention(nn.Module):
         else:
             table, index = self.relative_coords_table, self.relative_position_index
         table = self.cpb_mlp(table.to(self.cpb_mlp[0].weight.dtype)).view(-1, self.num_heads)
-        # the sigmoid of the (2h-1)(2w-1) table, then the gather: the official gathers first, same values
-        return (16 * torch.sigmoid(table))[index.view(-1)].view(h * w, h * w, -1).permute(2, 0, 1)
+        # the sigmoid of the (2h-1)(2w-1) table, then the gather: the official gathers first, same values;
+        # gathered head-major, so that the bias (and its sum with a shift mask) is contiguous, as SDPA reads it
+        return (16 * torch.sigmoid(table)).t()[:, index.view(-1)].view(-1, h * w, h * w)
 
-    def forward(self, x: torch.Tensor, size: Tuple[int, int], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        size: Tuple[int, int],
+        mask: Optional[torch.Tensor] = None,
+        windows: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> torch.Tensor:
         """
         Args:
-            x: (B', N, C) tokens of B' windows (or maps) of size h x w = N, row-major.
+            x: (B', N, C) tokens of B' windows (or maps) of size h x w = N, row-major; with `windows`, (B, S, C)
+                the tokens of B maps.
             size: (h, w).
             mask: (nW, N, N) added to the logits of window b' % nW (0 or -100), or None.
+            windows: `window_order`'s (gather, scatter) of the maps: q, k, v are computed for the maps' tokens
+                (a padding token's are the qkv bias, its input being zero) and gathered into windows, and
+                the windows' outputs scattered back before the output projection.
         Returns:
-            (B', N, C).
+            the shape of x.
         """
-        b, n, c = x.shape
+        b, _, c = x.shape
         qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         with torch.autocast(x.device.type, enabled=False):
             qkv = F.linear(_at_least_fp32(x), self.qkv.weight, qkv_bias)
-        q, k, v = qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        if windows is not None:
+            qkv = torch.cat([qkv, qkv_bias.to(qkv.dtype).expand(b, 1, -1)], 1).index_select(1, windows[0])
+        n = size[0] * size[1]
+        qkv = qkv.view(-1, n, 3 * c)
+        q, k, v = qkv.view(qkv.shape[0], n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         q = q / (q.norm(dim=-1, keepdim=True) + COSINE_EPS)
         k = k / (k.norm(dim=-1, keepdim=True) + COSINE_EPS)
-        scale = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()
-        attn = (q @ k.transpose(-2, -1)) * _at_least_fp32(scale)
-        attn = attn + self.position_bias(*size).unsqueeze(0)
+        # the clamped logit scale folded into q, the position bias and the shift mask as one additive mask
+        q = q * _at_least_fp32(torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp())
+        bias = self.position_bias(*size).unsqueeze(0)  # (1, heads, N, N)
         if mask is not None:
             nw = mask.shape[0]
-            attn = (attn.view(b // nw, nw, self.num_heads, n, n) + mask[None, :, None]).view(b, self.num_heads, n, n)
-        attn = attn.softmax(dim=-1).type_as(x)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+            bias = bias + mask[:, None]  # (nW, heads, N, N), window b' % nW
+            if qkv.shape[0] > nw:
+                bias = bias.repeat(qkv.shape[0] // nw, 1, 1, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0).type_as(x)
+        out = out.transpose(1, 2).reshape(-1, n, c)
+        if windows is not None:
+            out = out.view(b, -1, c).index_select(1, windows[1])
+        return self.proj(out)
 
 
 class _Mlp(nn.Module):
@@ -192,18 +213,9 @@ class SwinV2Block(nn.Module):
         self.mlp = _Mlp(dim, int(dim * mlp_ratio))
 
     def _window_attention(self, x: torch.Tensor, h: int, w: int, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        b, _, c = x.shape
-        ws, s = self.window_size, self.shift_size
-        x = F.pad(x.view(b, h, w, c), (0, 0, 0, (-w) % ws, 0, (-h) % ws))
-        hp, wp = x.shape[1:3]
-        if s:
-            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-        windows = x.view(b, hp // ws, ws, wp // ws, ws, c).transpose(2, 3).reshape(-1, ws * ws, c)
-        windows = self.attn(windows, (ws, ws), shift_mask if s else None)
-        x = windows.view(b, hp // ws, wp // ws, ws, ws, c).transpose(2, 3).reshape(b, hp, wp, c)
-        if s:
-            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
-        return x[:, :h, :w].reshape(b, h * w, c)
+        ws = self.window_size
+        order = window_order(h, w, ws, self.shift_size, x.device)
+        return self.attn(x, (ws, ws), shift_mask if self.shift_size else None, windows=order)
 
     def forward(self, x: torch.Tensor, size: Tuple[int, int], shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
         """x: (B, H*W, C) -> (B, H*W, C); shift_mask: the stage's `shifted_window_mask`."""
@@ -213,6 +225,27 @@ class SwinV2Block(nn.Module):
             y = self._window_attention(x, *size, shift_mask)
         x = x + stochastic_depth(self.norm1(y), self.drop_path, "row", self.training)
         return x + stochastic_depth(self.norm2(self.mlp(x)), self.drop_path, "row", self.training)
+
+
+def window_order(h: int, w: int, window_size: int, shift_size: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Where the tokens of an h x w map go in its windows: the map zero-padded at the bottom/right to whole
+    windows, cyclically shifted by -shift_size on both axes (pad first, then shift), cut into windows in
+    row-major order, each window's tokens row-major.
+
+    Returns:
+        gather: (nW * ws * ws,) int64, the token (row-major index; h * w for padding) at each window position;
+        scatter: (h * w,) int64, each token's window position.
+    """
+    ws = window_size
+    hp, wp = h + (-h) % ws, w + (-w) % ws
+    ys = (torch.arange(hp, device=device) + shift_size) % hp  # torch.roll by -shift: position i holds i + shift
+    xs = (torch.arange(wp, device=device) + shift_size) % wp
+    source = torch.where((ys[:, None] < h) & (xs[None, :] < w), ys[:, None] * w + xs[None, :], h * w)
+    gather = source.view(hp // ws, ws, wp // ws, ws).transpose(1, 2).reshape(-1)
+    real = gather < h * w
+    scatter = torch.empty(h * w, dtype=torch.long, device=device)
+    scatter[gather[real]] = torch.arange(gather.numel(), device=device)[real]
+    return gather, scatter
 
 
 def shifted_window_mask(hp: int, wp: int, window_size: int, shift_size: int, device=None) -> torch.Tensor:

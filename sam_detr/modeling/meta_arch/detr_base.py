@@ -2,7 +2,6 @@
 from typing import Dict, List, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from detectron2.modeling import Backbone, build_backbone, detector_postprocess
 from detectron2.structures import ImageList, Instances
 from torch import nn
@@ -11,6 +10,7 @@ from ...layers.box_ops import box_xyxy_to_cxcywh
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
 from ..postprocess import softmax_postprocess, topk_postprocess
+from ..transformer.levels import pad_levels, resize_mask
 
 __all__ = ["DETRBase"]
 
@@ -131,14 +131,15 @@ class DETRBase(nn.Module):
         raise NotImplementedError
 
     @staticmethod
-    def layer_outputs(logits: torch.Tensor, boxes: torch.Tensor) -> Dict:
+    def layer_outputs(logits: torch.Tensor, boxes: torch.Tensor, **extra: torch.Tensor) -> Dict:
         """forward_head's predictions from those of every decoder layer, logits (L, B, Q, K') and boxes
-        (L, B, Q, 4): the last layer's, and the earlier ones' as "aux_outputs"."""
-        return {
-            "pred_logits": logits[-1],
-            "pred_boxes": boxes[-1],
-            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])],
-        }
+        (L, B, Q, 4): the last layer's, and the earlier ones' as "aux_outputs"; `extra`: more per-layer
+        predictions (L, B, Q, ...) under their names (Plain-DETR's "pred_deltas")."""
+        layers = [
+            {"pred_logits": logits[i], "pred_boxes": boxes[i], **{k: v[i] for k, v in extra.items()}}
+            for i in range(len(logits))
+        ]
+        return {**layers[-1], "aux_outputs": layers[:-1]}
 
     def forward(self, batched_inputs: List[Dict]):
         """
@@ -184,32 +185,9 @@ class DETRBase(nn.Module):
         docstring for `batch_invariant`)."""
         if not self.batch_invariant:
             features = self.project(images.tensor)
-            return features, [self.resize_mask(mask, f.shape[-2:]) for f in features]
+            return features, [resize_mask(mask, f.shape[-2:]) for f in features]
         per_image = [self.project(images.tensor[i : i + 1, :, :h, :w]) for i, (h, w) in enumerate(images.image_sizes)]
-        return self.pad_levels(per_image)
-
-    @staticmethod
-    def pad_levels(per_image: Sequence[Sequence[torch.Tensor]]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """Per image, its levels (1, C, h_l, w_l) computed at its own size -> per level, the batch (B, C,
-        H_l, W_l) zero-padded at the bottom/right and its exact (B, H_l, W_l) mask, True on padding."""
-        features, masks = [], []
-        for level in zip(*per_image):
-            H = max(f.shape[-2] for f in level)
-            W = max(f.shape[-1] for f in level)
-            batch = level[0].new_zeros((len(level), level[0].shape[1], H, W))
-            level_mask = torch.ones((len(level), H, W), dtype=torch.bool, device=batch.device)
-            for i, f in enumerate(level):
-                h, w = f.shape[-2:]
-                batch[i, :, :h, :w] = f[0]
-                level_mask[i, :h, :w] = False
-            features.append(batch)
-            masks.append(level_mask)
-        return features, masks
-
-    @staticmethod
-    def resize_mask(mask: torch.Tensor, size) -> torch.Tensor:
-        """(B, H, W) image mask -> (B, h, w) mask of a feature level, by nearest sampling as the official code."""
-        return F.interpolate(mask[None].float(), size=size).to(torch.bool)[0]
+        return pad_levels(per_image)
 
     def prepare_targets(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
         """Per image, "labels" (T,) and "boxes" (T, 4) in (cx, cy, w, h) normalised by the unpadded size."""

@@ -78,7 +78,8 @@ class BoxRefinement:
         pixels; "inverse_sigmoid" form only)."""
         if decode is not None and self.form != "inverse_sigmoid":
             raise ValueError("a custom decode needs the 'inverse_sigmoid' form")
-        boxes = (self.predict if decode is None else decode)(reference.head, delta)
+        decode = self.predict if decode is None else decode
+        boxes = decode(reference.head, delta)
         if not self.iterative:
             return boxes, reference
         logits = None
@@ -89,7 +90,7 @@ class BoxRefinement:
         elif self.look_forward_twice:
             # from the detached reference, as the official code: layer l + 1's loss reaches layer l's head
             # only, not the layers before it
-            boxes_next = self.predict(reference.boxes, delta)
+            boxes_next = decode(reference.boxes, delta)
         else:
             boxes_next = boxes
         detached = boxes_next.detach()

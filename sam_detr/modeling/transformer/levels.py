@@ -3,11 +3,12 @@
 Batch-first throughout: a level is (B, C, H_l, W_l); the flattened sequence (B, S, C), S = sum_l H_l * W_l,
 levels concatenated finest first.
 """
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["FlattenedLevels", "flatten_levels", "valid_ratios"]
+__all__ = ["FlattenedLevels", "flatten_levels", "pad_levels", "resize_mask", "valid_ratios"]
 
 
 def valid_ratios(mask: torch.Tensor) -> torch.Tensor:
@@ -19,6 +20,29 @@ def valid_ratios(mask: torch.Tensor) -> torch.Tensor:
     valid_h = torch.sum(~mask[:, :, 0], 1)
     valid_w = torch.sum(~mask[:, 0, :], 1)
     return torch.stack([valid_w.float() / W, valid_h.float() / H], -1)
+
+
+def pad_levels(per_image: Sequence[Sequence[torch.Tensor]]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    """Per image, its levels (1, C, h_l, w_l) computed at its own size -> per level, the batch (B, C,
+    H_l, W_l) zero-padded at the bottom/right and its exact (B, H_l, W_l) mask, True on padding."""
+    features, masks = [], []
+    for level in zip(*per_image):
+        H = max(f.shape[-2] for f in level)
+        W = max(f.shape[-1] for f in level)
+        batch = level[0].new_zeros((len(level), level[0].shape[1], H, W))
+        level_mask = torch.ones((len(level), H, W), dtype=torch.bool, device=batch.device)
+        for i, f in enumerate(level):
+            h, w = f.shape[-2:]
+            batch[i, :, :h, :w] = f[0]
+            level_mask[i, :h, :w] = False
+        features.append(batch)
+        masks.append(level_mask)
+    return features, masks
+
+
+def resize_mask(mask: torch.Tensor, size) -> torch.Tensor:
+    """(B, H, W) image mask -> (B, h, w) mask of a feature level, by nearest sampling as the official code."""
+    return F.interpolate(mask[None].float(), size=size).to(torch.bool)[0]
 
 
 class FlattenedLevels(NamedTuple):

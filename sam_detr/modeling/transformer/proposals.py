@@ -1,21 +1,29 @@
 """Two-stage query selection: every encoder token proposes a box, the best ones become the decoder's queries.
 
-Written once for two-stage Deformable DETR, MS-DETR and Plain-DETR (which builds its own multi-level token
-maps from one stride-16 map and passes them here). Batch-first: tokens (B, S, C) of the flattened levels,
-S = sum_l H_l * W_l, finest level first; queries (B, Q, C).
+Written once for two-stage Deformable DETR, MS-DETR and Plain-DETR (whose multi-level token maps come from
+its one stride-16 map, `proposal_maps`, and whose reparameterised proposals start from `pixel_anchors`).
+Batch-first: tokens (B, S, C) of the flattened levels, S = sum_l H_l * W_l, finest level first; queries
+(B, Q, C).
 """
-from typing import Callable, NamedTuple, Optional, Tuple
+import math
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ...layers import boxes_sine_embed
+from ..backbone.upsample import LayerNorm2d
+from .levels import pad_levels, resize_mask
 
-__all__ = ["TwoStageProposals", "Proposals", "encoder_anchors"]
+__all__ = [
+    "TwoStageProposals", "Proposals", "encoder_anchors", "pixel_anchors", "proposal_maps", "proposal_projections",
+]
 
 # the window a proposal must lie in, in each coordinate, and the proposal side at level 0
 VALID_RANGE = (0.01, 0.99)
 BASE_SIZE = 0.05
+# the reparameterised proposals' side at the finest level, in pixels
+PIXEL_ANCHOR_SIZE = 50.0
 
 
 def encoder_anchors(mask: torch.Tensor, spatial_shapes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -51,6 +59,68 @@ def encoder_anchors(mask: torch.Tensor, spatial_shapes: torch.Tensor) -> Tuple[t
     keep = ((anchors > low) & (anchors < high)).all(-1, keepdim=True) & ~mask[..., None]
     anchors = torch.log(anchors / (1 - anchors))
     return anchors.masked_fill(~keep, float("inf")), keep
+
+
+def pixel_anchors(mask: torch.Tensor, spatial_shapes: torch.Tensor, strides: Sequence[int]):
+    """The reparameterised proposals' anchors (official `TransformerReParam`): per token, its centre
+    `(j + 0.5) * stride_l` and a side of 50 * 2^l, in input pixels.
+
+    Args:
+        mask: (B, S) bool, True on padding, over the flattened proposal maps (finest first).
+        spatial_shapes: (L, 2) their (H_l, W_l); strides: theirs.
+    Returns:
+        (B, S, 4) anchors, set to `max(H_0, W_0) * stride_0` at padding and where a coordinate leaves
+        VALID_RANGE x the unpadded image size (measured on the finest map); (B, S, 1) bool, True where
+        kept; and (B, 1, 2) that size (W, H), to which boxes are clipped.
+    """
+    B = mask.shape[0]
+    anchors = []
+    for lvl, ((H, W), stride) in enumerate(zip(spatial_shapes.tolist(), strides)):
+        grid_y, grid_x = torch.meshgrid(
+            torch.linspace(0, H - 1, H, dtype=torch.float32, device=mask.device),
+            torch.linspace(0, W - 1, W, dtype=torch.float32, device=mask.device),
+            indexing="ij",
+        )
+        centres = (torch.stack([grid_x, grid_y], -1)[None].expand(B, -1, -1, -1) + 0.5) * stride
+        sizes = torch.ones_like(centres) * PIXEL_ANCHOR_SIZE * (2.0**lvl)
+        anchors.append(torch.cat((centres, sizes), -1).view(B, -1, 4))
+    anchors = torch.cat(anchors, 1)
+    H0, W0 = spatial_shapes[0].tolist()
+    finest = mask[:, : H0 * W0].view(B, H0, W0)
+    valid_h = torch.sum(~finest[:, :, 0], 1, keepdim=True) * strides[0]
+    valid_w = torch.sum(~finest[:, 0, :], 1, keepdim=True) * strides[0]
+    image = torch.cat([valid_w, valid_h, valid_w, valid_h], -1)[:, None]
+    low, high = VALID_RANGE
+    keep = ((anchors > low * image) & (anchors < high * image)).all(-1, keepdim=True)
+    anchors = anchors.masked_fill(mask[..., None] | ~keep, max(H0, W0) * strides[0])
+    return anchors, keep & ~mask[..., None], torch.cat([valid_w, valid_h], -1)[:, None].float()
+
+
+def proposal_projections(d_model: int, in_stride: int, strides: Sequence[int]) -> nn.ModuleList:
+    """Per target stride, the map that brings the stride-`in_stride` memory there (official
+    `enc_output_proj`): 2x ConvTranspose2d steps to a finer stride, 2x Conv2d(2, stride 2) steps (no padding:
+    sizes are floored) to a coarser one, LayerNorm2d + GELU between two steps, Identity at `in_stride`."""
+    projections = nn.ModuleList()
+    for stride in strides:
+        steps = int(round(math.log2(max(stride, in_stride) / min(stride, in_stride))))
+        conv = nn.Conv2d if stride > in_stride else nn.ConvTranspose2d
+        layers = []
+        for i in range(steps):
+            layers += ([LayerNorm2d(d_model), nn.GELU()] if i else []) + [conv(d_model, d_model, 2, stride=2)]
+        projections.append(nn.Sequential(*layers) if layers else nn.Identity())
+    return projections
+
+
+def proposal_maps(projections: nn.ModuleList, memory: torch.Tensor, mask: torch.Tensor, per_image: bool = False):
+    """Plain-DETR's proposal levels from its one map: (B, C, H, W) memory and its (B, H, W) mask -> per
+    projection (`proposal_projections`), the map (B, C, H_l, W_l) and its mask. `per_image`: every image's
+    maps computed at its own size (batch-size-independent: the strided convolutions would otherwise mix
+    padding into the last valid row or column), then padded (`pad_levels`)."""
+    if not per_image:
+        maps = [proj(memory) for proj in projections]
+        return maps, [resize_mask(mask, m.shape[-2:]) for m in maps]
+    sizes = zip((~mask[:, 0, :]).sum(1).tolist(), (~mask[:, :, 0]).sum(1).tolist())
+    return pad_levels([[proj(memory[i : i + 1, :, :h, :w]) for proj in projections] for i, (w, h) in enumerate(sizes)])
 
 
 class Proposals(NamedTuple):
