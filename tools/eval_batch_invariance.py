@@ -218,7 +218,7 @@ def run(cfg, batch_size: int, num_images: Optional[int], topk: int, box_toleranc
         raise ValueError(f"dataset {dataset_name} has no image to evaluate")
     model = build_inference_model(cfg, device)
     classes = MetadataCatalog.get(dataset_name).get("thing_classes", None)
-    if classes is not None and model.num_classes < len(classes):
+    if classes is not None and model.num_classes != len(classes):
         raise ValueError(f"the model predicts {model.num_classes} classes; dataset {dataset_name} has {len(classes)}")
     mapper = instantiate(cfg.dataloader.test.mapper)
     rows = measure(model, dataset, mapper, dataset_name, batch_size, topk, box_tolerance)
