@@ -73,16 +73,24 @@ def test_invariant_mode_detects_the_same_at_batch_1_and_3(coco_folder, checkpoin
         assert all(seconds > 0 for seconds in row["cpu_seconds_per_image"].values())
 
 
-def test_detection_differences_rank_by_rank():
+def test_detections_are_compared_with_their_partners_not_by_rank():
     tool = load_tool("eval_batch_invariance")
-    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 20.0, 20.0]])
-    single = tool.Evaluation(1, False, 0.0, 0.0, 0.0, {7: (torch.tensor([0.9, 0.5]), boxes, torch.tensor([1, 2]))})
-    # the same detections with the two ranks swapped: scores ordered alike, classes and boxes not
-    swapped = tool.Evaluation(
-        2, False, 0.0, 0.0, 0.0, {7: (torch.tensor([0.9, 0.5]), boxes.flip(0), torch.tensor([2, 1]))}
-    )
-    figures = tool.compare_detections(single, swapped, topk=2, box_tolerance=1.0)
-    assert figures == {"max_score_diff": 0.0, "max_box_diff_px": 10.0, "same_topk": 0.0}
-    assert tool.compare_detections(single, single, topk=2, box_tolerance=1.0)["same_topk"] == 1.0
+
+    def evaluation(batch_size, scores, boxes, classes):
+        return tool.Evaluation(batch_size, False, 0.0, 0.0, 0.0,
+                               {7: (torch.tensor(scores), torch.tensor(boxes), torch.tensor(classes))})
+
+    boxes = [[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 20.0, 20.0]]
+    single = evaluation(1, [0.5, 0.5], boxes, [1, 2])
+    # two tied detections in the other order: the same detections
+    swapped = evaluation(2, [0.5, 0.5], boxes[::-1], [2, 1])
+    assert tool.compare_detections(single, swapped, topk=2, box_tolerance=1.0) == {
+        "max_score_diff": 0.0, "max_box_diff_px": 0.0, "same_topk": 1.0}
+    moved = evaluation(2, [0.5, 0.25], [boxes[0], [5.0, 5.0, 20.0, 30.0]], [1, 2])
+    assert tool.compare_detections(single, moved, topk=2, box_tolerance=1.0) == {
+        "max_score_diff": 0.25, "max_box_diff_px": 10.0, "same_topk": 0.0}
+    # class 2 is no longer detected
+    assert tool.compare_detections(single, evaluation(2, [0.5], boxes[:1], [1]), topk=2, box_tolerance=1.0)[
+        "max_box_diff_px"] == float("inf")
     with pytest.raises(ValueError, match="image 7 was evaluated at batch 1 but not at batch 2"):
         tool.compare_detections(single, tool.Evaluation(2, False, 0.0, 0.0, 0.0, {}), topk=2, box_tolerance=1.0)
