@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Does a model's AP, and does each image's detections, depend on the evaluation batch size?
+"""Do a model's AP and each image's detections depend on the evaluation batch size?
 
     OMP_NUM_THREADS=1 python tools/eval_batch_invariance.py --config-file configs/quickstart/conditional_detr.py \\
         --checkpoint output/quickstart_conditional_detr/model_final.pth --batch-size 8
