@@ -1,0 +1,96 @@
+"""tools/eval_batch_invariance.py with a tiny randomly initialised DETR on three odd-sized images in COCO
+format: with batch_invariant an image's detections are the same at batch 1 and batch 3, the table is printed."""
+import json
+
+import numpy as np
+import pytest
+from conftest import DETECTRON2_MISSING
+
+pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
+
+import torch  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from PIL import Image  # noqa: E402
+from tool_helpers import QUICKSTART, TINY_DETR, load_tool, run_tool, tool_env  # noqa: E402
+
+# (height, width): three aspect ratios, so that every batch of them is padded
+SIZES = [(45, 67), (70, 53), (61, 61)]
+
+
+@pytest.fixture(scope="module")
+def coco_folder(tmp_path_factory):
+    """Three noise images of odd sizes with one or two boxes each, as a COCO json and an image folder."""
+    root = tmp_path_factory.mktemp("odd_coco")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for i, (h, w) in enumerate(SIZES, start=1):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "height": h, "width": w})
+        for j in range(1 + i % 2):
+            box = [3.0 + 5 * j, 4.0, w / 2, h / 3]
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1 + j, "bbox": box,
+                                "area": box[2] * box[3], "iscrowd": 0})
+    # as many classes as the quickstart model predicts
+    categories = [{"id": k, "name": str(k)} for k in range(1, 6)]
+    (root / "instances.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations, "categories": categories}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = instantiate(LazyConfig.apply_overrides(LazyConfig.load(QUICKSTART), TINY_DETR).model)
+    directory = tmp_path_factory.mktemp("checkpoint")
+    DetectionCheckpointer(model, str(directory)).save("tiny")
+    return str(directory / "tiny.pth")
+
+
+def test_invariant_mode_detects_the_same_at_batch_1_and_3(coco_folder, checkpoint, tmp_path, tmp_path_factory):
+    proc = run_tool(
+        "eval_batch_invariance", "--config-file", QUICKSTART, "--checkpoint", checkpoint, "--batch-size", "3",
+        "--coco-json", str(coco_folder / "instances.json"), "--image-root", str(coco_folder / "images"),
+        "--topk", "5", "--json", str(tmp_path / "figures.json"), *TINY_DETR, env=tool_env(tmp_path_factory),
+    )
+    table = proc.stdout[proc.stdout.index("| mode |"):].splitlines()
+    assert table[0].startswith("| mode | AP b1 | AP b3 | AP change |")
+    assert table[2].startswith("| official (batch_invariant=False) |")
+    assert table[3].startswith("| batch_invariant=True |")
+
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["images"] == len(SIZES)
+    official, invariant = figures["rows"]
+    assert not official["batch_invariant"] and invariant["batch_invariant"]
+    # the padding of the batch moves the official detections, so the comparison is not vacuous ...
+    assert official["max_score_diff"] > 1e-4 or official["max_box_diff_px"] > 1e-2
+    # ... and leaves those of the batch-invariant mode where they are
+    assert invariant["max_score_diff"] < 1e-4 and invariant["max_box_diff_px"] < 1e-2
+    assert invariant["same_topk"] == 1.0
+    assert invariant["AP"]["1"] == pytest.approx(invariant["AP"]["3"], abs=1e-6)
+    for row in figures["rows"]:
+        assert all(seconds > 0 for seconds in row["cpu_seconds_per_image"].values())
+
+
+def test_detections_are_compared_with_their_partners_not_by_rank():
+    tool = load_tool("eval_batch_invariance")
+
+    def evaluation(batch_size, scores, boxes, classes):
+        return tool.Evaluation(batch_size, False, 0.0, 0.0, 0.0,
+                               {7: (torch.tensor(scores), torch.tensor(boxes), torch.tensor(classes))})
+
+    boxes = [[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 20.0, 20.0]]
+    single = evaluation(1, [0.5, 0.5], boxes, [1, 2])
+    # two tied detections in the other order: the same detections
+    swapped = evaluation(2, [0.5, 0.5], boxes[::-1], [2, 1])
+    assert tool.compare_detections(single, swapped, topk=2, box_tolerance=1.0) == {
+        "max_score_diff": 0.0, "max_box_diff_px": 0.0, "same_topk": 1.0}
+    moved = evaluation(2, [0.5, 0.25], [boxes[0], [5.0, 5.0, 20.0, 30.0]], [1, 2])
+    assert tool.compare_detections(single, moved, topk=2, box_tolerance=1.0) == {
+        "max_score_diff": 0.25, "max_box_diff_px": 10.0, "same_topk": 0.0}
+    # class 2 is no longer detected
+    assert tool.compare_detections(single, evaluation(2, [0.5], boxes[:1], [1]), topk=2, box_tolerance=1.0)[
+        "max_box_diff_px"] == float("inf")
+    with pytest.raises(ValueError, match="image 7 was evaluated at batch 1 but not at batch 2"):
+        tool.compare_detections(single, tool.Evaluation(2, False, 0.0, 0.0, 0.0, {}), topk=2, box_tolerance=1.0)
