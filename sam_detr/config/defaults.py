@@ -20,6 +20,7 @@ def add_detr_config(cfg: CN) -> CN:
     cfg.MODEL.BACKBONE.FREEZE_AT = 2
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
     cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    cfg.MODEL.RESNETS.FAST = True  # channels-last, frozen BN folded into the convolutions (build_resnet_backbone)
 
     cfg.MODEL.DETR = CN()
     cfg.MODEL.DETR.NUM_CLASSES = 80

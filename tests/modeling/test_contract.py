@@ -10,6 +10,8 @@ published models' parameter counts.
   with scores in [0, 1] and classes of the model.
 * An image's detections do not change when a larger image joins its batch, where the model promises it
   (`batch_invariant`); the official semantics (the backbone sees the batch's padding) are marked.
+* The ResNet's fast path (`build_resnet_backbone(fast=True)`, the default: frozen BN folded into the
+  convolutions, channels-last) gives the plain path's predictions, up to rounding.
 
 `MARKS` holds per config and per check the marks of official-semantics cases, with their reasons.
 """
@@ -187,6 +189,23 @@ def assert_same_detections(a: Instances, b: Instances, tol: float = 1e-4) -> Non
         assert same, f"detection {i} (class {int(a.pred_classes[i])}, score {float(a.scores[i]):.6f}, box " \
                      f"{a.pred_boxes.tensor[i].tolist()}) has no counterpart"
         left.remove(same[0])
+
+
+@pytest.mark.parametrize("name", marked("fast_backbone"))
+def test_fast_backbone_gives_the_plain_outputs(name):
+    predictions = []
+    for fast in (False, True):
+        cfg = load(name)
+        assert "fast" in inspect.signature(cfg.model.backbone._target_).parameters, "not build_resnet_backbone"
+        cfg.model.backbone.update(norm="FrozenBN", freeze_at=2, fast=fast)  # frozen BN: folded when fast
+        model = build(cfg).eval()
+        with torch.no_grad():
+            images, mask = model.preprocess_image(two_images())
+            outputs = model.forward_head(*model.extract_features(images, mask))
+        predictions.append((outputs["pred_logits"], outputs["pred_boxes"]))
+    (plain_logits, plain_boxes), (fast_logits, fast_boxes) = predictions
+    torch.testing.assert_close(fast_logits, plain_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast_boxes, plain_boxes, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))

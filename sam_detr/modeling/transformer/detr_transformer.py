@@ -23,7 +23,13 @@ def _with_pos(x: torch.Tensor, pos: Optional[torch.Tensor]) -> torch.Tensor:
 
 
 class TransformerEncoderLayer(nn.Module):
-    """Self-attention (queries and keys carry the position) then FFN, each followed by add & norm."""
+    """Self-attention (queries and keys carry the position) then FFN, each followed by add & norm.
+
+    Attention (here and in DETR's decoder) runs fused in inference (`need_weights=False`:
+    F.scaled_dot_product_attention, which never holds the (B * M, S, S) weights; an encoder layer at
+    800x1333 takes 61 ms instead of 121), and as the official code in training, where the fused path is
+    no faster on the CPU and its backward strays from the official gradients (1e-3 relative in float64
+    on Conditional DETR-R101)."""
 
     def __init__(self, d_model: int = 256, nhead: int = 8, dim_feedforward: int = 2048, dropout: float = 0.1):
         super().__init__()
@@ -35,7 +41,8 @@ class TransformerEncoderLayer(nn.Module):
     def forward(self, src, key_padding_mask=None, pos=None):
         """src, pos: (S, B, C); key_padding_mask: (B, S) True on padding -> (S, B, C)"""
         q = k = _with_pos(src, pos)
-        src = self.norm1(src + self.dropout1(self.self_attn(q, k, src, key_padding_mask=key_padding_mask)[0]))
+        attn = self.self_attn(q, k, src, key_padding_mask=key_padding_mask, need_weights=self.training)[0]
+        src = self.norm1(src + self.dropout1(attn))
         return self.ffn(src)
 
 
@@ -67,9 +74,10 @@ class TransformerDecoderLayer(nn.Module):
     def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None):
         """tgt, query_pos: (Q, B, C); memory, pos: (S, B, C); memory_key_padding_mask: (B, S) -> (Q, B, C)"""
         q = k = _with_pos(tgt, query_pos)
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt)[0]))
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, need_weights=self.training)[0]))
         attn = self.multihead_attn(
-            _with_pos(tgt, query_pos), _with_pos(memory, pos), memory, key_padding_mask=memory_key_padding_mask
+            _with_pos(tgt, query_pos), _with_pos(memory, pos), memory, key_padding_mask=memory_key_padding_mask,
+            need_weights=self.training,
         )[0]
         return self.ffn(self.norm2(tgt + self.dropout2(attn)))
 
