@@ -7,12 +7,9 @@ from conftest import DETECTRON2_MISSING
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
-import torch  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from PIL import Image  # noqa: E402
 from tool_helpers import (  # noqa: E402
-    QUICKSTART, TINY_DETR, TINY_NUM_QUERIES, datasets_root, load_tool, run_tool, tool_env,
+    QUICKSTART, TINY_DETR, TINY_NUM_QUERIES, datasets_root, load_tool, run_tool, save_tiny_detr, tool_env,
 )
 
 from sam_detr.data.datasets import SHAPES_SPLITS, ensure_shapes  # noqa: E402
@@ -26,11 +23,7 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = instantiate(LazyConfig.apply_overrides(LazyConfig.load(QUICKSTART), TINY_DETR).model)
-    directory = tmp_path_factory.mktemp("checkpoint")
-    DetectionCheckpointer(model, str(directory)).save("tiny")
-    return str(directory / "tiny.pth")
+    return save_tiny_detr(tmp_path_factory.mktemp("checkpoint"))
 
 
 def test_demo_draws_and_writes_detections(images, checkpoint, tmp_path, tmp_path_factory):

@@ -9,10 +9,8 @@ from conftest import DETECTRON2_MISSING
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 import torch  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from PIL import Image  # noqa: E402
-from tool_helpers import QUICKSTART, TINY_DETR, load_tool, run_tool, tool_env  # noqa: E402
+from tool_helpers import QUICKSTART, TINY_DETR, load_tool, run_tool, save_tiny_detr, tool_env  # noqa: E402
 
 # (height, width): three aspect ratios, so that every batch of them is padded
 SIZES = [(45, 67), (70, 53), (61, 61)]
@@ -41,11 +39,7 @@ def coco_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = instantiate(LazyConfig.apply_overrides(LazyConfig.load(QUICKSTART), TINY_DETR).model)
-    directory = tmp_path_factory.mktemp("checkpoint")
-    DetectionCheckpointer(model, str(directory)).save("tiny")
-    return str(directory / "tiny.pth")
+    return save_tiny_detr(tmp_path_factory.mktemp("checkpoint"))
 
 
 def test_invariant_mode_detects_the_same_at_batch_1_and_3(coco_folder, checkpoint, tmp_path, tmp_path_factory):

@@ -34,6 +34,19 @@ TINY_SAM_DETR = [
     "model.transformer.decoder.num_layers=2",
     "model.num_queries=5",
 ] + [o for o in TINY_DETR if o.startswith("dataloader.")]
+
+
+def save_tiny_detr(directory: Path) -> str:
+    """Saves a randomly initialised (seed 0) tiny quickstart DETR as `directory/tiny.pth`; returns its path."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import LazyConfig, instantiate
+
+    torch.manual_seed(0)
+    model = instantiate(LazyConfig.apply_overrides(LazyConfig.load(QUICKSTART), TINY_DETR).model)
+    DetectionCheckpointer(model, str(directory)).save("tiny")
+    return str(directory / "tiny.pth")
+
+
 # training runs of a few iterations: a checkpoint every 2, a line of metrics at each, no evaluation at the end
 SHORT_RUN = ["train.checkpointer.period=2", "train.log_period=1", "dataloader.evaluator=null"]
 
