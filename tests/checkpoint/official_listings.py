@@ -29,6 +29,28 @@ CONVERTER_TEST_MARKS = [
 TIED_HEADS = ("transformer.decoder.bbox_embed.", "transformer.decoder.class_embed.")
 
 
+def convert_and_load_strictly(convert, official, model, dropped_prefixes=(), dropped_suffixes=()):
+    """`convert(official, model.state_dict())`, checked as a strict converter must be: every official key used
+    but the dropped ones (tied duplicate heads, geometry buffers), the result loadable by Detectron2's
+    checkpointer with no missing, unexpected or mis-shaped key, and by `load_state_dict(strict=True)`."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    converted = convert(official, model.state_dict())
+    kept = [k for k in official if not k.startswith(dropped_prefixes) and not k.endswith(dropped_suffixes)]
+    assert len(converted) == len(kept)
+    incompatible = DetectionCheckpointer(model)._load_model({"model": converted, "matching_heuristics": False})
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
+    model.load_state_dict(converted, strict=True)
+    return converted
+
+
+def assert_renamed(expected, official_key, official, converted):
+    """Each official key of `expected` maps to its value there (by `official_key`) and keeps its tensor."""
+    for source, target in expected.items():
+        assert official_key(source) == target
+        assert torch.equal(converted[target], official[source])
+
+
 def meta_model(config: str, num_classes: int, **overrides):
     """The model of `configs/<config>` with `num_classes` classes (and `overrides` of cfg.model), on the meta
     device: names and shapes only."""

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from conftest import DETECTRON2_MISSING, REPO_ROOT
-from official_listings import CONVERTER_TEST_MARKS, fake_official, meta_model
+from official_listings import (
+    CONVERTER_TEST_MARKS, assert_renamed, convert_and_load_strictly, fake_official, meta_model,
+)
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 
 from sam_detr.checkpoint import (  # noqa: E402
     conditional_detr_key, convert_conditional_detr, convert_detr, dataset_class_ids,
@@ -34,11 +35,7 @@ def model_for(listing: str, num_classes: int):
 def test_official_listing_converts_and_loads_strictly(listing):
     official = fake_official(listing)
     model = model_for(listing, num_classes=91)
-    converted = CONFIG_OF[listing][1](official, model.state_dict())
-    assert len(converted) == len(official)
-    incompatible = DetectionCheckpointer(model)._load_model({"model": converted, "matching_heuristics": False})
-    assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
-    model.load_state_dict(converted, strict=True)
+    converted = convert_and_load_strictly(CONFIG_OF[listing][1], official, model)
     expected = {
         "backbone.0.body.layer4.2.bn3.running_var": "backbone.res5.2.conv3.norm.running_var",
         "input_proj.weight": "input_proj.0.0.weight",
@@ -66,9 +63,7 @@ def test_official_listing_converts_and_loads_strictly(listing):
         expected["transformer.decoder.layers.1.multihead_attn.in_proj_weight"] = (
             "transformer.decoder.layers.1.multihead_attn.in_proj_weight"
         )
-    for source, target in expected.items():
-        assert conditional_detr_key(source) == target
-        assert torch.equal(converted[target], official[source])
+    assert_renamed(expected, conditional_detr_key, official, converted)
 
 
 def test_class_heads_keep_the_coco_rows_and_detr_its_no_object_row():

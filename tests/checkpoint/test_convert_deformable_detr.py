@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from conftest import DETECTRON2_MISSING, REPO_ROOT
-from official_listings import CONVERTER_TEST_MARKS, TIED_HEADS, fake_official, meta_model
+from official_listings import (
+    CONVERTER_TEST_MARKS, TIED_HEADS, assert_renamed, convert_and_load_strictly, fake_official, meta_model,
+)
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 
 from sam_detr.checkpoint import convert_deformable_detr, dataset_class_ids, deformable_detr_key  # noqa: E402
 
@@ -35,11 +36,7 @@ def model_for(listing: str, num_classes: int):
 def test_official_listing_converts_and_loads_strictly(listing):
     official = fake_official(listing)
     model = model_for(listing, num_classes=91)
-    converted = convert_deformable_detr(official, model.state_dict())
-    assert len(converted) == len([k for k in official if not k.startswith(TIED)])
-    incompatible = DetectionCheckpointer(model)._load_model({"model": converted, "matching_heuristics": False})
-    assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
-    model.load_state_dict(converted, strict=True)
+    converted = convert_and_load_strictly(convert_deformable_detr, official, model, dropped_prefixes=TIED)
     expected = {
         "backbone.0.body.layer2.0.downsample.0.weight": "backbone.res3.0.shortcut.weight",
         "transformer.level_embed": "transformer.level_embed",
@@ -66,9 +63,7 @@ def test_official_listing_converts_and_loads_strictly(listing):
         expected["query_embed.weight"] = "query_embed.weight"
     if listing == "ddetr":
         expected["input_proj.3.0.weight"] = "input_proj.3.0.weight"
-    for source, target in expected.items():
-        assert deformable_detr_key(source) == target
-        assert torch.equal(converted[target], official[source])
+    assert_renamed(expected, deformable_detr_key, official, converted)
 
 
 def test_shared_heads_stay_shared_and_copies_stay_apart():

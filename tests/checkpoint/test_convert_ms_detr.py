@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from conftest import DETECTRON2_MISSING, REPO_ROOT
-from official_listings import CONVERTER_TEST_MARKS, TIED_HEADS, fake_official, meta_model
+from official_listings import (
+    CONVERTER_TEST_MARKS, TIED_HEADS, assert_renamed, convert_and_load_strictly, fake_official, meta_model,
+)
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
@@ -28,9 +30,7 @@ def model_for(listing: str, num_classes: int):
 def test_official_listing_converts_and_loads_strictly(listing):
     official = fake_official(listing)
     model = model_for(listing, num_classes=91)
-    converted = convert_ms_detr(official, model.state_dict())
-    assert len(converted) == len([k for k in official if not k.startswith(TIED)])
-    model.load_state_dict(converted, strict=True)
+    converted = convert_and_load_strictly(convert_ms_detr, official, model, dropped_prefixes=TIED)
     expected = {
         "transformer.decoder.layers.2.linear3.weight": "transformer.decoder.layers.2.aux_ffn.linear1.weight",
         "transformer.decoder.layers.5.linear4.bias": "transformer.decoder.layers.5.aux_ffn.linear2.bias",
@@ -46,9 +46,7 @@ def test_official_listing_converts_and_loads_strictly(listing):
     if listing == "msdetr_pp":  # the learned content queries of mixed selection
         expected["query_embed.weight"] = "query_embed.weight"
         assert converted["query_embed.weight"].shape == (300, 256)
-    for source, target in expected.items():
-        assert ms_detr_key(source) == target
-        assert torch.equal(converted[target], official[source])
+    assert_renamed(expected, ms_detr_key, official, converted)
 
 
 def test_deformable_detr_converter_refuses_the_auxiliary_ffn():

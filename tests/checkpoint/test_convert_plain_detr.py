@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from conftest import DETECTRON2_MISSING
-from official_listings import CONVERTER_TEST_MARKS, TIED_HEADS, fake_official, meta_model
+from official_listings import (
+    CONVERTER_TEST_MARKS, TIED_HEADS, assert_renamed, convert_and_load_strictly, fake_official, meta_model,
+)
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
@@ -30,9 +32,9 @@ def model_for(listing: str, num_classes: int):
 def test_official_listing_converts_and_loads_strictly(listing):
     official = fake_official(listing)
     model = model_for(listing, num_classes=91)
-    converted = convert_plain_detr(official, model.state_dict())
-    assert len(converted) == len([k for k in official if not k.startswith(TIED) and not k.endswith(GEOMETRY)])
-    model.load_state_dict(converted, strict=True)
+    converted = convert_and_load_strictly(
+        convert_plain_detr, official, model, dropped_prefixes=TIED, dropped_suffixes=GEOMETRY
+    )
     expected = {
         "backbone.0.net.body.layers.3.blocks.1.attn.cpb_mlp.2.weight":
             "backbone.net.layers.3.blocks.1.attn.cpb_mlp.2.weight",
@@ -53,9 +55,7 @@ def test_official_listing_converts_and_loads_strictly(listing):
     if listing != "plain_ape":
         rpb = "decoder.layers.1.cross_attn.cpb_mlp2.0.weight"
         expected["transformer." + rpb] = rpb
-    for source, target in expected.items():
-        assert plain_detr_key(source) == target
-        assert torch.equal(converted[target], official[source])
+    assert_renamed(expected, plain_detr_key, official, converted)
 
 
 def test_class_heads_keep_the_coco_rows_and_the_proposal_head_its_objectness_row():

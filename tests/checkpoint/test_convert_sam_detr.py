@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from conftest import DETECTRON2_MISSING, REPO_ROOT
-from official_listings import CONVERTER_TEST_MARKS
+from official_listings import CONVERTER_TEST_MARKS, assert_renamed, convert_and_load_strictly
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
 from sam_detr.checkpoint import convert_sam_detr, dataset_class_ids, sam_detr_key  # noqa: E402
@@ -47,11 +46,9 @@ def model_for(listing: str, num_classes: int):
 def test_official_listing_converts_and_loads_strictly(listing):
     official = fake_official(listing)
     model = model_for(listing, num_classes=91)
-    converted = convert_sam_detr(official, model.state_dict())
-    assert len(converted) == len([k for k in official if not k.startswith("transformer.decoder.bbox_embed.")])
-    incompatible = DetectionCheckpointer(model)._load_model({"model": converted, "matching_heuristics": False})
-    assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
-    model.load_state_dict(converted, strict=True)
+    converted = convert_and_load_strictly(
+        convert_sam_detr, official, model, dropped_prefixes="transformer.decoder.bbox_embed."
+    )
     layer = "transformer.decoder.layers"
     expected = {
         "backbone.0.body.conv1.weight": "backbone.stem.conv1.weight",
@@ -75,9 +72,7 @@ def test_official_listing_converts_and_loads_strictly(listing):
         expected["transformer.encoder.layers.1.self_attn.sampling_offsets.bias"] = (
             "transformer.encoder.layers.1.self_attn.sampling_offsets.bias"
         )
-    for source, target in expected.items():
-        assert sam_detr_key(source) == target
-        assert torch.equal(converted[target], official[source])
+    assert_renamed(expected, sam_detr_key, official, converted)
 
 
 def test_class_heads_keep_the_coco_rows_of_detectron2_classes():
