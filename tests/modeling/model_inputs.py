@@ -18,6 +18,16 @@ def two_images():
     return [a, b]
 
 
+def model_and_optimizer(cfg):
+    """`cfg.model` instantiated after seeding 0, and `cfg.optimizer` built over its parameter groups."""
+    from detectron2.config import instantiate
+
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    cfg.optimizer.params.model = model
+    return model, instantiate(cfg.optimizer)
+
+
 def train_step_and_inference(model, optimizer=None):
     """A training step of `model` on `two_images()` (and of `optimizer`, if given), then an inference on them
     in eval mode; returns the loss dict (the total checked finite) and the inference outputs."""

@@ -8,7 +8,7 @@ from conftest import DETECTRON2_MISSING, REPO_ROOT
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from detectron2.config import LazyConfig, get_cfg, instantiate  # noqa: E402
-from model_inputs import train_step_and_inference, two_images  # noqa: E402
+from model_inputs import model_and_optimizer, train_step_and_inference, two_images  # noqa: E402
 
 from sam_detr.config import add_deformable_detr_config  # noqa: E402
 from sam_detr.layers import MSDeformAttn  # noqa: E402
@@ -74,10 +74,7 @@ def test_every_row_trains_a_step_and_infers(config):
     cfg.model.num_queries = 30
     cfg.model.transformer.encoder.num_layers = 1
     cfg.model.transformer.decoder.num_layers = 2
-    torch.manual_seed(0)
-    model = instantiate(cfg.model)
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
+    model, optimizer = model_and_optimizer(cfg)
     assert sorted({g["lr"] for g in optimizer.param_groups}) == pytest.approx([2e-5, 2e-4])
     losses, out = train_step_and_inference(model, optimizer)
     assert set(losses) == {k + s for k in LOSSES for s in ["", "_0"] + (["_enc"] if two_stage else [])}

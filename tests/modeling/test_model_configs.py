@@ -2,14 +2,13 @@
 with the official optimisation (the SAM-DETR and Deformable DETR configs: tests/modeling/test_sam_detr.py,
 test_deformable_detr.py; the quickstart configs: tests/modeling/test_contract.py)."""
 import pytest
-import torch
 
 from conftest import DETECTRON2_MISSING, REPO_ROOT
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from model_inputs import train_step_and_inference  # noqa: E402
+from detectron2.config import LazyConfig  # noqa: E402
+from model_inputs import model_and_optimizer, train_step_and_inference  # noqa: E402
 
 from sam_detr.engine import checkpointer  # noqa: E402
 from sam_detr.modeling import DETR, ConditionalDETR  # noqa: E402
@@ -34,11 +33,8 @@ ROW_CONFIGS = [
 @pytest.mark.parametrize("name, cls", ROW_CONFIGS)
 def test_config_trains_and_infers(name, cls):
     cfg = LazyConfig.load(str(CONFIGS / name))
-    torch.manual_seed(0)
-    model = instantiate(cfg.model)
+    model, optimizer = model_and_optimizer(cfg)
     assert type(model) is cls
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
     _, out = train_step_and_inference(model, optimizer)
     assert [o["instances"].image_size for o in out] == [(134, 186), (45, 101)]
 

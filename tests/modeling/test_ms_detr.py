@@ -10,7 +10,7 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
-from model_inputs import train_step_and_inference, two_images  # noqa: E402
+from model_inputs import model_and_optimizer, train_step_and_inference, two_images  # noqa: E402
 
 from sam_detr.modeling import OneToManyMatcher  # noqa: E402
 from sam_detr.modeling.transformer import BoxRefinement, MSDETRDecoderLayer, flatten_levels  # noqa: E402
@@ -177,10 +177,7 @@ def test_every_row_trains_a_step_and_infers(config):
     cfg.model.num_queries = 30
     cfg.model.transformer.encoder.num_layers = 1
     cfg.model.transformer.decoder.num_layers = 2
-    torch.manual_seed(0)
-    model = instantiate(cfg.model)
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
+    model, optimizer = model_and_optimizer(cfg)
     losses, out = train_step_and_inference(model, optimizer)
     assert set(losses) == {k + s for k in LOSSES for s in ["", "_0", "_o2m", "_0_o2m", "_enc"]}
     assert model.transformer.decoder.layers[1].aux_ffn.linear1.weight.grad.abs().sum() > 0

@@ -10,9 +10,10 @@ from conftest import DETECTRON2_MISSING, REPO_ROOT
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
-from detectron2.config import LazyConfig, get_cfg, instantiate  # noqa: E402
+from detectron2.config import LazyConfig, get_cfg  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
+from model_inputs import model_and_optimizer  # noqa: E402
 
 from sam_detr.config import add_plain_detr_config  # noqa: E402
 from sam_detr.layers import box_to_delta, delta_to_box  # noqa: E402
@@ -212,10 +213,7 @@ def test_every_row_trains_a_step_and_infers(config):
     # smaller for speed: fewer queries and decoder layers (the backbone is the published one)
     cfg.model.num_queries, cfg.model.num_queries_one2many = 20, 40
     cfg.model.decoder.num_layers = 2
-    torch.manual_seed(0)
-    model = instantiate(cfg.model)
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
+    model, optimizer = model_and_optimizer(cfg)
     model.train()
     with EventStorage():
         losses = model(larger_images())
