@@ -130,9 +130,10 @@ def test_shifted_block_pads_then_shifts():
     h, w = 6, 7
     x = torch.randn(2, h * w, 8)
     with torch.no_grad():
-        got = blk._window_attention(x, h, w, shifted_window_mask(8, 8, 4, 2))
+        got = blk.attn(x, (4, 4), shifted_window_mask(8, 8, 4, 2), windows=window_order(h, w, 4, 2))
         padded = F.pad(x.view(2, h, w, 8), (0, 0, 0, 1, 0, 2)).reshape(2, 64, 8)
-        full = blk._window_attention(padded, 8, 8, shifted_window_mask(8, 8, 4, 2)).view(2, 8, 8, 8)
+        full = blk.attn(padded, (4, 4), shifted_window_mask(8, 8, 4, 2), windows=window_order(8, 8, 4, 2))
+        full = full.view(2, 8, 8, 8)
     torch.testing.assert_close(got.view(2, h, w, 8), full[:, :h, :w], rtol=0, atol=0)
 
 

@@ -37,11 +37,14 @@ __all__ = [
     "LayerNormFP32",
     "log_spaced_relative_coords",
     "relative_position_index",
+    "stage_windows",
     "window_order",
 ]
 
 NORM_EPS = 1e-6  # the official norm_layer is LayerNormFP32(eps=1e-6) everywhere in the trunk
 COSINE_EPS = 5e-5  # q / (|q| + eps), the official custom_normalize
+# a stage's windows for one shift: window_order's (gather, scatter) and the shifted_window_mask (None unshifted)
+StageWindows = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]
 # log(1 / 0.01) as the official code computes it, in float32
 MAX_LOGIT_SCALE = float(torch.log(torch.tensor(100.0)))
 CPB_HIDDEN = 512
@@ -212,17 +215,14 @@ class SwinV2Block(nn.Module):
         self.norm2 = LayerNormFP32(dim, eps=NORM_EPS)
         self.mlp = _Mlp(dim, int(dim * mlp_ratio))
 
-    def _window_attention(self, x: torch.Tensor, h: int, w: int, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        ws = self.window_size
-        order = window_order(h, w, ws, self.shift_size, x.device)
-        return self.attn(x, (ws, ws), shift_mask if self.shift_size else None, windows=order)
-
-    def forward(self, x: torch.Tensor, size: Tuple[int, int], shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """x: (B, H*W, C) -> (B, H*W, C); shift_mask: the stage's `shifted_window_mask`."""
+    def forward(self, x: torch.Tensor, size: Tuple[int, int], windows: Optional[StageWindows]) -> torch.Tensor:
+        """x: (B, H*W, C) -> (B, H*W, C); windows: the stage's (gather, scatter, shift mask or None) for this
+        block's shift (`stage_windows`), None for a global block."""
         if self.window_size is None:
             y = self.attn(x, size)
         else:
-            y = self._window_attention(x, *size, shift_mask)
+            gather, scatter, mask = windows
+            y = self.attn(x, (self.window_size, self.window_size), mask, windows=(gather, scatter))
         x = x + stochastic_depth(self.norm1(y), self.drop_path, "row", self.training)
         return x + stochastic_depth(self.norm2(self.mlp(x)), self.drop_path, "row", self.training)
 
@@ -246,6 +246,16 @@ def window_order(h: int, w: int, window_size: int, shift_size: int, device=None)
     scatter = torch.empty(h * w, dtype=torch.long, device=device)
     scatter[gather[real]] = torch.arange(gather.numel(), device=device)[real]
     return gather, scatter
+
+
+def stage_windows(h: int, w: int, window_size: int, shifts: Sequence[int], device=None) -> Dict[int, StageWindows]:
+    """The windows of an h x w map for each shift of `shifts`, built once per stage for all its blocks."""
+    hp, wp = h + (-h) % window_size, w + (-w) % window_size
+    return {
+        shift: (*window_order(h, w, window_size, shift, device),
+                shifted_window_mask(hp, wp, window_size, shift, device) if shift else None)
+        for shift in set(shifts)
+    }
 
 
 def shifted_window_mask(hp: int, wp: int, window_size: int, shift_size: int, device=None) -> torch.Tensor:
@@ -319,15 +329,14 @@ class SwinV2Stage(nn.Module):
     def forward(self, x: torch.Tensor, size: Tuple[int, int]):
         """(B, H*W, C) -> the stage's output (B, H*W, C) and the next stage's input with its size."""
         h, w = size
-        mask = None
-        if any(blk.window_size is not None and blk.shift_size for blk in self.blocks):
-            ws = self.window_size
-            mask = shifted_window_mask(h + (-h) % ws, w + (-w) % ws, ws, self.shift_size, x.device)
+        shifts = [blk.shift_size for blk in self.blocks if blk.window_size is not None]
+        windows = stage_windows(h, w, self.window_size, shifts, x.device)
         for blk in self.blocks:
+            blk_windows = None if blk.window_size is None else windows[blk.shift_size]
             if self.use_checkpoint and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(blk, x, size, mask, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(blk, x, size, blk_windows, use_reentrant=False)
             else:
-                x = blk(x, size, mask)
+                x = blk(x, size, blk_windows)
         if self.downsample is None:
             return x, x, size
         return x, self.downsample(x, size), ((h + 1) // 2, (w + 1) // 2)
