@@ -27,10 +27,7 @@ def box_rpb_deltas(boxes: torch.Tensor, size: int, stride: int, rpe_type: str = 
         (B, Q, n, 2) `side - centre_j`, encoded.
     """
     centres = (torch.arange(size, dtype=torch.float32, device=boxes.device) + 0.5) * stride
-    deltas = boxes[:, :, None, :] - centres[None, None, :, None]
-    if rpe_type == "abs_log8":
-        deltas = torch.sign(deltas) * torch.log2(deltas.abs() + 1.0) / math.log2(8)
-    return deltas
+    return _encode(boxes[:, :, None, :] - centres[None, None, :, None], rpe_type)[0]
 
 
 # the queries of one chunk of `AxisBias`: about 1 MiB of float32 activations (queries x map length x hidden),
