@@ -124,3 +124,30 @@ def test_frozen_and_tied_parameters():
     params = {id(p) for g in groups for p in g["params"]}
     assert params == {id(model[0].weight), id(model[1].bias)}
     assert {(g["lr"], g["weight_decay"], len(g["params"])) for g in groups} == {(1e-3, 0.1, 1), (1e-3, 0.0, 1)}
+
+
+def test_config_adamw_is_fused_and_updates_as_the_loop_does():
+    """configs/common/optim.py builds the fused AdamW (one kernel for all parameters); its step is the
+    per-parameter loop's, groups with their lr factors included, up to float rounding."""
+    from conftest import REPO_ROOT
+    from detectron2.config import LazyConfig
+
+    cfg = LazyConfig.load(str(REPO_ROOT / "configs" / "common" / "optim.py"))
+    torch.manual_seed(0)
+    models = [torch.nn.ModuleDict({"backbone": torch.nn.Linear(5, 4), "head": torch.nn.Linear(4, 3)}) for _ in "ab"]
+    models[1].load_state_dict(models[0].state_dict())
+    optimizers = []
+    for model, fused in zip(models, (True, False)):
+        cfg.AdamW.params.model = model
+        cfg.AdamW.fused = fused
+        optimizers.append(instantiate(cfg.AdamW))
+    assert optimizers[0].defaults["fused"]
+    assert sorted(g["lr"] for g in optimizers[0].param_groups) == pytest.approx([1e-5, 1e-4])
+    x = torch.randn(7, 5)
+    for _ in range(3):
+        for model, optimizer in zip(models, optimizers):
+            optimizer.zero_grad()
+            model["head"](model["backbone"](x)).square().sum().backward()
+            optimizer.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
