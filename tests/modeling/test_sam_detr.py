@@ -27,6 +27,7 @@ from sam_detr.modeling.transformer import (  # noqa: E402
     TransformerEncoderLayer,
 )
 from sam_detr.modeling.transformer import semantics_aligner  # noqa: E402
+from sam_detr.modeling.transformer.semantics_aligner import SemanticsAligner  # noqa: E402
 from sam_detr.modeling.transformer.smca import smca_gaussian_bias  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
@@ -191,6 +192,51 @@ def test_smca_bias_equals_official_formula():
     scale = (scales.permute(1, 0, 2, 3) ** 2).reshape(Q, -1, 2).unsqueeze(1)
     official = (-(distance * scale).sum(-1).abs() / 8.0).permute(2, 0, 1)
     torch.testing.assert_close(smca_gaussian_bias(points, scales, (H, W), valid), official, rtol=0, atol=0)
+
+
+def _padded_with(noise: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """`own` (C, h, w) in the top-left corner of a (C, H, W) map of `noise`: an image's level in a padded batch
+    (its padding holds whatever the encoder computed there)."""
+    padded = noise.clone()
+    padded[:, : own.shape[1], : own.shape[2]] = own
+    return padded
+
+
+@pytest.mark.parametrize("smca", [False, True])
+def test_semantics_aligner_reads_each_images_own_map_when_the_masks_are_exact(smca):
+    """With each image's size (`batch_invariant`), an image's aligned queries are those it gets alone, for
+    boxes reaching past its last row and column; the official semantics read the padding's memory there."""
+    torch.manual_seed(0)
+    C, Q, (h, w), (H, W) = 32, 6, (5, 7), (9, 8)
+    aligner = SemanticsAligner(C, 4, predict_scales=smca).eval()
+    torch.nn.init.normal_(aligner.point2[-1].weight, std=0.1)
+    own, other = torch.randn(C, h, w), torch.randn(C, H, W)
+    memory = torch.stack([_padded_with(torch.randn(C, H, W), own), other])
+    boxes = torch.rand(2, Q, 4) * 0.5 + 0.5  # centres in the lower right half: the boxes cross the border
+    tgt = torch.randn(Q, 2, C)
+    sizes = torch.tensor([[w, h], [W, H]])
+    valid_ratio = sizes / torch.tensor([W, H])
+    with torch.no_grad():
+        alone = aligner(tgt[:, :1], own[None], boxes[:1], torch.ones(1, 2), sizes[:1])
+        batched = aligner(tgt, memory, boxes, valid_ratio, sizes)
+        official = aligner(tgt, memory, boxes, valid_ratio)
+    for name in ("content", "pos"):  # (Q, B, M, C)
+        torch.testing.assert_close(getattr(batched, name)[:, :1], getattr(alone, name), rtol=0, atol=1e-6)
+    for name in ("points", "scales") if smca else ("points",):  # (B, Q, M, 2)
+        torch.testing.assert_close(getattr(batched, name)[:1], getattr(alone, name), rtol=0, atol=1e-6)
+    assert (official.content[:, 0] - alone.content[:, 0]).abs().max() > 1e-3
+
+
+def test_smca_bias_places_points_by_each_images_size():
+    """With each image's size, an image's Gaussian over its own pixels is the one it gets alone."""
+    torch.manual_seed(0)
+    (h, w), (H, W) = (5, 7), (9, 8)
+    points, scales = torch.rand(2, 3, 4, 2), torch.randn(2, 3, 4, 2)
+    sizes = torch.tensor([[w, h], [W, H]])
+    alone = smca_gaussian_bias(points[:1], scales[:1], (h, w), torch.ones(1, 2), sizes[:1])
+    batched = smca_gaussian_bias(points, scales, (H, W), sizes / torch.tensor([W, H]), sizes)
+    own_pixels = batched[:4].view(4, 3, H, W)[..., :h, :w].reshape(4, 3, h * w)
+    assert torch.equal(own_pixels, alone)
 
 
 # (total batch size, epochs, lr drop, GroupNorm in input_proj, SMCA, DC5, multi-scale)

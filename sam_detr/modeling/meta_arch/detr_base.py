@@ -35,8 +35,9 @@ class DETRBase(nn.Module):
     depend on the batch it is in. With `batch_invariant=True`, the backbone and the input projection run on
     each image at its own size; their outputs are padded afterwards, and every level's mask marks exactly
     each image's own feature size. The heads mask padding exactly (attention logits at -inf, zeroed
-    deformable values), so an image's detections are those it gets alone, up to rounding; the cost is one
-    backbone pass per image.
+    deformable values) and read each image's own region where they sample a map (SAM-DETR's RoIAlign,
+    Plain-DETR's proposal maps), so an image's detections are those it gets alone, up to rounding; the cost
+    is one backbone pass per image.
 
     Args:
         backbone: a d2 backbone; `in_features` are the levels passed to the head, finest first.

@@ -101,7 +101,9 @@ class SAMDETR(DETRBase):
 
     def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
         pos = [self.position_embedding(m).to(f.dtype) for m, f in zip(masks, features)]
-        hs, boxes = self.transformer(features, masks, pos, self.query_embed.weight, self.bbox_embed)
+        hs, boxes = self.transformer(
+            features, masks, pos, self.query_embed.weight, self.bbox_embed, exact_padding=self.batch_invariant
+        )
         logits = torch.stack([head(h) for head, h in zip(self.class_embed, hs)])
         return self.layer_outputs(logits, boxes)
 

@@ -8,18 +8,42 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FlattenedLevels", "flatten_levels", "pad_levels", "resize_mask", "valid_ratios"]
+__all__ = [
+    "FlattenedLevels", "flatten_levels", "level_pixels", "pad_levels", "resize_mask", "valid_ratios", "valid_sizes"
+]
+
+
+def valid_sizes(mask: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) mask, True on padding -> (B, 2) int64: the unpadded size (w, h) of each image's map.
+
+    Counted along the first row and column, as the official code does (padding is bottom/right).
+    """
+    return torch.stack([torch.sum(~mask[:, 0, :], 1), torch.sum(~mask[:, :, 0], 1)], -1)
 
 
 def valid_ratios(mask: torch.Tensor) -> torch.Tensor:
-    """(B, H, W) mask, True on padding -> (B, 2): the unpadded fraction (w, h) of the map.
-
-    Counted along the first column and row, as the official code does (padding is bottom/right).
-    """
+    """(B, H, W) mask, True on padding -> (B, 2): the unpadded fraction (w, h) of the map."""
     _, H, W = mask.shape
-    valid_h = torch.sum(~mask[:, :, 0], 1)
-    valid_w = torch.sum(~mask[:, 0, :], 1)
-    return torch.stack([valid_w.float() / W, valid_h.float() / H], -1)
+    return valid_sizes(mask).float() / mask.new_tensor([W, H], dtype=torch.float32)
+
+
+def level_pixels(
+    xy: torch.Tensor, spatial_shape: Tuple[int, int], valid_ratio: torch.Tensor, sizes: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """(B, ..., 2) points (x, y) normalised to each image's unpadded extent -> pixels of a feature level.
+
+    Args:
+        spatial_shape: (H, W) of the padded level; valid_ratio: (B, 2) its unpadded fraction (w, h).
+        sizes: (B, 2) each image's exact size (w, h) on the level (exact masks: `batch_invariant`): the
+            points scale by it, so an image's pixels do not depend on the batch's padding. None: by the
+            padded size, then by `valid_ratio`, as the official code (SAM-DETR; its rounding depends on the
+            padding).
+    """
+    view = (xy.shape[0],) + (1,) * (xy.dim() - 2) + (2,)
+    if sizes is not None:
+        return xy * sizes.to(valid_ratio.dtype).view(view)
+    H, W = spatial_shape
+    return xy * xy.new_tensor([W, H]) * valid_ratio.view(view)
 
 
 def pad_levels(per_image: Sequence[Sequence[torch.Tensor]]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:

@@ -13,7 +13,7 @@ from torch import nn
 
 from ...layers import boxes_sine_embed
 from ..backbone.upsample import LayerNorm2d
-from .levels import pad_levels, resize_mask
+from .levels import pad_levels, resize_mask, valid_sizes
 
 __all__ = [
     "TwoStageProposals", "Proposals", "encoder_anchors", "pixel_anchors", "proposal_maps", "proposal_projections",
@@ -119,7 +119,7 @@ def proposal_maps(projections: nn.ModuleList, memory: torch.Tensor, mask: torch.
     if not per_image:
         maps = [proj(memory) for proj in projections]
         return maps, [resize_mask(mask, m.shape[-2:]) for m in maps]
-    sizes = zip((~mask[:, 0, :]).sum(1).tolist(), (~mask[:, :, 0]).sum(1).tolist())
+    sizes = valid_sizes(mask).tolist()
     return pad_levels([[proj(memory[i : i + 1, :, :h, :w]) for proj in projections] for i, (w, h) in enumerate(sizes)])
 
 

@@ -25,6 +25,9 @@ class MemoryLevel(NamedTuple):
     mask: torch.Tensor  # (B, S) bool, True on padding
     pos: torch.Tensor  # (S, B, C)
     valid_ratio: torch.Tensor  # (B, 2) unpadded fraction (w, h)
+    # (B, 2) int64 each image's exact size (w, h), when the mask is exact (`batch_invariant`): the Semantics
+    # Aligner and SMCA then place points by it and read each image's own map; None: the official semantics
+    sizes: Optional[torch.Tensor] = None
 
 
 class SAMDETRDecoderLayer(ConditionalSelfAttentionLayer):
@@ -75,12 +78,14 @@ class SAMDETRDecoderLayer(ConditionalSelfAttentionLayer):
         centre_pos = points_sine_embed(ref_boxes[..., :2].detach().transpose(0, 1), num_feats=C // 2)
         tgt = self.self_attention(tgt, centre_pos)
 
-        aligned = self.semantics_aligner(tgt, level.memory_2d, ref_boxes, level.valid_ratio)
+        aligned = self.semantics_aligner(tgt, level.memory_2d, ref_boxes, level.valid_ratio, level.sizes)
         q = (self.ca_qcontent_proj(aligned.content) + self.ca_qpos_sine_proj(aligned.pos)).view(Q, B, self.nhead * C)
         k = self.ca_kcontent_proj(level.memory) + self.ca_kpos_sine_proj(level.pos)  # shared by the heads
         bias = None
         if self.smca:
-            bias = smca_gaussian_bias(aligned.points, aligned.scales, level.memory_2d.shape[-2:], level.valid_ratio)
+            bias = smca_gaussian_bias(
+                aligned.points, aligned.scales, level.memory_2d.shape[-2:], level.valid_ratio, level.sizes
+            )
         attn = self.cross_attn(q, k, self.ca_v_proj(level.memory), key_padding_mask=level.mask, attn_bias=bias)
         return self.ffn(self.norm2(tgt + self.dropout2(attn)))
 

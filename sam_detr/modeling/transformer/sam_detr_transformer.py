@@ -7,7 +7,7 @@ from torch import nn
 from .deformable_encoder import DeformableTransformerEncoder
 from .deformable_transformer import reset_deformable_parameters
 from .detr_transformer import TransformerEncoder
-from .levels import flatten_levels, valid_ratios
+from .levels import flatten_levels, valid_ratios, valid_sizes
 from .sam_detr_decoder import MemoryLevel, SAMDETRDecoder
 
 __all__ = ["SAMDETRTransformer", "SAMDETRMultiScaleTransformer"]
@@ -33,13 +33,13 @@ class SAMDETRTransformer(nn.Module):
         return 1
 
     def encode(
-        self, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor]
+        self, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor], exact_padding: bool
     ) -> List[MemoryLevel]:
         """Per level (B, C, H, W) features and pos, (B, H, W) masks -> the encoded levels."""
         (src,), (mask,), (pos,) = srcs, masks, pos
         pos = pos.flatten(2).permute(2, 0, 1)
         memory = self.encoder(src.flatten(2).permute(2, 0, 1), key_padding_mask=mask.flatten(1), pos=pos)
-        return [_memory_level(memory, src.shape[-2:], mask, pos)]
+        return [_memory_level(memory, src.shape[-2:], mask, pos, exact_padding)]
 
     def forward(
         self,
@@ -48,6 +48,7 @@ class SAMDETRTransformer(nn.Module):
         pos: List[torch.Tensor],
         ref_logits: torch.Tensor,
         bbox_embed: Sequence[nn.Module],
+        exact_padding: bool = False,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
@@ -56,13 +57,15 @@ class SAMDETRTransformer(nn.Module):
             pos: per level, (B, C, H_l, W_l) sine position embeddings.
             ref_logits: (Q, 4) the learned reference boxes, unactivated (cx, cy, w, h).
             bbox_embed: per decoder layer, the box head.
+            exact_padding: the masks mark each image's own size exactly (`batch_invariant`): the decoder
+                places points by each image's size and reads each image's own map (see `MemoryLevel.sizes`).
         Returns:
             (num_decoder_layers, B, Q, C) decoder outputs and (num_decoder_layers, B, Q, 4) boxes
             (cx, cy, w, h) normalised to the unpadded image.
         """
         if not len(srcs) == len(masks) == len(pos) == self.num_feature_levels:
             raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(srcs)}")
-        return self.decoder(self.encode(srcs, masks, pos), ref_logits, bbox_embed)
+        return self.decoder(self.encode(srcs, masks, pos, exact_padding), ref_logits, bbox_embed)
 
 
 class SAMDETRMultiScaleTransformer(SAMDETRTransformer):
@@ -85,17 +88,19 @@ class SAMDETRMultiScaleTransformer(SAMDETRTransformer):
         return self.level_embed.shape[0]
 
     def encode(
-        self, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor]
+        self, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor], exact_padding: bool
     ) -> List[MemoryLevel]:
         flat = flatten_levels(srcs, masks, pos, self.level_embed)
         memory = self.encoder(flat)
         return [
-            _memory_level(m.transpose(0, 1), src.shape[-2:], mask, p.transpose(0, 1))
+            _memory_level(m.transpose(0, 1), src.shape[-2:], mask, p.transpose(0, 1), exact_padding)
             for m, p, src, mask in zip(flat.split(memory), flat.split(flat.pos), srcs, masks)
         ]
 
 
-def _memory_level(memory: torch.Tensor, size: Tuple[int, int], mask: torch.Tensor, pos: torch.Tensor) -> MemoryLevel:
+def _memory_level(
+    memory: torch.Tensor, size: Tuple[int, int], mask: torch.Tensor, pos: torch.Tensor, exact_padding: bool
+) -> MemoryLevel:
     """memory, pos: (H*W, B, C); mask: (B, H, W)."""
     H, W = size
     S, B, C = memory.shape
@@ -105,4 +110,5 @@ def _memory_level(memory: torch.Tensor, size: Tuple[int, int], mask: torch.Tenso
         mask=mask.flatten(1),
         pos=pos,
         valid_ratio=valid_ratios(mask),
+        sizes=valid_sizes(mask) if exact_padding else None,
     )

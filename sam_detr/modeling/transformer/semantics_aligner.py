@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...layers import box_cxcywh_to_xyxy, points_sine_embed, roi_align
+from .levels import level_pixels
 
 __all__ = ["SemanticsAligner", "AlignedQueries"]
 
@@ -56,7 +57,12 @@ class SemanticsAligner(nn.Module):
         self.attn2 = nn.Linear(d_model, d_model * nhead)
 
     def forward(
-        self, tgt: torch.Tensor, memory_2d: torch.Tensor, boxes: torch.Tensor, valid_ratio: torch.Tensor
+        self,
+        tgt: torch.Tensor,
+        memory_2d: torch.Tensor,
+        boxes: torch.Tensor,
+        valid_ratio: torch.Tensor,
+        sizes: Optional[torch.Tensor] = None,
     ) -> AlignedQueries:
         """
         Args:
@@ -64,20 +70,19 @@ class SemanticsAligner(nn.Module):
             memory_2d: (B, C, H, W) the memory of the attended level.
             boxes: (B, Q, 4) reference boxes (cx, cy, w, h), normalised to the unpadded image.
             valid_ratio: (B, 2) unpadded fraction (w, h) of the level.
+            sizes: (B, 2) each image's exact size (w, h) on the level, when the masks are exact
+                (`batch_invariant`): each image's boxes are RoI-aligned from its own map, so that samples
+                past its last row or column see its border (RoIAlign's clamp, then zeros), not the memory
+                of the padding. None: from the padded map, as the official code.
         """
         Q, B, C = tgt.shape
         M = self.nhead
-        H, W = memory_2d.shape[-2:]
-        # the boxes in feature pixels of the padded map
-        xyxy = box_cxcywh_to_xyxy(boxes) * boxes.new_tensor([W, H, W, H]) * valid_ratio.repeat(1, 2)[:, None]
-        batch_idx = torch.arange(B, dtype=xyxy.dtype, device=xyxy.device).repeat_interleave(Q)[:, None]
-        # RoIAlign passes no gradient to the boxes (neither torchvision's nor ours has one); detached so that
-        # any RoIAlign implementation trains the same
-        rois = torch.cat([batch_idx, xyxy.reshape(B * Q, 4)], 1).detach()
+        # the boxes in feature pixels; RoIAlign passes them no gradient (neither torchvision's nor ours has
+        # one): detached so that any RoIAlign implementation trains the same
+        xyxy = box_cxcywh_to_xyxy(boxes).unflatten(-1, (2, 2))
+        xyxy = level_pixels(xyxy, memory_2d.shape[-2:], valid_ratio, sizes).flatten(-2).detach()
         # one RoIAlign serves both the point prediction and the resampling (the official code runs it twice)
-        roi = roi_align(
-            memory_2d, rois, output_size=(self.roi_size, self.roi_size), spatial_scale=1.0, aligned=True
-        )  # (B*Q, C, roi_size, roi_size)
+        roi = self._roi_features(memory_2d, xyxy, sizes)  # (B*Q, C, roi_size, roi_size)
         pred = self.point2(self.point1(roi).flatten(1))
         offsets = pred[:, : 2 * M].tanh().view(B * Q, 1, M, 2)
         content = F.grid_sample(roi, offsets, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -89,3 +94,17 @@ class SemanticsAligner(nn.Module):
         pos = pos * self.attn2(tgt).view(Q, B, M, C).sigmoid()
         scales = pred[:, 2 * M :].view(B, Q, M, 2) if self.predict_scales else None
         return AlignedQueries(content, pos, points, scales)
+
+    def _roi_features(self, memory_2d: torch.Tensor, xyxy: torch.Tensor, sizes: Optional[torch.Tensor]) -> torch.Tensor:
+        """(B, C, H, W) memory, (B, Q, 4) boxes in its pixels -> (B * Q, C, roi_size, roi_size); `sizes`: see
+        `forward`."""
+        size = (self.roi_size, self.roi_size)
+        if sizes is not None:
+            return torch.cat([
+                roi_align(memory_2d[i : i + 1, :, :h, :w], [xyxy[i]], size, spatial_scale=1.0, aligned=True)
+                for i, (w, h) in enumerate(sizes.tolist())
+            ])
+        B, Q, _ = xyxy.shape
+        batch_idx = torch.arange(B, dtype=xyxy.dtype, device=xyxy.device).repeat_interleave(Q)[:, None]
+        rois = torch.cat([batch_idx, xyxy.reshape(B * Q, 4)], 1)
+        return roi_align(memory_2d, rois, output_size=size, spatial_scale=1.0, aligned=True)

@@ -1,7 +1,9 @@
 """SMCA's Gaussian-like modulation of cross-attention (Gao et al. 2021), in SAM-DETR's form."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
+
+from .levels import level_pixels
 
 __all__ = ["smca_gaussian_bias"]
 
@@ -10,7 +12,11 @@ _SMCA_TEMPERATURE = 8.0
 
 
 def smca_gaussian_bias(
-    points: torch.Tensor, scales: torch.Tensor, spatial_shape: Tuple[int, int], valid_ratio: torch.Tensor
+    points: torch.Tensor,
+    scales: torch.Tensor,
+    spatial_shape: Tuple[int, int],
+    valid_ratio: torch.Tensor,
+    sizes: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """The additive attention bias of an anisotropic Gaussian around each head's salient point.
 
@@ -23,12 +29,14 @@ def smca_gaussian_bias(
         scales: (B, Q, M, 2) the predicted (s_x, s_y).
         spatial_shape: (H, W) of the attended map.
         valid_ratio: (B, 2) unpadded fraction (w, h) of that map.
+        sizes: (B, 2) each image's exact size (w, h) on the map, when the masks are exact (`batch_invariant`):
+            the points scale by it (see `level_pixels`); None: by the padded size and `valid_ratio`.
     Returns:
         (B * M, Q, H * W), ordered as the attention logits of `MultiheadAttentionNoProj`.
     """
     B, Q, M, _ = points.shape
     H, W = spatial_shape
-    centres = (points * points.new_tensor([W, H]) * valid_ratio[:, None, None, :]).permute(0, 2, 1, 3)
+    centres = level_pixels(points, spatial_shape, valid_ratio, sizes).permute(0, 2, 1, 3)
     scales_sq = (scales * scales).permute(0, 2, 1, 3)  # (B, M, Q, 2)
     xs = torch.arange(W, dtype=points.dtype, device=points.device) + 0.5
     ys = torch.arange(H, dtype=points.dtype, device=points.device) + 0.5
