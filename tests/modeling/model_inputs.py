@@ -3,17 +3,18 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 
-def two_images():
-    """Two odd-sized uint8 images (67x93 returned at 134x186, and 45x101), the second without objects."""
+def two_images(second_size=(45, 101)):
+    """Two odd-sized uint8 images (67x93 returned at 134x186, and `second_size`, 45x101), the second without
+    objects."""
     a = {"image": torch.randint(0, 256, (3, 67, 93), dtype=torch.uint8), "height": 134, "width": 186}
     a["instances"] = Instances(
         (67, 93),
         gt_boxes=Boxes(torch.tensor([[3.0, 4.0, 40.0, 50.0], [50.0, 10.0, 90.0, 30.0]])),
         gt_classes=torch.tensor([1, 4]),
     )
-    b = {"image": torch.randint(0, 256, (3, 45, 101), dtype=torch.uint8)}
+    b = {"image": torch.randint(0, 256, (3, *second_size), dtype=torch.uint8)}
     b["instances"] = Instances(
-        (45, 101), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64)
+        second_size, gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64)
     )
     return [a, b]
 

@@ -1,6 +1,14 @@
-"""What every meta-architecture promises, checked on each quickstart config (configs/quickstart/*.py, found
-automatically: a method that lands with a quickstart config is covered without editing this file) and on the
-published models' parameter counts.
+"""What every meta-architecture promises, checked on every model the configs define, all found automatically
+(a method or a published row that lands with its config is covered without editing this file):
+
+* each quickstart config (configs/quickstart/*.py), as it is;
+* the tiny twin of each published config (configs/*.py): the config's own graph, every module and option of
+  the row (SMCA, multi-scale, DC5, refinement, two-stage, one-to-many queries and auxiliary FFN, mixed
+  selection, look-forward-twice, APE, BoxRPB, reparameterisation, the softmax head, ...), shrunk to test size
+  by `sam_detr.config.tiny_twin`. Rows whose twins are equal (the R50 and R101 rows, or the 12- and
+  50-epoch rows of one model) run once, under one id naming them all;
+
+and on the published models' parameter counts.
 
 * A training step with empty ground truth (and with a mixed batch) gives finite losses: every loss group
   of the criterion that the head returns predictions for (final layer, each earlier decoder layer, a
@@ -9,14 +17,19 @@ published models' parameter counts.
 * Inference returns at most `num_select` detections per image, inside the image at its requested size,
   with scores in [0, 1] and classes of the model.
 * An image's detections do not change when a larger image joins its batch, where the model promises it
-  (`batch_invariant`); the official semantics (the backbone sees the batch's padding) are marked.
+  (`batch_invariant`): each of its detections (every query and class: no top-k cut for near-equal scores to
+  cross) has a partner of the same class, score within `SCORE_TOLERANCE` and box within `BOX_TOLERANCE`
+  pixels; the official semantics (the backbone sees the batch's padding) are marked.
 * The ResNet's fast path (`build_resnet_backbone(fast=True)`, the default: frozen BN folded into the
-  convolutions, channels-last) gives the plain path's predictions, up to rounding.
+  convolutions, channels-last) gives the plain path's predictions, up to rounding (quickstart configs; the
+  twins of the ResNet rows run the fast path throughout).
 
-`MARKS` holds per config and per check the marks of official-semantics cases, with their reasons.
+`MARKS` holds per model id and per check the marks of official-semantics cases, with their reasons.
 """
 import inspect
+import re
 from pathlib import Path
+from typing import List, NamedTuple
 
 import pytest
 
@@ -30,9 +43,44 @@ from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 from model_inputs import two_images  # noqa: E402
 
-QUICKSTART_CONFIGS = sorted(p.name for p in (REPO_ROOT / "configs" / "quickstart").glob("*.py"))
+from sam_detr.config.tiny_twin import tiny_twin  # noqa: E402
 
-# config name -> check name -> marks
+CONFIGS = REPO_ROOT / "configs"
+# 53 rows: Plain-DETR's stride-64 proposal map is made from its stride-16 map by two stride-2 convolutions,
+# which need 4 rows (49 image rows or more)
+SECOND_IMAGE = (53, 101)
+# Float32 rounding of the different reduction lengths of a padded batch moves every model's scores by at most
+# 4.1e-8 under `batch_invariant` (and boxes by 7.6e-6 pixels); 1e-6 leaves 25 times that, and is 100 to 1000
+# times below the padding-dependent scores that issue 26 found in SAM-DETR's rows (1e-4 to 1e-3; up to 1e-5
+# in its DC5 rows): a test at the earlier 1e-4 missed them.
+SCORE_TOLERANCE = 1e-6
+BOX_TOLERANCE = 1e-4
+
+
+class Subject(NamedTuple):
+    """A model to check: a quickstart config, or the tiny twin of one or more published configs."""
+
+    id: str
+    configs: List[Path]
+    twin: bool
+
+    def config(self):
+        """The LazyConfig node of the model (cfg.model)."""
+        model = LazyConfig.load(str(self.configs[0])).model
+        return tiny_twin(model) if self.twin else model
+
+
+def find_subjects() -> List[Subject]:
+    quickstarts = [Subject(p.stem, [p], False) for p in sorted((CONFIGS / "quickstart").glob("*.py"))]
+    twins = {}
+    for path in sorted(CONFIGS.glob("*.py")):
+        twins.setdefault(repr(tiny_twin(LazyConfig.load(str(path)).model)), []).append(path)
+    return quickstarts + [Subject("+".join(p.stem for p in paths), paths, True) for paths in twins.values()]
+
+
+SUBJECTS = find_subjects()
+
+# model id -> check name -> marks
 MARKS = {}
 
 NO_BATCH_INVARIANT_OPTION = (
@@ -80,23 +128,26 @@ PARAMETER_COUNTS = {
 }
 
 
-def test_quickstart_configs_are_found():
-    assert {"detr.py", "sam_detr.py"} <= set(QUICKSTART_CONFIGS)
+def test_every_config_is_checked():
+    assert {"detr", "sam_detr"} <= {m.id for m in SUBJECTS if not m.twin}
+    assert sorted(p for m in SUBJECTS if m.twin for p in m.configs) == sorted(CONFIGS.glob("*.py"))
 
 
-def marked(check: str):
-    return [pytest.param(name, marks=MARKS.get(name, {}).get(check, ()), id=Path(name).stem)
-            for name in QUICKSTART_CONFIGS]
+def marked(check: str, *values, quickstarts_only: bool = False):
+    """The subjects (with `values`, further arguments) as parameters, with their marks for `check`."""
+    return [pytest.param(m, *values, marks=MARKS.get(m.id, {}).get(check, ()), id="-".join([m.id, *map(str, values)]))
+            for m in SUBJECTS if not (quickstarts_only and m.twin)]
 
 
-def load(name: str):
-    return LazyConfig.load(str(REPO_ROOT / "configs" / "quickstart" / name))
-
-
-def build(cfg, **overrides):
-    cfg.model.update(overrides)
+def build(subject: Subject, **overrides):
+    cfg = subject.config()
+    cfg.update(overrides)
     torch.manual_seed(0)
-    return instantiate(cfg.model)
+    return instantiate(cfg)
+
+
+def batch_of_two():
+    return two_images(SECOND_IMAGE)
 
 
 def empty_ground_truth(inputs):
@@ -106,13 +157,13 @@ def empty_ground_truth(inputs):
     return inputs
 
 
-@pytest.mark.parametrize("name", marked("training"))
+@pytest.mark.parametrize("subject", marked("training"))
 @pytest.mark.parametrize("batch", ["empty", "mixed"])
-def test_training_step(name, batch):
-    model = build(load(name)).train()
+def test_training_step(subject, batch):
+    model = build(subject).train()
     seen = {}
     model.criterion.register_forward_hook(lambda module, args, out: seen.update(outputs=args[0]))
-    inputs = empty_ground_truth(two_images()) if batch == "empty" else two_images()
+    inputs = empty_ground_truth(batch_of_two()) if batch == "empty" else batch_of_two()
     with EventStorage():
         losses = model(inputs)
     criterion = model.criterion
@@ -132,12 +183,11 @@ def test_training_step(name, batch):
     assert [n for n, p in trained if not torch.isfinite(p.grad).all()] == []
 
 
-@pytest.mark.parametrize("name", marked("inference"))
-@pytest.mark.parametrize("num_select", [None, 3])
-def test_inference(name, num_select):
-    cfg = load(name)
-    model = build(cfg, **({} if num_select is None else {"num_select": num_select})).eval()
-    inputs = two_images()
+# a smaller num_select (the base's post-processing) on the quickstart configs
+@pytest.mark.parametrize("subject, num_select", marked("inference", None) + marked("inference", 3, quickstarts_only=True))
+def test_inference(subject, num_select):
+    model = build(subject, **({} if num_select is None else {"num_select": num_select})).eval()
+    inputs = batch_of_two()
     with torch.no_grad():
         outputs = model(inputs)
     assert len(outputs) == len(inputs)
@@ -161,46 +211,58 @@ def promises_batch_invariance(cls) -> bool:
                for c in cls.__mro__ if "__init__" in vars(c))
 
 
-@pytest.mark.parametrize("name", marked("batch_invariance"))
-def test_detections_do_not_depend_on_the_batch(name, request):
-    cfg = load(name)
-    if promises_batch_invariance(cfg.model._target_):
-        model = build(cfg, batch_invariant=True)
+@pytest.mark.parametrize("subject", marked("batch_invariance"))
+def test_detections_do_not_depend_on_the_batch(subject, request):
+    # every (query, class) pair of the focal models, every query of the softmax ones: no top-k boundary
+    every_detection = 10**6
+    if promises_batch_invariance(subject.config()._target_):
+        model = build(subject, batch_invariant=True, num_select=every_detection)
     else:
         request.applymarker(pytest.mark.xfail(reason=NO_BATCH_INVARIANT_OPTION, strict=False))
-        model = build(cfg)
+        model = build(subject, num_select=every_detection)
     model.eval()
-    small, large = two_images()[1], two_images()[0]  # 45x101, and 67x93: the batch pads the first to 67x101
+    # 53x101 and 67x93: the batch pads the first to 67x101, the second to 67x101
+    small, large = batch_of_two()[1], batch_of_two()[0]
     with torch.no_grad():
         alone = model([small])[0]["instances"]
         batched = model([small, large])[0]["instances"]
     assert_same_detections(batched, alone)
 
 
-def assert_same_detections(a: Instances, b: Instances, tol: float = 1e-4) -> None:
-    """The same detections, to `tol`, in any order (an untrained model gives many equal scores, which top-k
-    may order differently)."""
+def assert_same_detections(
+    a: Instances, b: Instances, score_tol: float = SCORE_TOLERANCE, box_tol: float = BOX_TOLERANCE
+) -> None:
+    """The same detections, scores to `score_tol` and boxes to `box_tol`, in any order (an untrained model
+    gives many near-equal scores, which top-k may order differently)."""
     assert len(a) == len(b)
-    left = list(range(len(b)))
-    for i in range(len(a)):
-        same = [j for j in left if a.pred_classes[i] == b.pred_classes[j]
-                and abs(a.scores[i] - b.scores[j]) <= tol
-                and (a.pred_boxes.tensor[i] - b.pred_boxes.tensor[j]).abs().max() <= tol]
-        assert same, f"detection {i} (class {int(a.pred_classes[i])}, score {float(a.scores[i]):.6f}, box " \
-                     f"{a.pred_boxes.tensor[i].tolist()}) has no counterpart"
-        left.remove(same[0])
+    # (len(a), len(b)): which detections of b may be the partner of each detection of a
+    close = ((a.pred_classes[:, None] == b.pred_classes[None])
+             & ((a.scores[:, None] - b.scores[None]).abs() <= score_tol)
+             & ((a.pred_boxes.tensor[:, None] - b.pred_boxes.tensor[None]).abs().amax(-1) <= box_tol))
+    taken = torch.zeros(len(b), dtype=torch.bool)
+    for i, row in enumerate(close):
+        free = (row & ~taken).nonzero()
+        if len(free) == 0:
+            nearest = (a.scores[i] - b.scores).abs().masked_fill(a.pred_classes[i] != b.pred_classes, float("inf"))
+            raise AssertionError(
+                f"detection {i} (class {int(a.pred_classes[i])}, score {float(a.scores[i]):.8f}, box "
+                f"{a.pred_boxes.tensor[i].tolist()}) has no counterpart; the nearest score of its class differs "
+                f"by {float(nearest.min()):.2e}"
+            )
+        taken[free[0, 0]] = True
 
 
-@pytest.mark.parametrize("name", marked("fast_backbone"))
-def test_fast_backbone_gives_the_plain_outputs(name):
+@pytest.mark.parametrize("subject", marked("fast_backbone", quickstarts_only=True))
+def test_fast_backbone_gives_the_plain_outputs(subject):
     predictions = []
     for fast in (False, True):
-        cfg = load(name)
-        assert "fast" in inspect.signature(cfg.model.backbone._target_).parameters, "not build_resnet_backbone"
-        cfg.model.backbone.update(norm="FrozenBN", freeze_at=2, fast=fast)  # frozen BN: folded when fast
-        model = build(cfg).eval()
+        cfg = subject.config()
+        assert "fast" in inspect.signature(cfg.backbone._target_).parameters, "not build_resnet_backbone"
+        cfg.backbone.update(norm="FrozenBN", freeze_at=2, fast=fast)  # frozen BN: folded when fast
+        torch.manual_seed(0)
+        model = instantiate(cfg).eval()
         with torch.no_grad():
-            images, mask = model.preprocess_image(two_images())
+            images, mask = model.preprocess_image(batch_of_two())
             outputs = model.forward_head(*model.extract_features(images, mask))
         predictions.append((outputs["pred_logits"], outputs["pred_boxes"]))
     (plain_logits, plain_boxes), (fast_logits, fast_boxes) = predictions
@@ -208,11 +270,20 @@ def test_fast_backbone_gives_the_plain_outputs(name):
     torch.testing.assert_close(fast_boxes, plain_boxes, rtol=1e-4, atol=1e-5)
 
 
+def module_names(model: torch.nn.Module) -> set:
+    """The model's state-dict keys outside the backbone, layer indices dropped."""
+    return {re.sub(r"\.\d+(?=\.|$)", ".N", k) for k in model.state_dict() if not k.startswith("backbone.")}
+
+
 @pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))
-def test_published_parameter_counts(name):
+def test_published_models(name):
+    """The parameter counts of the official models, and a tiny twin with every module of the published one."""
     cfg = LazyConfig.load(str(REPO_ROOT / "configs" / name))
     cfg.model.criterion.num_classes = 91
     with torch.device("meta"):
         model = instantiate(cfg.model)
+        twin = instantiate(tiny_twin(cfg.model))
     counts = (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
     assert counts == PARAMETER_COUNTS[name]
+    assert module_names(twin) == module_names(model)
+    assert type(twin.backbone) is type(model.backbone)
