@@ -82,7 +82,7 @@ def build_resnet_backbone(
             every norm is frozen, run in the channels-last memory format (`FastResNet`), in training and
             inference: the same parameters, state dict and outputs (up to float rounding: about 3e-6 of
             the largest res5 feature) as d2's plain ResNet (`fast=False`); the official models' ResNet-50
-            runs about 1.2x faster on the CPU in inference, 1.1x in training (README, "Speed").
+            runs about 1.2x faster on the CPU in inference, 1.1x in training (docs/speed.md).
     """
     if depth not in _BLOCKS_PER_STAGE:
         raise ValueError(f"ResNet depth must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
