@@ -13,7 +13,8 @@ and on the published models' parameter counts.
 * A training step with empty ground truth (and with a mixed batch) gives finite losses: every loss group
   of the criterion that the head returns predictions for (final layer, each earlier decoder layer, a
   two-stage encoder, ...) has every weighted loss term, and every trained parameter gets a finite gradient (none is left out of the graph,
-  which DistributedDataParallel without find_unused_parameters requires).
+  which DistributedDataParallel without find_unused_parameters requires); the config's optimizer (its
+  parameter groups) steps them to finite values.
 * Inference returns at most `num_select` detections per image, inside the image at its requested size,
   with scores in [0, 1] and classes of the model.
 * An image's detections do not change when a larger image joins its batch, where the model promises it
@@ -41,7 +42,7 @@ import torch  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
-from model_inputs import two_images  # noqa: E402
+from model_inputs import model_and_optimizer, two_images  # noqa: E402
 
 from sam_detr.config.tiny_twin import tiny_twin  # noqa: E402
 
@@ -64,10 +65,16 @@ class Subject(NamedTuple):
     configs: List[Path]
     twin: bool
 
+    def load(self):
+        """The config, its model made a tiny twin where the subject is one."""
+        cfg = LazyConfig.load(str(self.configs[0]))
+        if self.twin:
+            tiny_twin(cfg.model)
+        return cfg
+
     def config(self):
         """The LazyConfig node of the model (cfg.model)."""
-        model = LazyConfig.load(str(self.configs[0])).model
-        return tiny_twin(model) if self.twin else model
+        return self.load().model
 
 
 def find_subjects() -> List[Subject]:
@@ -160,7 +167,8 @@ def empty_ground_truth(inputs):
 @pytest.mark.parametrize("subject", marked("training"))
 @pytest.mark.parametrize("batch", ["empty", "mixed"])
 def test_training_step(subject, batch):
-    model = build(subject).train()
+    model, optimizer = model_and_optimizer(subject.load())  # the config's optimizer and parameter groups
+    model.train()
     seen = {}
     model.criterion.register_forward_hook(lambda module, args, out: seen.update(outputs=args[0]))
     inputs = empty_ground_truth(batch_of_two()) if batch == "empty" else batch_of_two()
@@ -181,6 +189,8 @@ def test_training_step(subject, batch):
     trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert [n for n, p in trained if p.grad is None] == []
     assert [n for n, p in trained if not torch.isfinite(p.grad).all()] == []
+    optimizer.step()
+    assert [n for n, p in trained if not torch.isfinite(p).all()] == []
 
 
 # a smaller num_select (the base's post-processing) on the quickstart configs
