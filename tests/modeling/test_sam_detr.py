@@ -9,7 +9,6 @@ from conftest import DETECTRON2_MISSING, REPO_ROOT
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.structures import Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 from model_inputs import two_images  # noqa: E402
 
@@ -234,7 +233,9 @@ def test_every_sam_detr_config_is_tested():
 
 @pytest.mark.skipif(not DATA_CONFIG.is_file(), reason=f"{DATA_CONFIG} (the COCO data config) is absent")
 @pytest.mark.parametrize("name", sorted(CONFIG_TABLE))
-def test_config_trains_and_infers(name):
+def test_config_is_the_official_model(name):
+    """The row's schedule and model options (its model trains a step and infers as a tiny twin:
+    tests/modeling/test_contract.py)."""
     batch, epochs, drop, norm, smca, dc5, ms = CONFIG_TABLE[name]
     cfg = LazyConfig.load(str(CONFIGS / name))
     assert cfg.dataloader.train.total_batch_size == batch
@@ -243,26 +244,12 @@ def test_config_trains_and_infers(name):
     assert cfg.train.init_checkpoint == "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
     assert (cfg.model.input_proj_norm, cfg.model.backbone.dc5, cfg.model.num_queries) == (norm, dc5, 300)
     assert cfg.model.transformer.decoder.layer.smca == smca
-    # smaller for speed: fewer queries and layers (every level still visited)
-    cfg.model.num_queries = 6
-    cfg.model.transformer.encoder.num_layers = 1
-    cfg.model.transformer.decoder.num_layers = 3 if ms else 2
     if ms:
         assert cfg.model.transformer.decoder.layer_levels == [2, 2, 1, 1, 0, 0]
-        cfg.model.transformer.decoder.layer_levels = [2, 1, 0]
-    torch.manual_seed(0)
-    model = instantiate(cfg.model)
+    with torch.device("meta"):
+        model = instantiate(cfg.model)
     assert isinstance(model.transformer, SAMDETRMultiScaleTransformer) == ms
     assert len(model.input_proj) == (3 if ms else 1) and len(model.input_proj[0]) == (2 if norm else 1)
-    with EventStorage():
-        losses = model(two_images())
-    total = sum(losses.values())
-    assert torch.isfinite(total)
-    total.backward()
-    model.eval()
-    with torch.no_grad():
-        out = model(two_images()[:1])
-    assert isinstance(out[0]["instances"], Instances) and len(out[0]["instances"]) == 100
 
 
 def test_bad_arguments_are_explained():
