@@ -1,6 +1,6 @@
 """A published model's tiny twin: the graph of its config (every module and option: SMCA, multi-scale, DC5,
-refinement, two-stage, one-to-many queries, BoxRPB, ...) at the size of a unit test, so that a test can run
-every published row's distinctive modules in a fraction of a second (tests/modeling/test_contract.py)."""
+refinement, two-stage, one-to-many queries, BoxRPB, ...) at the size of a unit test, so that the test suite
+runs every published row's distinctive modules (tests/modeling/test_contract.py)."""
 import inspect
 from typing import Any
 
