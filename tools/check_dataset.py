@@ -55,10 +55,10 @@ def register_json(parser, json_file: str, image_root: str) -> str:
         parser.error(f"--json {json_file}: no such file")
     if not os.path.isdir(image_root):
         parser.error(f"--image-root {image_root}: no such folder")
-    name = os.path.splitext(os.path.basename(json_file))[0]
+    name = json_file  # as the user named it
     while name in DatasetCatalog.list():
         name += "_"
-    register_coco_instances(name, {}, os.path.abspath(json_file), os.path.abspath(image_root))
+    register_coco_instances(name, {}, json_file, image_root)
     return name
 
 

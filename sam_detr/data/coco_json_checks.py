@@ -17,7 +17,7 @@ import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
@@ -96,14 +96,20 @@ def _listed(ids: List[int]) -> str:
     return f"[{', '.join(map(str, ids[:_LISTED_IDS // 2]))}, ..., {ids[-1]}] ({len(ids)} ids)"
 
 
+def _objects(entries: list, key: str, kind: str, findings: Findings) -> Iterator[dict]:
+    """The entries of the json's list `key` that are objects; the others are recorded as `kind`."""
+    for index, entry in enumerate(entries):
+        if isinstance(entry, dict):
+            yield entry
+        else:
+            findings.add(kind, f"{key}[{index}]", f"not an object: {entry!r}")
+
+
 def _check_categories(categories: list, json_file: str, findings: Findings, entries: CocoEntries) -> None:
     if not categories:
         findings.add("no_categories", json_file, "'categories' is empty: the dataset has no class to learn")
     names: Dict[str, int] = {}
-    for index, category in enumerate(categories):
-        if not isinstance(category, dict):
-            findings.add("bad_category", f"categories[{index}]", f"not an object: {category!r}")
-            continue
+    for category in _objects(categories, "categories", "bad_category", findings):
         cid, name = category.get("id"), category.get("name")
         subject = f"category id={cid!r} ({name!r})"
         if not _is_int(cid):
@@ -130,10 +136,7 @@ def _check_images(images: list, json_file: str, findings: Findings, entries: Coc
     if not images:
         findings.add("no_images", json_file, "'images' is empty")
     ids, by_file = set(), {}
-    for index, image in enumerate(images):
-        if not isinstance(image, dict):
-            findings.add("bad_image_entry", f"images[{index}]", f"not an object: {image!r}")
-            continue
+    for image in _objects(images, "images", "bad_image_entry", findings):
         iid, file_name = image.get("id"), image.get("file_name")
         subject = f"image id={iid!r} ({file_name})"
         problem = _image_field_problem(image)
@@ -171,16 +174,12 @@ def _image_field_problem(image: dict) -> str:
 def _check_annotations(annotations: list, findings: Findings, entries: CocoEntries, image_ids: set) -> None:
     evaluation = findings.policies.evaluation
     first_of_id: Dict[int, dict] = {}
-    for index, anno in enumerate(annotations):
-        if not isinstance(anno, dict):
-            findings.add("bad_annotation_entry", f"annotations[{index}]", f"not an object: {anno!r}")
-            continue
+    for anno in _objects(annotations, "annotations", "bad_annotation_entry", findings):
         aid, iid = anno.get("id"), anno.get("image_id")
         image = entries.images.get(iid) if _is_int(iid) else None
-        subject = f"annotation id={aid!r} (image_id={iid!r}" + (f", {image['file_name']})" if image else ")")
         problem = _annotation_field_problem(anno)
         if problem:
-            findings.add("bad_annotation_entry", subject, problem)
+            findings.add("bad_annotation_entry", _describe_annotation(anno, image), problem)
             continue
         if aid in first_of_id:
             findings.add("duplicate_annotation_id", f"annotation id={aid}",
@@ -189,15 +188,22 @@ def _check_annotations(annotations: list, findings: Findings, entries: CocoEntri
             first_of_id[aid] = anno
         category = anno["category_id"]
         if category not in entries.categories:
-            findings.add("unknown_category", subject,
+            findings.add("unknown_category", _describe_annotation(anno, image),
                          f"category_id {category} is not among the categories {_listed(sorted(entries.categories))}")
         elif iid not in image_ids:
-            findings.add("orphan_annotation", subject, f"image_id {iid} is not an image of the json")
+            findings.add("orphan_annotation", _describe_annotation(anno, image),
+                         f"image_id {iid} is not an image of the json")
         elif image is not None:  # else its image entry is refused, which says so
             area = anno.get("area")
             if evaluation and not (_is_number(area) and area >= 0):
-                findings.add("no_area", subject, f"'area' must be a finite number >= 0, got {area!r}")
+                findings.add("no_area", _describe_annotation(anno, image),
+                             f"'area' must be a finite number >= 0, got {area!r}")
             entries.annotations.append(anno)
+
+
+def _describe_annotation(anno: dict, image: Optional[dict]) -> str:
+    where = f", {image['file_name']}" if image else ""
+    return f"annotation id={anno.get('id')!r} (image_id={anno.get('image_id')!r}{where})"
 
 
 def _annotation_field_problem(anno: dict) -> str:

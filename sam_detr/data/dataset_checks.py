@@ -256,8 +256,14 @@ def dataset_findings(name: str, policies: Policies) -> Findings:
     """An empty `Findings` for the registered dataset `name`, its json named as its source."""
     if name not in DatasetCatalog.list():
         raise KeyError(f"dataset {name!r} is not registered; registered: {', '.join(sorted(DatasetCatalog.list()))}")
-    json_file = MetadataCatalog.get(name).get("json_file")
-    return Findings(name, policies, source=f"json {json_file}" if json_file else "")
+    meta = MetadataCatalog.get(name)
+    json_file, image_root = meta.get("json_file"), meta.get("image_root")
+    # a dataset registered in the user's own code is not registered in the tool's process: name its files
+    command = f"python tools/check_dataset.py --json {json_file} --image-root {image_root}" if (
+        json_file and image_root) else ""
+    if command and policies.evaluation:
+        command += " --evaluation"
+    return Findings(name, policies, source=f"json {json_file}" if json_file else "", check_command=command)
 
 
 def require_images(dicts: List[Dict], findings: Findings, why: str) -> None:

@@ -176,10 +176,12 @@ class Findings:
         name: of the dataset, in the messages.
         policies: decide each kind's outcome.
         source: what the dataset is read from (its json), in a refusal's message.
+        check_command: the command line of tools/check_dataset.py that reports every problem of the dataset.
     """
 
-    def __init__(self, name: str, policies: Policies, source: str = ""):
+    def __init__(self, name: str, policies: Policies, source: str = "", check_command: str = ""):
         self.name, self.policies, self.source = name, policies, source
+        self.check_command = check_command or f"python tools/check_dataset.py --dataset {name}"
         self.by_kind: Dict[str, Dict[str, List]] = defaultdict(dict)
 
     def add(self, kind: str, subject: str, detail: str = "") -> None:
@@ -202,7 +204,8 @@ class Findings:
         return bool(self.kinds("error"))
 
     def describe_dataset(self) -> str:
-        return f"dataset {self.name!r}" + (f" ({self.source})" if self.source else "")
+        named = self.source and self.source != f"json {self.name}"  # a dataset named after its json
+        return f"dataset {self.name!r}" + (f" ({self.source})" if named else "")
 
     def examples(self, kind: str, limit: int) -> List[str]:
         """The first `limit` problems of a kind, each "subject: detail" (or the subject alone)."""
@@ -229,8 +232,8 @@ class Findings:
             more = self.count(kind) - NAMED_IN_ERROR
             if more > 0:
                 lines.append(f"  ... and {more} more")
-        lines.append(f"Policies: {self.policies.describe(images=False)}. "
-                     f"`python tools/check_dataset.py --dataset {self.name}` reports every problem of the dataset")
+        lines.append(f"Policies: {self.policies.describe(images=False)}. `{self.check_command}` reports every "
+                     "problem of the dataset")
         raise DatasetError("\n".join(lines))
 
     def log(self) -> None:

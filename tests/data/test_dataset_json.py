@@ -93,6 +93,8 @@ MALFORMED = {
     "iscrowd_2": (lambda c: c.annotations[1].update(iscrowd=2), r"annotation 0: iscrowd must be 0 or 1, got 2"),
     "iscrowd_a_string": (lambda c: c.annotations[1].update(iscrowd="0"), r"iscrowd must be 0 or 1, got '0'"),
     "polygons_only": (annotation_without_bbox, r"no 'bbox' field \(it has a 'segmentation' only"),
+    "image_not_an_object": (lambda c: c.images.append(5), r"images\[3\]: not an object: 5"),
+    "annotation_not_an_object": (lambda c: c.annotations.insert(0, [1, 2]), r"annotations\[0\]: not an object"),
 }
 
 

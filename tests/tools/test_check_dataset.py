@@ -134,7 +134,7 @@ def test_evaluation_policies(coco, capsys):
 def test_coco_mini_is_clean(coco_mini_dir, capsys):
     status, report = run(capsys, "--json", str(coco_mini_dir / "annotations" / "instances_val2017.json"),
                          "--image-root", str(coco_mini_dir / "val2017"))
-    name = "instances_val2017"
+    name = str(coco_mini_dir / "annotations" / "instances_val2017.json")
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
     assert status == 0, report
@@ -143,6 +143,22 @@ def test_coco_mini_is_clean(coco_mini_dir, capsys):
     assert "Errors" not in report and "Warnings" not in report
     assert re.search(r"\n\s+0\s+1\s+323\s+8\s+87\s+person\n", report)
     assert "ids [1, 2, 3, 4, 5, 6, ..., 90] (80 ids) are classes 0..79, in id order" in report
+
+
+def test_benchmark_writes_a_json_the_checks_accept(tmp_path, capsys):
+    """tools/benchmark_check_dataset.py, tiny: its generated json and links pass every check."""
+    source = tmp_path / "source"
+    source.mkdir()
+    png(W, H)(source / "a.png")
+    png(H, W)(source / "b.png")
+    load_tool("benchmark_check_dataset").main(["--images", "7", "--annotations", "30", "--workers", "2",
+                                               "--image-source", str(source), "--output", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    DatasetCatalog.remove("coco_benchmark_check_dataset")
+    MetadataCatalog.remove("coco_benchmark_check_dataset")
+    assert re.search(r"\| d2 load_coco_json \| [\d.]+ \| [\d.]+ \| (-?\d+|nan) \| 7 \|", out), out
+    assert re.search(r"\| check_dataset, json only \| .* \| accepted \|", out)
+    assert re.search(r"\| check_dataset, 2 threads \| .* \| 7 headers read, accepted \|", out)
 
 
 def test_as_a_user_runs_it(tmp_path_factory, tmp_path):
