@@ -5,7 +5,8 @@ configs/common/data/coco_detr.py). For each dataset it
 
 1. checks the json of a dataset registered with one (Detectron2's `register_coco_instances`, the builtin
    COCO datasets, the shapes datasets: metadata `json_file`) with `check_coco_json`, before Detectron2 reads
-   it, so that nothing is merged or dropped silently and a broken json is refused with every problem named;
+   it, so that nothing is merged or dropped silently: a json that Detectron2's loader must not read
+   (`LOADER_BLOCKING`: duplicate ids, missing fields, ...) is refused there, naming its problems;
 2. loads the dataset through Detectron2's `DatasetCatalog` (its registered loader, e.g. `load_coco_json`);
 3. checks the loaded dicts (`check_records`): image files, sizes, annotations and boxes.
 
