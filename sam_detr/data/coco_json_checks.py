@@ -49,13 +49,13 @@ class CocoEntries:
 
 
 def read_coco_json(json_file: str, findings: Findings) -> Optional[dict]:
-    """The json's content, or None with the problem recorded (no such file, not JSON, not COCO's lists)."""
+    """The json's content, or None with the problem recorded (not JSON, not COCO's lists). A json that does not
+    exist is a path to fix, not bad data: FileNotFoundError, naming the dataset."""
     try:
         with PathManager.open(json_file, "rb") as f:
             coco = json.load(f)
-    except FileNotFoundError:
-        findings.add("json_unreadable", json_file, "no such file")
-        return None
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"dataset {findings.name!r}: its json {json_file} does not exist") from e
     except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         findings.add("json_unreadable", json_file, f"not valid JSON: {type(e).__name__}: {e}")
         return None

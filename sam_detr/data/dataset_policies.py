@@ -6,7 +6,7 @@ training logs or raises and that tools/check_dataset.py prints.
 A kind's outcome is an error, or its policy argument decides ("error" or "skip"), or it is fixed:
 
 kind                    what                                                    outcome
-json_unreadable         the json cannot be read, is not JSON, or lacks the      error
+json_unreadable         the json is not JSON, or lacks the                      error
                         lists 'images', 'annotations' or 'categories'
 no_categories           'categories' is empty                                   error
 bad_category            a category without an integer id or a name              error
@@ -228,10 +228,10 @@ class Findings:
             k = KINDS[kind]
             policy = f"; {k.policy}='error'" if k.policy else ""
             lines.append(f"{self.count(kind)} {k.what}{policy}:")
-            lines += [f"  {example}" for example in self.examples(kind, NAMED_IN_ERROR)]
-            more = self.count(kind) - NAMED_IN_ERROR
-            if more > 0:
-                lines.append(f"  ... and {more} more")
+            shown = self.examples(kind, NAMED_IN_ERROR)
+            lines += [f"  {example}" for example in shown]
+            if self.count(kind) > len(shown):
+                lines.append(f"  ... and {self.count(kind) - len(shown)} more")
         lines.append(f"Policies: {self.policies.describe(images=False)}. `{self.check_command}` reports every "
                      "problem of the dataset")
         raise DatasetError("\n".join(lines))

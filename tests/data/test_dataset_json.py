@@ -4,6 +4,7 @@ with an error naming the dataset, its json, the entry and the field, or follows 
 log; the legitimate variants of a labelling tool's export (1-based or sparse category ids, absolute or
 non-ASCII file names) load right. None trains silently on wrong data."""
 import json
+import os
 import re
 
 import numpy as np
@@ -137,6 +138,14 @@ def test_json_that_is_not_json(coco):
     with open(json_file(name), "w") as f:
         f.write('{"images": [')
     with pytest.raises(DatasetError, match=rf"{refused(name)}.*annotations\.json: not valid JSON: JSONDecodeError"):
+        checked_dataset_dicts(name)
+
+
+def test_json_that_does_not_exist(coco):
+    """A path to fix, not bad data: FileNotFoundError, as a missing checkpoint or config is."""
+    name = coco.register()
+    os.remove(json_file(name))
+    with pytest.raises(FileNotFoundError, match=rf"dataset '{name}': its json .*annotations\.json does not exist"):
         checked_dataset_dicts(name)
 
 
