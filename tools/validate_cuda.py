@@ -585,19 +585,24 @@ def free_gib():
     return torch.cuda.mem_get_info()[0] / 2**30
 
 
+def one_level(N, H, W, M, D):
+    """value (N, H * W, M, D) float32 of one H x W level on the device, its level table, and the generator that
+    drew it (for the rest of the inputs)."""
+    g = torch.Generator(device=DEV).manual_seed(0)
+    value = torch.randn(N, H * W, M, D, device=DEV, generator=g)
+    return value, torch.tensor([[H, W]], device=DEV), torch.zeros(1, dtype=torch.int64, device=DEV), g
+
+
 def check_big_value(big):
     """value (3, S, 8, 128) float32, S = H * W: with H = 1024, W = 1025, batch 2 starts at element 2 * S * 1024 >
     2^31 (12.9 GB); the points sample the bottom rows (the largest offsets). Batch 2 must equal the same kernel
-    on that batch alone (small offsets), and that the PyTorch path."""
+    run on that batch alone (small offsets), and that run the PyTorch path."""
     H, W = (1024, 1025) if big else (16, 17)
     N, M, D, Lq, P = 3, 8, 128, 64, 4
     if big and free_gib() < 40:
         raise Skip(f"needs ~40 GiB free, {free_gib():.0f} GiB free")
     ext = _ext.get_extension()
-    ss = torch.tensor([[H, W]], device=DEV)
-    lsi = torch.zeros(1, dtype=torch.int64, device=DEV)
-    g = torch.Generator(device=DEV).manual_seed(0)
-    value = torch.randn(N, H * W, M, D, device=DEV, generator=g)
+    value, ss, lsi, g = one_level(N, H, W, M, D)
     loc = torch.rand(N, Lq, M, 1, P, 2, device=DEV, generator=g)
     loc[..., 1] = loc[..., 1] * 0.1 + 0.9
     attn = torch.rand(N, Lq, M, 1, P, device=DEV, generator=g)
@@ -627,10 +632,7 @@ def check_big_output(D, big):
     if big and free_gib() < 20:
         raise Skip(f"needs ~20 GiB free, {free_gib():.0f} GiB free")
     ext = _ext.get_extension()
-    ss = torch.tensor([[H, W]], device=DEV)
-    lsi = torch.zeros(1, dtype=torch.int64, device=DEV)
-    g = torch.Generator(device=DEV).manual_seed(0)
-    value = torch.randn(1, H * W, M, D, device=DEV, generator=g)
+    value, ss, lsi, g = one_level(1, H, W, M, D)
     loc = torch.rand(1, Lq, M, 1, P, 2, device=DEV, generator=g) * 1.2 - 0.1
     loc[:, k:Lq - k] = 5.0
     attn = torch.rand(1, Lq, M, 1, P, device=DEV, generator=g)
