@@ -7,7 +7,8 @@
 (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST=<its compute capability>, unless set); --official compiles the official
 kernel (Deformable DETR's models/ops: its src/ is copied into a temporary folder, with one patch for current
 torch, and built with torch's cpp_extension.load, in parallel with --build) and compares with it. Without
---official those checks are skipped. About 3-4 minutes in all on an H100 (16 cores), build included.
+--official those checks are skipped. Sized for under 5 minutes on an H100 with 16 cores, build included
+(an estimate until it has run on one).
 
     python tools/validate_cuda.py --device cpu        # the checks that run on the CPU kernels (a test runs it)
     compute-sanitizer python tools/validate_cuda.py --quick --no-train
@@ -33,7 +34,7 @@ Checks ("cpu": also run with --device cpu, on the CPU kernels, with small stand-
   paths      cpu  vector path vs scalar path (value 4 bytes off 16-byte alignment)
   empty      cpu  N = 0, Lq = 0, D = 0
   determinism cpu CUDA: the backward raises under torch.use_deterministic_algorithms; CPU: bit-identical
-  stream          a side stream gives the default stream's result; CUDA-graph capture (INFO)
+  stream          a side stream gives the default stream's result
   multi-gpu       tensors on cuda:k while cuda:0 is current, and the converse (SKIP with one GPU)
   big value  cpu  value with > 2^31 elements (batch offsets beyond int32) vs the same kernel on a slice
   big output cpu  output with > 2^31 elements, scalar and vector paths, first / last queries vs a slice
@@ -151,15 +152,20 @@ def run_op(fn, value, ss, lsi, loc, attn, grad_output=None):
     return out.detach(), list(torch.autograd.grad(out, leaves, grad_output))
 
 
-def rel_err(actual, expected):
-    """max |a - e| / (|e| + max |e|): round-off relative to the largest entry, as the unit tests measure it."""
-    a, e = actual.double(), expected.double().to(actual.device)
+def rel_err(actual, expected, chunk=1 << 26):
+    """max |a - e| / (|e| + max |e|): round-off relative to the largest entry, as the unit tests measure it;
+    in float64, a chunk at a time (the large checks compare gradients of billions of elements)."""
+    a, e = actual.reshape(-1), expected.reshape(-1).to(actual.device)
     if e.numel() == 0:
         return 0.0
-    if not torch.isfinite(a).all():
-        return math.inf
     scale = max(e.abs().max().item(), 1e-30)
-    return ((a - e).abs() / (e.abs() + scale)).max().item()
+    worst = 0.0
+    for start in range(0, e.numel(), chunk):
+        a_part, e_part = a[start:start + chunk].double(), e[start:start + chunk].double()
+        if not torch.isfinite(a_part).all():
+            return math.inf
+        worst = max(worst, ((a_part - e_part).abs() / (e_part.abs() + scale)).max().item())
+    return worst
 
 
 def compare(actual, expected, tol, names=("out", "grad_value", "grad_loc", "grad_attn")):
@@ -527,18 +533,7 @@ def check_stream():
     torch.cuda.current_stream().wait_stream(stream)
     if not (torch.equal(out, expected) and torch.equal(doubled, 2 * expected)):
         raise Failed("the side stream's result differs from the default stream's")
-    try:
-        static = [t.clone() for t in inputs]
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = ms_deform_attn(*static)
-        graph.replay()
-        torch.cuda.synchronize()
-        captured = "same result" if torch.equal(static_out, expected) else "a DIFFERENT result"
-    except Exception as e:  # noqa: BLE001 - informational: the level check reads the table on the host
-        captured = f"not capturable ({type(e).__name__}: {str(e)[:160]})"
-        torch.cuda.synchronize()
-    report("INFO", "CUDA-graph capture of the forward", captured)
+    # (no CUDA-graph capture: the level-table check copies the table to the host, which capture forbids)
     return "side stream == default stream"
 
 
