@@ -8,14 +8,8 @@ from torch import nn
 
 from ...layers import InputProjection, PositionEmbeddingSine
 from ..heads import box_head, class_head
-from ..transformer import (
-    ConditionalDETRDecoder,
-    ConditionalDETRDecoderLayer,
-    ConditionalDETRTransformer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-)
 from ..query_groups import layer_outputs
+from ..transformer import ConditionalDETRTransformer
 from .detr_base import DETRBase
 
 __all__ = ["ConditionalDETR"]
@@ -49,22 +43,6 @@ class ConditionalDETR(DETRBase):
         self.query_embed = nn.Embedding(num_queries, hidden)
         self.class_embed = class_head(hidden, self.num_classes)
         self.bbox_embed = box_head(hidden)
-
-    @classmethod
-    def from_config(cls, cfg) -> Dict:
-        """Reads cfg.MODEL.DETR (see `sam_detr.config.add_conditional_detr_config`)."""
-        d = cfg.MODEL.DETR
-        encoder = TransformerEncoder(
-            TransformerEncoderLayer(d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT), d.ENC_LAYERS
-        )
-        decoder = ConditionalDETRDecoder(
-            ConditionalDETRDecoderLayer(d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT), d.DEC_LAYERS
-        )
-        return {
-            **super().from_config(cfg),
-            "transformer": ConditionalDETRTransformer(encoder, decoder),
-            "num_queries": d.NUM_QUERIES,
-        }
 
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None

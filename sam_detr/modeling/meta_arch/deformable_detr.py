@@ -9,17 +9,7 @@ from torch import nn
 from ...layers import InputProjection, PositionEmbeddingSine
 from ..heads import prediction_heads
 from ..query_groups import QueryGroups
-from ..transformer import (
-    BoxRefinement,
-    DecoderOutput,
-    DeformableTransformer,
-    DeformableTransformerDecoder,
-    DeformableTransformerDecoderLayer,
-    DeformableTransformerEncoder,
-    DeformableTransformerEncoderLayer,
-    Proposals,
-    TwoStageProposals,
-)
+from ..transformer import BoxRefinement, DecoderOutput, DeformableTransformer, Proposals
 from .detr_base import DETRBase
 
 __all__ = ["DeformableDETR"]
@@ -91,30 +81,6 @@ class DeformableDETR(DETRBase):
         if not transformer.two_stage:
             # boxes start 0.12 wide and high (the copies of refinement were made before: bias 0)
             nn.init.constant_(self.bbox_embed[0].layers[-1].bias[2:], -2.0)
-
-    @classmethod
-    def from_config(cls, cfg) -> Dict:
-        """Reads cfg.MODEL.DETR and cfg.MODEL.DEFORMABLE_DETR (see `sam_detr.config.add_deformable_detr_config`)."""
-        d, m = cfg.MODEL.DETR, cfg.MODEL.DEFORMABLE_DETR
-        levels = m.NUM_FEATURE_LEVELS
-        args = (d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT)
-        transformer = DeformableTransformer(
-            DeformableTransformerEncoder(
-                DeformableTransformerEncoderLayer(*args, n_levels=levels, n_points=m.ENC_N_POINTS), d.ENC_LAYERS
-            ),
-            DeformableTransformerDecoder(
-                DeformableTransformerDecoderLayer(*args, n_levels=levels, n_points=m.DEC_N_POINTS), d.DEC_LAYERS
-            ),
-            TwoStageProposals(d.HIDDEN_DIM) if m.TWO_STAGE else None,
-        )
-        return {
-            **super().from_config(cfg),
-            "transformer": transformer,
-            "num_queries": d.NUM_QUERIES,
-            "with_box_refine": m.WITH_BOX_REFINE,
-            "mixed_selection": m.MIXED_SELECTION,
-            "look_forward_twice": m.LOOK_FORWARD_TWICE,
-        }
 
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None

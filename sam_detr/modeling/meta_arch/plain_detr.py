@@ -7,13 +7,10 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from ...layers import InputProjection, PositionEmbeddingSine
-from ..box_coder import SigmoidBoxCoder
-from ..criterion import hybrid_matching_groups
 from ..heads import prediction_heads
-from ..pixel_box_coder import PixelDeltaBoxCoder
 from ..query_groups import QueryGroup, QueryGroups
 from ..transformer import BoxRefinement, TwoStageProposals, flatten_levels, reset_deformable_parameters
-from ..transformer.plain_detr_decoder import GlobalDecoder, GlobalDecoderLayer
+from ..transformer.plain_detr_decoder import GlobalDecoder
 from ..transformer.plain_detr_proposals import image_extent, proposal_maps, proposal_projections
 from .detr_base import DETRBase
 
@@ -81,28 +78,6 @@ class PlainDETR(DETRBase):
         self.class_embed, self.bbox_embed = prediction_heads(
             hidden, self.num_classes, len(decoder.layers), proposal_heads=True
         )
-
-    @classmethod
-    def from_config(cls, cfg) -> Dict:
-        """Reads cfg.MODEL.DETR and cfg.MODEL.PLAIN_DETR (see `sam_detr.config.add_plain_detr_config`)."""
-        d, p = cfg.MODEL.DETR, cfg.MODEL.PLAIN_DETR
-        layer = GlobalDecoderLayer(
-            d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT, rpe_type=p.RPE_TYPE or None,
-            rpe_hidden_dim=p.RPE_HIDDEN_DIM, feature_stride=p.FEATURE_STRIDE,
-        )
-        args = super().from_config(cfg)
-        coder = PixelDeltaBoxCoder() if p.REPARAM else SigmoidBoxCoder()
-        criterion = args["criterion"]
-        criterion.matcher.box_coder = criterion.box_coder = coder
-        criterion.groups = hybrid_matching_groups(p.K_ONE2MANY)
-        position = PositionEmbeddingSine(
-            d.HIDDEN_DIM // 2, normalize=not p.REPARAM, offset=-0.5, scale_unnormalized=p.REPARAM
-        )
-        return {
-            **args, "decoder": GlobalDecoder(layer, d.DEC_LAYERS), "proposal_strides": p.PROPOSAL_STRIDES,
-            "num_queries": d.NUM_QUERIES, "num_hybrid_queries": p.NUM_QUERIES_ONE2MANY,
-            "look_forward_twice": p.LOOK_FORWARD_TWICE, "box_coder": coder, "position_embedding": position,
-        }
 
     def query_groups(self) -> QueryGroups:
         """The one-to-one queries, and in training the hybrid (one-to-many) ones, which neither see."""

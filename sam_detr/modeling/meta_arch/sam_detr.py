@@ -9,17 +9,7 @@ from torch import nn
 from ...layers import InputProjection, PositionEmbeddingSine
 from ..heads import prediction_heads
 from ..query_groups import QueryGroups
-from ..transformer import (
-    BoxRefinement,
-    DeformableTransformerEncoder,
-    DeformableTransformerEncoderLayer,
-    SAMDETRDecoder,
-    SAMDETRDecoderLayer,
-    SAMDETRMultiScaleTransformer,
-    SAMDETRTransformer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-)
+from ..transformer import BoxRefinement, SAMDETRTransformer
 from .detr_base import DETRBase
 
 __all__ = ["SAMDETR"]
@@ -65,37 +55,6 @@ class SAMDETR(DETRBase):
         # the reference boxes refined as running logits (see `SAMDETRDecoder`)
         self.refinement = BoxRefinement("logit")
 
-    @classmethod
-    def from_config(cls, cfg) -> Dict:
-        """Reads cfg.MODEL.DETR and cfg.MODEL.SAM_DETR (see `sam_detr.config.add_sam_detr_config`)."""
-        d, s = cfg.MODEL.DETR, cfg.MODEL.SAM_DETR
-        num_levels = len(d.IN_FEATURES)
-        decoder = SAMDETRDecoder(
-            SAMDETRDecoderLayer(d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT, smca=s.SMCA),
-            num_layers=d.DEC_LAYERS,
-            layer_levels=s.DECODER_LEVELS or _coarse_to_fine(d.DEC_LAYERS, num_levels),
-        )
-        if num_levels == 1:
-            encoder = TransformerEncoder(
-                TransformerEncoderLayer(d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT), d.ENC_LAYERS
-            )
-            transformer = SAMDETRTransformer(encoder, decoder)
-        else:
-            encoder = DeformableTransformerEncoder(
-                DeformableTransformerEncoderLayer(
-                    d.HIDDEN_DIM, d.NHEADS, s.ENC_DIM_FEEDFORWARD, d.DROPOUT, n_levels=num_levels,
-                    n_points=s.ENC_N_POINTS,
-                ),
-                d.ENC_LAYERS,
-            )
-            transformer = SAMDETRMultiScaleTransformer(encoder, decoder)
-        return {
-            **super().from_config(cfg),
-            "transformer": transformer,
-            "input_proj_norm": s.INPUT_PROJ_NORM,
-            "num_queries": d.NUM_QUERIES,
-        }
-
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
     ) -> Dict:
@@ -111,8 +70,3 @@ class SAMDETR(DETRBase):
         )
         return groups.outputs(out.predictions(self.class_embed, self.box_coder))
 
-
-def _coarse_to_fine(num_layers: int, num_levels: int) -> List[int]:
-    """Level per decoder layer, the layers split evenly from the coarsest level to the finest:
-    6 layers over 3 levels -> [2, 2, 1, 1, 0, 0], the official multi-scale schedule."""
-    return [num_levels - 1 - i * num_levels // num_layers for i in range(num_layers)]
