@@ -18,6 +18,7 @@ from sam_detr.utils.analysis import ActivationCountAnalysis, FlopCountAnalysis  
 ms_deform_attn = importlib.import_module("sam_detr.layers.ms_deform_attn")
 
 
+@pytest.mark.slow
 def test_flop_and_parameter_count_of_a_detr(tmp_path_factory):
     out = run_tool(
         "analyze_model", "--config-file", QUICKSTART, "--tasks", "flop", "parameter", "-n", "2", *TINY_DETR,

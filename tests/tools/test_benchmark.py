@@ -7,6 +7,7 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 from tool_helpers import QUICKSTART, TINY_DETR, run_tool, tool_env  # noqa: E402
 
 
+@pytest.mark.slow
 def test_benchmark_prints_positive_rates(tmp_path_factory):
     out = run_tool(
         "benchmark", "--config-file", QUICKSTART, "--device", "cpu", "--iters", "2", "--warmup", "1", *TINY_DETR,

@@ -26,6 +26,7 @@ def checkpoint(tmp_path_factory):
     return save_tiny_detr(tmp_path_factory.mktemp("checkpoint"))
 
 
+@pytest.mark.slow
 def test_demo_draws_and_writes_detections(images, checkpoint, tmp_path, tmp_path_factory):
     inputs = [f"{images}/000001.png", f"{images}/000002.png"]
     run_tool(

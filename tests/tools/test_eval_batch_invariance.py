@@ -41,6 +41,7 @@ def checkpoint(tmp_path_factory):
     return save_tiny_detr(tmp_path_factory.mktemp("checkpoint"))
 
 
+@pytest.mark.slow
 def test_invariant_mode_detects_the_same_at_batch_1_and_3(coco_folder, checkpoint, tmp_path, tmp_path_factory):
     proc = run_tool(
         "eval_batch_invariance", "--config-file", QUICKSTART, "--checkpoint", checkpoint, "--batch-size", "3",
