@@ -10,7 +10,7 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 import matplotlib  # noqa: E402
 from PIL import Image  # noqa: E402
-from tool_helpers import load_tool, run_tool, tool_env  # noqa: E402
+from tool_helpers import load_tool, tool_env  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.image  # noqa: E402
@@ -40,11 +40,13 @@ def _pixels_of(image: np.ndarray, color: str) -> int:
 
 @pytest.mark.slow
 def test_race(tmp_path, tmp_path_factory, monkeypatch, capsys):
-    env = tool_env(tmp_path_factory)
+    for key, value in tool_env(tmp_path_factory).items():
+        monkeypatch.setenv(key, value)  # the trainings the race starts inherit this environment
     out = tmp_path / "race"
     args = ["--methods", *METHODS, *SMALL, "--output", str(out), "--evals", "2", "--progress-period", "5"]
-    proc = run_tool("race", *args, env=env)
-    console = proc.stdout
+    race = load_tool("race")
+    race.main(args)  # in this process; each training runs in a process of its own
+    console = capsys.readouterr().out
     for i, name in enumerate(METHODS):
         assert f"[race] {name} ({i + 1}/2): iteration 4/4, AP " in console  # the method's last progress line
         for file in ("metrics.json", "log.txt", "model_final.pth", "model_0000001.pth", "console.log"):
@@ -86,9 +88,8 @@ def test_race(tmp_path, tmp_path_factory, monkeypatch, capsys):
     unused = plt.rcParams["axes.prop_cycle"].by_key()["color"][2]
     assert _pixels_of(image, unused) == 0
 
-    # the same command again (in this process: nothing is trained): every run has finished, the report stays
-    monkeypatch.setenv("SAM_DETR_DATASETS", env["SAM_DETR_DATASETS"])
-    load_tool("race").main(args)
+    # the same command again: every run has finished, nothing is trained, the report stays
+    race.main(args)
     again = capsys.readouterr().out
     assert all(f"[race] {name}: finished earlier" in again for name in METHODS), again
     assert json.loads((out / "race.json").read_text())["methods"] == report["methods"]
