@@ -8,20 +8,19 @@ from omegaconf import DictConfig, ListConfig
 
 from ..modeling.backbone.resnet import build_resnet_backbone
 from ..modeling.backbone.swin_v2 import build_swinv2_backbone
-from .quickstart import DEFORMABLE_LAYER_ARGS, DETR_LAYER_ARGS
+from .quickstart import LAYER_ARGS
 
 __all__ = ["tiny_twin"]
 
 TINY_WIDTH = 32
-# the values of the size arguments of the model graphs, by their names (the width, heads and FFN under
-# both layer conventions; queries; Plain-DETR's BoxRPB hidden width and its one-to-many queries)
+# the values of the size arguments of the model graphs, by their names (every layer's width, heads and FFN;
+# queries; Plain-DETR's BoxRPB hidden width and its one-to-many queries)
 TINY_SIZES = {
-    **dict(zip(DETR_LAYER_ARGS[:3], (TINY_WIDTH, 4, 2 * TINY_WIDTH))),
-    **dict(zip(DEFORMABLE_LAYER_ARGS[:3], (TINY_WIDTH, 4, 2 * TINY_WIDTH))),
+    **dict(zip(LAYER_ARGS[:3], (TINY_WIDTH, 4, 2 * TINY_WIDTH))),
     "num_pos_feats": TINY_WIDTH // 2,  # a sine position embedding given explicitly: half the width
     "rpe_hidden_dim": 16,
     "num_queries": 10,
-    "num_queries_one2many": 50,
+    "num_hybrid_queries": 50,
 }
 # layer counts, halved (at least 1), and the per-layer lists that go with them, every other entry kept
 # (SAM-DETR-MS's decoder levels [2, 2, 1, 1, 0, 0] -> [2, 1, 0]: every level is still attended)
