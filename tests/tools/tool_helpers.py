@@ -1,5 +1,6 @@
 """What the tests of tools/ share: a tiny quickstart DETR, and running a tool as a script or a module."""
 import importlib.util
+import logging
 import os
 import subprocess
 import sys
@@ -106,3 +107,13 @@ def load_tool(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def reset_loggers():
+    """d2's setup_logger is cached, and its handlers write to the stdout of the test that first called it,
+    which capsys has closed since."""
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger.cache_clear()
+    for name in ("detectron2", "d2", "fvcore", "sam_detr"):
+        logging.getLogger(name).handlers.clear()
