@@ -1,5 +1,6 @@
 """The image files a tool is pointed at (tools/demo.py, tools/visualize.py): files, folders and glob patterns,
 or images of a registered dataset."""
+import difflib
 import glob
 import os
 from typing import List, Optional, Sequence, Tuple
@@ -35,7 +36,11 @@ def dataset_image_files(dataset: str, image_ids: Optional[Sequence[int]] = None)
     from detectron2.data import DatasetCatalog
 
     if dataset not in DatasetCatalog.list():
-        raise KeyError(f"--dataset {dataset}: not a registered dataset (registered: {', '.join(sorted(DatasetCatalog.list()))})")
+        names = sorted(DatasetCatalog.list())
+        like = difflib.get_close_matches(dataset, names, 5) or names[:5]
+        raise KeyError(
+            f"--dataset {dataset}: not a registered dataset (of the {len(names)} there are: {', '.join(like)}, ...)"
+        )
     records = DatasetCatalog.get(dataset)
     if not records:
         raise ValueError(f"--dataset {dataset} has no images")
