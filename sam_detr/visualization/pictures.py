@@ -20,8 +20,9 @@ __all__ = [
     "HEAD_COLORS",
 ]
 
-# feature levels, finest first, and attention heads (matplotlib's tab10, then more)
-LEVEL_COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0")
+# feature levels, finest first (bright, to stand out on photos and on the shapes' saturated colours), and
+# attention heads (matplotlib's tab10, then more)
+LEVEL_COLORS = ("#00e5ff", "#ffe119", "#f032e6", "#808080", "#aaffc3", "#9a6324")
 HEAD_COLORS = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
     "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
@@ -54,7 +55,7 @@ def _legend(ax, colors: Sequence[str], labels: Sequence[str], marker: str = "o")
 def _reference(ax, point: np.ndarray, box: Optional[np.ndarray]) -> None:
     if box is not None:
         ax.add_patch(_box_patch(box, "white"))
-    ax.plot(point[0], point[1], marker="*", markersize=11, color="yellow", markeredgecolor="black", linestyle="")
+    ax.plot(point[0], point[1], marker="*", markersize=13, color="white", markeredgecolor="black", linestyle="")
 
 
 @dataclass
