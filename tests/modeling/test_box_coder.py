@@ -48,3 +48,12 @@ def test_the_model_refuses_a_criterion_that_codes_boxes_otherwise():
     cfg.model.box_coder = PixelDeltaBoxCoder()
     with pytest.raises(ValueError, match="the model codes boxes with PixelDeltaBoxCoder.*its criterion has Sigmoid"):
         instantiate(cfg.model)
+
+
+@pytest.mark.parametrize("name", ["detr.py", "conditional_detr.py", "sam_detr.py"])
+def test_sigmoid_heads_refuse_pixel_boxes(name):
+    cfg = LazyConfig.load(str(REPO_ROOT / "configs" / "quickstart" / name))
+    coder = PixelDeltaBoxCoder()
+    cfg.model.box_coder = cfg.model.criterion.box_coder = cfg.model.criterion.matcher.box_coder = coder
+    with pytest.raises(ValueError, match="predicts normalised boxes, not pixels"):
+        instantiate(cfg.model)

@@ -32,6 +32,8 @@ class ConditionalDETR(DETRBase):
     @configurable
     def __init__(self, *, transformer: ConditionalDETRTransformer, num_queries: int = 300, **kwargs):
         super().__init__(**kwargs)
+        if self.box_coder.pixels:
+            raise ValueError(f"Conditional DETR predicts normalised boxes, not pixels: got box_coder {self.box_coder!r}")
         if self.criterion.class_loss_type != "focal":
             raise ValueError("Conditional DETR has no 'no object' class: its criterion needs class_loss_type='focal'")
         if len(self.in_features) != 1:

@@ -28,6 +28,8 @@ class DETR(DETRBase):
     @configurable
     def __init__(self, *, transformer: DetrTransformer, num_queries: int = 100, **kwargs):
         super().__init__(**kwargs)
+        if self.box_coder.pixels:
+            raise ValueError(f"DETR predicts normalised boxes, not pixels: got box_coder {self.box_coder!r}")
         if self.criterion.class_loss_type != "softmax":
             raise ValueError("DETR predicts a 'no object' class: its criterion needs class_loss_type='softmax'")
         hidden = transformer.d_model
