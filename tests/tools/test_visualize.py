@@ -9,28 +9,13 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from PIL import Image  # noqa: E402
 from tool_helpers import (  # noqa: E402
-    QUICKSTART, TINY_DETR, datasets_root, load_tool, reset_loggers, run_tool, save_tiny_detr, tool_env,
+    QUICKSTART, TINY_DETR, datasets_root, load_tool, reset_loggers, save_tiny_detr,
 )
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return save_tiny_detr(tmp_path_factory.mktemp("checkpoint"))
-
-
-def test_pictures_of_dataset_images_and_files(checkpoint, tmp_path, tmp_path_factory):
-    common = ["--config-file", QUICKSTART, "--checkpoint", checkpoint, "--score-threshold", "0", "--topk", "2"]
-    env = tool_env(tmp_path_factory)
-    run_tool("visualize", *common, "--dataset", "shapes_val", "--image-id", "2", "5", "--output",
-             str(tmp_path / "vis"), *TINY_DETR, env=env)
-    pictures = sorted(p.name for p in (tmp_path / "vis").iterdir())
-    assert pictures == ["shapes_val_2.png", "shapes_val_5.png"]
-    Image.new("RGB", (90, 70), (200, 30, 30)).save(tmp_path / "red.jpg")
-    run_tool("visualize", *common, "--input", str(tmp_path / "red.jpg"), "--output", str(tmp_path / "files"),
-             "--per-detection", "--per-head", "--colors", "32", *TINY_DETR, env=env)
-    for name in ("red_0.png", "red_1.png"):
-        picture = Image.open(tmp_path / "files" / name)
-        assert picture.mode == "P" and len(picture.getcolors()) <= 32  # reduced to --colors
 
 
 @pytest.fixture
@@ -40,6 +25,20 @@ def visualize(tmp_path_factory, monkeypatch):
     reset_loggers()
     yield load_tool("visualize").main
     reset_loggers()
+
+
+def test_pictures_of_dataset_images_and_files(visualize, checkpoint, tmp_path):
+    common = ["--config-file", QUICKSTART, "--checkpoint", checkpoint, "--score-threshold", "0", "--topk", "2"]
+    visualize([*common, "--dataset", "shapes_val", "--image-id", "2", "5", "--output", str(tmp_path / "vis"),
+               *TINY_DETR])
+    pictures = sorted(p.name for p in (tmp_path / "vis").iterdir())
+    assert pictures == ["shapes_val_2.png", "shapes_val_5.png"]
+    Image.new("RGB", (90, 70), (200, 30, 30)).save(tmp_path / "red.jpg")
+    visualize([*common, "--input", str(tmp_path / "red.jpg"), "--output", str(tmp_path / "files"),
+               "--per-detection", "--per-head", "--colors", "32", *TINY_DETR])
+    for name in ("red_0.png", "red_1.png"):
+        picture = Image.open(tmp_path / "files" / name)
+        assert picture.mode == "P" and len(picture.getcolors()) <= 32  # reduced to --colors
 
 
 @pytest.mark.parametrize(
