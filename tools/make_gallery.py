@@ -5,7 +5,7 @@ and a COCO-size model on a COCO image.
     python tools/make_gallery.py --runs output/race --methods detr conditional_detr sam_detr \\
         deformable_detr ms_detr plain_detr --output docs/images/gallery \\
         --coco-image ../shared/data/coco_val2017_mini/val2017/000000000139.jpg \\
-        --coco-checkpoint deformable_detr_r50_two_stage_50ep.pth
+        --coco-checkpoint deformable_detr_r50_50ep.pth
 
 For each method (`--methods`, default: every configs/quickstart/*.py) it draws image `--image-id` of
 shapes_val with configs/quickstart/<method>.py and the weights <runs>/<method>/model_final.pth (what
@@ -48,14 +48,14 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--runs", default="output/race", help="the race's folder (<method>/model_final.pth)")
     parser.add_argument("--methods", nargs="+", help="quickstart configs to draw (default: all)")
-    parser.add_argument("--image-id", type=int, default=1, help="the shapes_val image drawn")
+    parser.add_argument("--image-id", type=int, default=3, help="the shapes_val image drawn")
     parser.add_argument("--coco-image", help="an image file drawn with the COCO model")
-    parser.add_argument("--coco-config", default="configs/deformable_detr_r50_two_stage_50ep.py")
+    parser.add_argument("--coco-config", default="configs/deformable_detr_r50_50ep.py")
     parser.add_argument("--coco-checkpoint", help="its weights (default: its random initialisation)")
     parser.add_argument("--output", default="docs/images/gallery", help="folder of the PNGs")
-    parser.add_argument("--topk", type=int, default=2, help="detections per picture")
+    parser.add_argument("--topk", type=int, default=3, help="detections per picture")
     parser.add_argument("--score-threshold", type=float, default=0.0, help="lowest score of a detection drawn")
-    parser.add_argument("--colors", type=int, default=64, help="colours per PNG (0: all)")
+    parser.add_argument("--colors", type=int, default=256, help="colours per PNG (0: all)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="key=value overrides of every config")
     args = parser.parse_args(argv)
     if args.coco_image is not None and not os.path.isfile(args.coco_image):

@@ -100,7 +100,8 @@ def save_png(array: np.ndarray, path: str, colors: int = 0) -> None:
     """Writes an RGB array as a PNG; `colors` > 0 reduces it to that many colours first (a smaller file)."""
     picture = Image.fromarray(array)
     if colors:
-        picture = picture.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        # the octree keeps the rare saturated colours of points and legends that median cut merges into the photo
+        picture = picture.quantize(colors=colors, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
     picture.save(path, optimize=True)
 
 
