@@ -86,3 +86,42 @@ def test_no_detection_scoring_enough(visualize, checkpoint, tmp_path, capsys):
     assert exit_.value.code == 1
     assert ": no detection scores >= 1.0 in 1 image(s): lower --score-threshold" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# a model of no method: its decoder's layers are plain Linear layers, which have no picture
+NO_PICTURE_CONFIG = """
+from detectron2.config import LazyCall as L, LazyConfig
+from torch import nn
+
+_quickstart = LazyConfig.load({quickstart!r})
+dataloader, train = _quickstart.dataloader, _quickstart.train
+train.init_checkpoint = ""
+
+
+class Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(4, 4)])
+
+
+class NoMethod(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.decoder = Decoder()
+
+
+model = L(NoMethod)()
+"""
+
+
+def test_a_model_without_picture_is_one_line(visualize, tmp_path, capsys):
+    config = tmp_path / "no_method.py"
+    config.write_text(NO_PICTURE_CONFIG.format(quickstart=QUICKSTART))
+    image = tmp_path / "image.png"
+    Image.new("RGB", (40, 30)).save(image)
+    with pytest.raises(SystemExit) as exit_:
+        visualize(["--config-file", str(config), "--input", str(image), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert "error: NoMethod: no picture for decoder layers of type Linear (pictures exist: " in err, err
+    assert not (tmp_path / "out").exists()
