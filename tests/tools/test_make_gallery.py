@@ -8,16 +8,12 @@ from conftest import DETECTRON2_MISSING
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from PIL import Image  # noqa: E402
-from tool_helpers import QUICKSTART, TINY_DETR, datasets_root, load_tool, reset_loggers, save_tiny_detr  # noqa: E402
+from tool_helpers import QUICKSTART, TINY_DETR, save_tiny_detr, tool_main_in_process  # noqa: E402
 
 
 @pytest.fixture
 def make_gallery(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("SAM_DETR_DATASETS", str(datasets_root(tmp_path_factory)))
-    monkeypatch.delenv("SAM_DETR_TRACEBACK", raising=False)
-    reset_loggers()
-    yield load_tool("make_gallery").main
-    reset_loggers()
+    yield from tool_main_in_process("make_gallery", tmp_path_factory, monkeypatch)
 
 
 @pytest.fixture

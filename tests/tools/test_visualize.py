@@ -9,7 +9,7 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from PIL import Image  # noqa: E402
 from tool_helpers import (  # noqa: E402
-    QUICKSTART, TINY_DETR, datasets_root, load_tool, reset_loggers, save_tiny_detr,
+    QUICKSTART, TINY_DETR, save_tiny_detr, tool_main_in_process,
 )
 
 
@@ -20,11 +20,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture
 def visualize(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("SAM_DETR_DATASETS", str(datasets_root(tmp_path_factory)))
-    monkeypatch.delenv("SAM_DETR_TRACEBACK", raising=False)
-    reset_loggers()
-    yield load_tool("visualize").main
-    reset_loggers()
+    yield from tool_main_in_process("visualize", tmp_path_factory, monkeypatch)
 
 
 def test_pictures_of_dataset_images_and_files(visualize, checkpoint, tmp_path):

@@ -117,3 +117,13 @@ def reset_loggers():
     setup_logger.cache_clear()
     for name in ("detectron2", "d2", "fvcore", "sam_detr"):
         logging.getLogger(name).handlers.clear()
+
+
+def tool_main_in_process(name: str, tmp_path_factory, monkeypatch):
+    """For a fixture (`yield from`): tools/<name>.py's main, to call in the test's process with the session's
+    datasets and one-line errors (no SAM_DETR_TRACEBACK), between fresh loggers."""
+    monkeypatch.setenv("SAM_DETR_DATASETS", str(datasets_root(tmp_path_factory)))
+    monkeypatch.delenv("SAM_DETR_TRACEBACK", raising=False)
+    reset_loggers()
+    yield load_tool(name).main
+    reset_loggers()
