@@ -19,7 +19,9 @@ The conversion is strict: every official weight is used and every weight of the 
 shapes. When the model predicts the contiguous classes of `--dataset` (Detectron2's 80 COCO classes),
 the class heads keep the official rows of those classes (the official models index COCO category ids,
 91 rows; DETR's "no object" row stays last). The output loads with `DetectionCheckpointer` (e.g.
-`train.init_checkpoint=<output>`).
+`train.init_checkpoint=<output>`) and names its method, config and the class of each class-head row, so
+that a fine-tuning on your own classes (`train.reinit_classes=True`) keeps the rows of the classes it
+shares with COCO.
 """
 import argparse
 import logging
@@ -31,8 +33,9 @@ from detectron2.data import MetadataCatalog
 
 from sam_detr.checkpoint import (
     convert_conditional_detr, convert_deformable_detr, convert_detr, convert_ms_detr, convert_plain_detr,
-    convert_sam_detr, dataset_class_ids,
+    convert_sam_detr, dataset_class_ids, official_class_names,
 )
+from sam_detr.engine.checkpointer import METADATA_KEY, checkpoint_metadata
 from sam_detr.modeling import DETR, SAMDETR, ConditionalDETR, DeformableDETR, PlainDETR
 from sam_detr.modeling.transformer import MSDETRDecoderLayer
 from sam_detr.utils.cli import load_config, one_line_errors
@@ -85,7 +88,15 @@ def convert(config_file: str, source: str, dataset: str, opts=()) -> dict:
     class_ids = ids if model.num_classes == len(ids) else None
     weights = converter(load_official(source), model.state_dict(), class_ids=class_ids)
     logger.info(f"converted {len(weights)} tensors" + (f", class heads mapped to {dataset}" if class_ids else ""))
-    return {"model": weights, "__author__": f"{origin} (converted by sam_detr)", "matching_heuristics": False}
+    classes = MetadataCatalog.get(dataset).thing_classes if class_ids else official_class_names(dataset, model.num_classes)
+    return {
+        "model": weights,
+        "__author__": f"{origin} (converted by sam_detr)",
+        "matching_heuristics": False,
+        # what the model is and which class each row of its class heads is: a fine-tuning on other classes
+        # keeps the rows of the classes it shares (train.reinit_classes)
+        METADATA_KEY: checkpoint_metadata(model, config_file, classes),
+    }
 
 
 def main(argv=None) -> None:

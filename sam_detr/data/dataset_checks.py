@@ -37,14 +37,12 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.build import (
-    filter_images_with_only_crowd_annotations,
-    get_detection_dataset_dicts,
-    print_instances_class_histogram,
-)
+from detectron2.data.build import filter_images_with_only_crowd_annotations, print_instances_class_histogram
 from detectron2.data.detection_utils import check_metadata_consistency
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
+
+from .datasets.coco_json import dataset_names, require_registered
 
 __all__ = ["InvalidAnnotation", "annotation_box", "check_dataset_dicts", "checked_dataset_dicts", "describe_image"]
 
@@ -222,6 +220,8 @@ def _box_kind(box: np.ndarray, width, height) -> Optional[str]:
 def checked_dataset_dicts(
     names: Union[str, Sequence[str]],
     *,
+    json_file: Optional[str] = None,
+    image_root: Optional[str] = None,
     filter_empty: bool = False,
     missing_images: str = "error",
     bad_annotations: str = "error",
@@ -230,17 +230,23 @@ def checked_dataset_dicts(
 ) -> List[Dict]:
     """Detectron2's `get_detection_dataset_dicts(names, filter_empty)` with `check_dataset_dicts` applied to
     each dataset (see the module docstring for the policies). filter_empty removes the images left without
-    a non-crowd annotation after the check (d2 logs how many)."""
-    names = [names] if isinstance(names, str) else list(names)
+    a non-crowd annotation after the check (d2 logs how many). With `json_file` and `image_root`, `names` (one
+    name) is first registered as that COCO-format dataset (`sam_detr.data.datasets.register_coco_json`).
+    A name that is not registered, or a dataset left without any image, is an error naming it."""
+    names = dataset_names(names, json_file, image_root)
     dicts = []
     for name in names:
+        require_registered(name)
         try:
-            loaded = get_detection_dataset_dicts(name, filter_empty=False, check_consistency=False)
+            loaded = DatasetCatalog.get(name)
         except KeyError as e:
             raise _unknown_category_error(name) or e
+        where = _json_of(name)
+        if len(loaded) == 0:
+            raise ValueError(f"dataset {name!r}{where} lists no image")
         meta = MetadataCatalog.get(name)
         num_classes = len(meta.thing_classes) if meta.get("thing_classes") is not None else None
-        dicts += check_dataset_dicts(
+        checked = check_dataset_dicts(
             loaded,
             name=name,
             num_classes=num_classes,
@@ -249,16 +255,30 @@ def checked_dataset_dicts(
             empty_boxes=empty_boxes,
             evaluation=evaluation,
         )
-    if not dicts:
-        raise ValueError(f"no image left in {names} after the checks")
+        if not checked:
+            raise ValueError(
+                f"dataset {name!r}{where} has no usable image: the files of all its {len(loaded)} images are "
+                f"missing (image_root {meta.get('image_root', '?')})"
+            )
+        dicts += checked
     if "annotations" in dicts[0]:
         if filter_empty:
             dicts = filter_images_with_only_crowd_annotations(dicts)
+            if not dicts:
+                raise ValueError(
+                    f"dataset(s) {names}: no image has a non-crowd annotation, and filter_empty=True removes "
+                    "every image without one"
+                )
         classes = MetadataCatalog.get(names[0]).get("thing_classes")
         if classes is not None:
             check_metadata_consistency("thing_classes", names)
             print_instances_class_histogram(dicts, classes)
     return dicts
+
+
+def _json_of(name: str) -> str:
+    json_file = MetadataCatalog.get(name).get("json_file")
+    return f" ({json_file})" if json_file else ""
 
 
 def _unknown_category_error(name: str) -> Optional[ValueError]:

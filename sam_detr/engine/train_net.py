@@ -5,6 +5,9 @@ Every knob lives under `cfg.train`:
     init_checkpoint_partial None, or {"missing": [regex], "unexpected": [regex]}: the keys that init_checkpoint
                             may leave unfilled or hold unused (see engine/checkpointer.py); any other mismatch
                             fails the load. --eval-only and --resume load strictly
+    reinit_classes          init_checkpoint may have other classes than the train dataset: its class-dependent
+                            weights are re-initialised, keeping the rows of the classes found by name
+                            (engine/class_init.py). False: a checkpoint of another class count is refused
     epochs | max_iter       epochs become iterations: epochs * (dataloader.train_images // total_batch_size);
                             max_iter, when set, wins
     amp.enabled, amp.precision ("float16" | "bfloat16")
@@ -27,13 +30,17 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..data.datasets import dataset_classes
 from ..solver import iterations_per_epoch
 from ..utils.rng import preserved_rng
-from .checkpointer import StrictCheckpointer
+from .checkpointer import StrictCheckpointer, checkpoint_metadata
+from .class_init import ClassInit, class_dimensions
 from .hooks import GradientClipHook, TrainingStateHook
 from .trainers import AMPTrainer, NonFiniteLossError, SimpleTrainer
 
-__all__ = ["main", "do_train", "do_test", "resolve_max_iter", "build_ddp_model", "build_trainer"]
+__all__ = [
+    "main", "do_train", "do_test", "resolve_max_iter", "build_ddp_model", "build_trainer", "train_dataset_classes",
+]
 
 logger = logging.getLogger("detectron2")
 
@@ -89,10 +96,32 @@ def do_test(cfg, model) -> Optional[dict]:
     return ret
 
 
+def train_dataset_classes(cfg, model: torch.nn.Module):
+    """The class names of the train dataset (cfg.dataloader.train.dataset), checked against the model's class
+    count (a model without `num_classes` is not checked)."""
+    node = cfg.dataloader.train.dataset
+    classes = dataset_classes(node.names, node.get("json_file"), node.get("image_root"))
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and num_classes != len(classes):
+        raise ValueError(
+            f"the model predicts {num_classes} classes, but the train dataset {node.names!r} has {len(classes)} "
+            f"categories ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}): the configs take the "
+            "class count from the train dataset (sam_detr.config.train_dataset_num_classes); remove the override of "
+            "the model's num_classes"
+        )
+    return classes
+
+
 def do_train(args, cfg) -> None:
     max_iter = resolve_max_iter(cfg)
     model = instantiate(cfg.model)
     logger.info("Model:\n{}".format(model))
+    classes = train_dataset_classes(cfg, model)
+    class_init = None
+    if cfg.train.init_checkpoint and hasattr(model, "num_classes"):
+        class_init = ClassInit(class_dimensions(cfg.model, model), classes, str(cfg.dataloader.train.dataset.names),
+                               reinit=cfg.train.get("reinit_classes", False))
+    metadata = checkpoint_metadata(model, getattr(args, "config_file", None), classes)
     model.to(cfg.train.device)
 
     cfg.optimizer.params.model = model
@@ -101,7 +130,7 @@ def do_train(args, cfg) -> None:
 
     model = build_ddp_model(cfg, model)
     trainer = build_trainer(cfg, model, train_loader, optimizer)
-    checkpointer = StrictCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = StrictCheckpointer(model, cfg.train.output_dir, metadata=metadata, trainer=trainer)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
@@ -119,7 +148,9 @@ def do_train(args, cfg) -> None:
     if resume:
         checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=True)
     else:
-        checkpointer.load_partial(cfg.train.init_checkpoint, cfg.train.get("init_checkpoint_partial", None))
+        checkpointer.load_partial(
+            cfg.train.init_checkpoint, cfg.train.get("init_checkpoint_partial", None), class_init=class_init
+        )
     # the checkpoint stores the iteration that just finished
     start_iter = trainer.iter + 1 if resume else 0
     try:
