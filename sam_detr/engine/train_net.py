@@ -32,6 +32,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..data.datasets import dataset_classes
 from ..solver import iterations_per_epoch
+from ..utils.precision import half_dtype
 from ..utils.rng import preserved_rng
 from .checkpointer import StrictCheckpointer, checkpoint_metadata
 from .class_init import ClassInit, class_dimensions
@@ -76,7 +77,7 @@ def build_trainer(cfg, model: torch.nn.Module, data_loader, optimizer) -> Simple
     other hook: shared by `do_train` and tools/benchmark.py, so that the benchmark times the step that
     training runs."""
     if cfg.train.amp.enabled:
-        precision = getattr(torch, cfg.train.amp.get("precision", "float16"))
+        precision = half_dtype(cfg.train.amp.get("precision", "float16"))
         trainer = AMPTrainer(model, data_loader, optimizer, precision=precision)
     else:
         trainer = SimpleTrainer(model, data_loader, optimizer)

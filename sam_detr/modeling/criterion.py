@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..layers.box_ops import box_cxcywh_to_xyxy, box_to_delta, paired_generalized_box_iou
+from ..utils.precision import at_least_float32
 from .matcher import HungarianMatcher
 
 __all__ = ["SetCriterion", "LossGroup", "one_to_many_groups", "sigmoid_focal_loss"]
@@ -219,13 +220,13 @@ class SetCriterion(nn.Module):
                 further loss group (e.g. "enc_outputs").
             targets: per image, "labels" (T,) int64 and "boxes" (T, 4) normalised (cx, cy, w, h).
         Returns:
-            the weighted losses, to be summed (float32 under autocast; see `_at_least_float32`).
+            the weighted losses, to be summed (float32 under autocast).
         """
         # Under autocast the heads' outputs are float16 or bfloat16. The matching costs and the losses are
         # computed in float32: a float16 sum of focal terms overflows, float16 turns the focal cost's 1e-8 into 0
         # (log 0: the pair is matched last), and half-precision costs tie where float32 ones differ
         with torch.autocast(outputs["pred_logits"].device.type, enabled=False):
-            return self._losses(_at_least_float32(outputs), targets)
+            return self._losses(at_least_float32(outputs), targets)
 
     def _losses(self, outputs: Dict, targets: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
         losses = {}
@@ -262,18 +263,6 @@ class SetCriterion(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, class_loss_type={self.class_loss_type!r}, weights={self.weight_dict}"
-
-
-def _at_least_float32(outputs):
-    """The model's outputs (dicts and lists of tensors) with float16 / bfloat16 tensors cast to float32; float32
-    and float64 ones are kept as they are."""
-    if isinstance(outputs, dict):
-        return {k: _at_least_float32(v) for k, v in outputs.items()}
-    if isinstance(outputs, (list, tuple)):
-        return type(outputs)(_at_least_float32(v) for v in outputs)
-    if isinstance(outputs, torch.Tensor) and outputs.dtype in (torch.float16, torch.bfloat16):
-        return outputs.float()
-    return outputs
 
 
 def _src_permutation_idx(indices: Indices) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -225,3 +225,27 @@ def test_amp_on_cuda(name, precision):
     assert trainer.grad_scaler.is_enabled() == (precision == "float16")
     assert changed > 0
     assert math.isfinite(trainer.storage.history("total_loss").latest())
+
+
+def test_bfloat16_inference_on_cpu():
+    """model.inference_dtype="bfloat16": the backbone's convolutions (the fast ResNet's oneDNN path included) and
+    the head run in bfloat16, the detections come back in float32, near float32's."""
+    cfg = LazyConfig.load(str(REPO_ROOT / "configs" / "deformable_detr_r50_50ep.py"))
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).eval()
+    inputs = [{"image": one_image()[0]["image"], "height": 64, "width": 96}]
+    seen = []
+    model.backbone.register_forward_hook(lambda module, args, out: seen.append(out["res5"].dtype))
+    with torch.no_grad():
+        full = model(inputs)[0]["instances"]
+        model.inference_dtype = "bfloat16"
+        low = model(inputs)[0]["instances"]
+    assert seen == [torch.float32, torch.bfloat16]
+    assert low.scores.dtype == low.pred_boxes.tensor.dtype == torch.float32
+    # the best detection: the same class, its score and box near float32's (boxes in pixels of a 64x96 image)
+    assert low.pred_classes[0] == full.pred_classes[0]
+    torch.testing.assert_close(low.scores[0], full.scores[0], atol=0.02, rtol=0.05)
+    torch.testing.assert_close(low.pred_boxes.tensor[0], full.pred_boxes.tensor[0], atol=1.5, rtol=0.02)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        model.inference_dtype = "half"
+        model(inputs)

@@ -24,6 +24,8 @@ from tool_helpers import QUICKSTART, datasets_root, run_tool, tool_env, train_in
 from sam_detr.checkpoint import official_class_names  # noqa: E402
 from sam_detr.engine import StrictCheckpointer, train_net  # noqa: E402
 from sam_detr.engine.checkpointer import checkpoint_metadata  # noqa: E402
+from sam_detr.engine.defaults import build_inference_model  # noqa: E402
+from sam_detr.evaluation.inference_dtype import evaluate_dtypes  # noqa: E402
 
 pytestmark = pytest.mark.coco_mini
 
@@ -151,6 +153,14 @@ def test_fine_tune_on_three_coco_classes_in_process(own_data, tmp_path, tmp_path
     assert results and results[0] == "Task: bbox" and results[1].startswith("AP,AP50")
     saved = torch.load(out / "model_final.pth", weights_only=False)
     assert saved["sam_detr"]["thing_classes"] == list(CLASSES.values())
+
+    # the fine-tuned model evaluated at float32 and in bfloat16 (tools/benchmark_dtype.py's AP path)
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(QUICKSTART_DEFORMABLE), [
+        *TINY_DEFORMABLE, *own_data_overrides(own_data, "inproc"), f"train.init_checkpoint={out / 'model_final.pth'}"])
+    results = evaluate_dtypes(build_inference_model(cfg), cfg)
+    assert set(results) == {"float32", "bfloat16"}
+    for figures in results.values():
+        assert 0 <= figures["AP"] <= 100 and figures["cpu"] > 0 and figures["wall"] > 0
 
 
 def test_fine_tune_on_three_coco_classes_with_the_train_tool(own_data, tmp_path, tmp_path_factory):

@@ -1,5 +1,5 @@
 """What every DETR-style detector shares: images -> padding masks -> backbone -> head -> losses or Instances."""
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.modeling import Backbone, detector_postprocess
@@ -8,6 +8,7 @@ from torch import nn
 
 from ...config import lazy_model_arguments
 from ...layers.box_ops import box_xyxy_to_cxcywh
+from ...utils.precision import at_least_float32, half_dtype
 from ..criterion import SetCriterion
 from ..postprocess import softmax_postprocess, topk_postprocess
 from ..transformer.levels import pad_levels, resize_mask
@@ -47,6 +48,9 @@ class DETRBase(nn.Module):
         num_select: detections kept per image by the top-k post-processing.
         batch_invariant: compute the backbone and the input projection per image (see above), in
             training and inference.
+        inference_dtype: None (float32), or "bfloat16" / "float16": inference autocasts the backbone and the
+            head to it on the model's device (the post-processing stays in float32); training is not affected
+            (train.amp is the training's).
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class DETRBase(nn.Module):
         size_divisibility: int = 0,
         num_select: int = 100,
         batch_invariant: bool = False,
+        inference_dtype: Optional[str] = None,
     ):
         super().__init__()
         shapes = backbone.output_shape()
@@ -73,6 +78,8 @@ class DETRBase(nn.Module):
         self.size_divisibility = size_divisibility
         self.num_select = num_select
         self.batch_invariant = batch_invariant
+        self.inference_dtype = inference_dtype
+        half_dtype(inference_dtype)  # checks the name
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -125,11 +132,13 @@ class DETRBase(nn.Module):
             in training, a dict of weighted losses; in inference, `[{"instances": Instances}]`.
         """
         images, mask = self.preprocess_image(batched_inputs)
-        features, masks = self.extract_features(images, mask)
-        outputs = self.forward_head(features, masks)
+        dtype = None if self.training else half_dtype(self.inference_dtype)
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            features, masks = self.extract_features(images, mask)
+            outputs = self.forward_head(features, masks)
         if self.training:
             return self.criterion(outputs, self.prepare_targets(batched_inputs))
-        results = self.inference(outputs, images.image_sizes)
+        results = self.inference(at_least_float32(outputs), images.image_sizes)
         processed = []
         for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):
             height = inputs.get("height", image_size[0])
