@@ -5,6 +5,9 @@ Every knob lives under `cfg.train`:
     init_checkpoint_partial None, or {"missing": [regex], "unexpected": [regex]}: the keys that init_checkpoint
                             may leave unfilled or hold unused (see engine/checkpointer.py); any other mismatch
                             fails the load. --eval-only and --resume load strictly
+    reference_world_size    0, or the number of workers (GPUs) the config's batch and learning rate are for: run
+                            on another number, the batch, the learning rate and the iteration counts are scaled
+                            (auto_scale_workers, Detectron2's DefaultTrainer.auto_scale_workers for LazyConfigs)
     reinit_classes          init_checkpoint may have other classes than the train dataset: its class-dependent
                             weights are re-initialised, keeping the rows of the classes found by name
                             (engine/class_init.py). False: a checkpoint of another class count is refused
@@ -29,6 +32,7 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+from omegaconf import OmegaConf
 
 from ..data.datasets import dataset_classes
 from ..solver import iterations_per_epoch
@@ -41,6 +45,7 @@ from .trainers import AMPTrainer, NonFiniteLossError, SimpleTrainer
 
 __all__ = [
     "main", "do_train", "do_test", "resolve_max_iter", "build_ddp_model", "build_trainer", "train_dataset_classes",
+    "auto_scale_workers",
 ]
 
 logger = logging.getLogger("detectron2")
@@ -62,6 +67,36 @@ def resolve_max_iter(cfg) -> int:
     cfg.train.max_iter = int(round(epochs * per_epoch))
     logger.info(f"{epochs} epochs of {per_epoch} iterations: train.max_iter = {cfg.train.max_iter}")
     return cfg.train.max_iter
+
+
+def auto_scale_workers(cfg, world_size: int) -> Optional[str]:
+    """Detectron2's `DefaultTrainer.auto_scale_workers` for LazyConfigs: when cfg.train.reference_world_size is
+    set and is not `world_size`, scales by world_size / reference_world_size the total batch size and the
+    learning rate (the linear scaling rule), and by its inverse the iteration counts (train.max_iter where set,
+    train.eval_period, train.checkpointer.period); schedules in epochs (train.epochs, milestones in epochs) follow
+    the batch by themselves. reference_world_size becomes `world_size`, so that the scaled config (saved in
+    train.output_dir) is not scaled again. Returns what was done, to be logged, or None."""
+    reference = cfg.train.get("reference_world_size", 0) or 0
+    if reference <= 0 or reference == world_size:
+        return None
+    scale = world_size / reference
+    batch = cfg.dataloader.train.total_batch_size
+    if abs(batch * scale - round(batch * scale)) > 1e-9 or round(batch * scale) < 1:
+        raise ValueError(f"train.reference_world_size={reference}: the total batch {batch} cannot be scaled to "
+                         f"{world_size} worker(s) ({batch * scale:g} images)")
+    cfg.dataloader.train.total_batch_size = int(round(batch * scale))
+    lr = cfg.optimizer.lr
+    cfg.optimizer.lr = lr * scale
+    done = [f"total batch {batch} -> {cfg.dataloader.train.total_batch_size}", f"lr {lr:g} -> {cfg.optimizer.lr:g}"]
+    counts = [("train", "max_iter"), ("train", "eval_period"), ("train.checkpointer", "period")]
+    for path, key in counts:
+        node = OmegaConf.select(cfg, path)
+        if node.get(key) is not None:
+            old = node[key]
+            node[key] = int(round(old / scale))
+            done.append(f"{path}.{key} {old} -> {node[key]}")
+    cfg.train.reference_world_size = world_size
+    return f"auto_scale_workers: {reference} -> {world_size} worker(s): " + ", ".join(done)
 
 
 def build_ddp_model(cfg, model: torch.nn.Module) -> torch.nn.Module:
@@ -164,9 +199,12 @@ def do_train(args, cfg) -> None:
 def main(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    scaled = None if args.eval_only else auto_scale_workers(cfg, comm.get_world_size())
     default_setup(cfg, args)
     # the package's own messages (dataset checks, data stream, checkpoints) into the same log
     setup_logger(cfg.train.output_dir, comm.get_rank(), name="sam_detr")
+    if scaled:
+        logger.info(scaled)
     if args.eval_only:
         if not cfg.train.init_checkpoint:
             raise ValueError("--eval-only needs the weights to evaluate: train.init_checkpoint=<checkpoint>")
