@@ -156,7 +156,11 @@ class StrictCheckpointer(DetectionCheckpointer):
                                   + self._origins(source, missing, unexpected) + f" ({hint})")
         if self._class_init is not None:
             values = self._class_init(self._path, fresh, class_source, source.get("thing_classes"))
-            self.model.load_state_dict(values, strict=False)
+            # into the model's tensors (load_state_dict with these keys alone would reset d2's FrozenBatchNorm2d
+            # statistics: without version metadata it takes the missing ones for a legacy checkpoint's)
+            with torch.no_grad():
+                for key, value in values.items():
+                    state[key].copy_(value)
             # what class_init filled is not "skipped" or "missing" for d2's warnings
             incompatible = incompatible._replace(
                 missing_keys=[k for k in incompatible.missing_keys if k not in class_keys],

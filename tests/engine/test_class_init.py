@@ -61,10 +61,14 @@ def checkpoint_of(model, directory, classes, config="detr.py"):
 
 @pytest.mark.parametrize("name", ["detr", "deformable_detr"])
 def test_reinit_keeps_the_rows_of_classes_found_by_name(name, tmp_path, package_log):
-    source = build(model_cfg(name, num_classes=len(COCO_FIRST)), seed=1)
+    """Every other weight loads as it is (the frozen BatchNorm statistics of the published models' ResNet too)."""
+    source_cfg = model_cfg(name, num_classes=len(COCO_FIRST))
+    source_cfg.backbone.norm = "FrozenBN"
+    source = build(source_cfg, seed=1)
     path = checkpoint_of(source, tmp_path, COCO_FIRST, f"{name}.py")
     classes = ["Car", "widget", "person"]
     cfg = model_cfg(name, num_classes=len(classes))
+    cfg.backbone.norm = "FrozenBN"
     model = build(cfg, seed=2)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     dims = class_dimensions(cfg, model)
