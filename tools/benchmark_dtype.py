@@ -23,15 +23,7 @@ from detectron2.utils.logger import setup_logger
 
 from sam_detr.engine.defaults import build_inference_model
 from sam_detr.evaluation.inference_dtype import evaluate_dtypes, format_rows, profile_dtypes, time_dtypes
-from sam_detr.utils.cli import load_config, one_line_errors
-
-
-def size(text: str):
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a size as HxW, e.g. 480x640") from None
-    return height, width
+from sam_detr.utils.cli import image_size, load_config, one_line_errors
 
 
 def main(argv=None) -> None:
@@ -39,9 +31,9 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--checkpoint", help="weights to evaluate (AP and time on the config's test dataset)")
-    parser.add_argument("--sizes", nargs="+", type=size, default=[], metavar="HxW",
+    parser.add_argument("--sizes", nargs="+", type=image_size, default=[], metavar="HxW",
                         help="time one image of each size (random weights unless --checkpoint)")
-    parser.add_argument("--profile", type=size, metavar="HxW", help="operators by CPU time at this size")
+    parser.add_argument("--profile", type=image_size, metavar="HxW", help="operators by CPU time at this size")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
