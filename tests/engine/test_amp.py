@@ -27,13 +27,6 @@ from sam_detr.layers import MSDeformAttn  # noqa: E402
 from sam_detr.modeling import HungarianMatcher, SetCriterion  # noqa: E402
 
 QUICKSTARTS = sorted(p.stem for p in (REPO_ROOT / "configs" / "quickstart").glob("*.py"))
-# SAM-DETR's RoIAlign takes bfloat16 features with float32 boxes once branch `cuda` (roi_align under autocast)
-# is merged
-ROI_ALIGN_UNDER_AUTOCAST = pytest.mark.xfail(
-    raises=TypeError, strict=True, reason="sam_detr.layers.roi_align under autocast (branch cuda)"
-)
-CPU_QUICKSTARTS = [pytest.param(n, marks=ROI_ALIGN_UNDER_AUTOCAST if n.startswith("sam_detr") else ())
-                   for n in QUICKSTARTS]
 TOLERANCE = 0.10
 FIT_STEPS, FIT_FACTOR = 200, 0.2
 
@@ -109,7 +102,7 @@ def assert_close_to_float32(model, low, full):
         assert abs(low[key] - full[key]) <= TOLERANCE * (abs(full[key]) + 0.05), (key, low[key], full[key])
 
 
-@pytest.mark.parametrize("name", CPU_QUICKSTARTS)
+@pytest.mark.parametrize("name", QUICKSTARTS)
 def test_bfloat16_step_on_cpu_matches_float32(name):
     model, _ = fitted(name, dtype=torch.bfloat16)
     full, full_matches = step(model)
