@@ -135,8 +135,9 @@ class StrictCheckpointer(DetectionCheckpointer):
         order = {k: i for i, k in enumerate(state)}
         missing = sorted(_filter_reused_missing_keys(self.model, incompatible.missing_keys), key=order.get)
         problems = []
-        shapes = {k: (a, b) for k, a, b in incompatible.incorrect_shapes if k not in class_keys}
-        missing = [k for k in missing if k not in shapes and k not in class_keys and not self._declared("missing", k)]
+        # the class-dependent weights the checkpoint has are class_init's; those it lacks are missing
+        shapes = {k: (a, b) for k, a, b in incompatible.incorrect_shapes if k not in class_source}
+        missing = [k for k in missing if k not in shapes and k not in class_source and not self._declared("missing", k)]
         unexpected = [k for k in incompatible.unexpected_keys if not self._declared("unexpected", k)]
         wrong_shapes = [f"{k} {tuple(a)} in the checkpoint, {tuple(b)} in the model"
                         for k, (a, b) in shapes.items() if not self._declared("missing", k)]
@@ -163,8 +164,8 @@ class StrictCheckpointer(DetectionCheckpointer):
                     state[key].copy_(value)
             # what class_init filled is not "skipped" or "missing" for d2's warnings
             incompatible = incompatible._replace(
-                missing_keys=[k for k in incompatible.missing_keys if k not in class_keys],
-                incorrect_shapes=[t for t in incompatible.incorrect_shapes if t[0] not in class_keys],
+                missing_keys=[k for k in incompatible.missing_keys if k not in class_source],
+                incorrect_shapes=[t for t in incompatible.incorrect_shapes if t[0] not in class_source],
             )
         return incompatible
 

@@ -153,3 +153,17 @@ def test_a_variant_of_the_same_method_is_refused_naming_both_configs(tmp_path):
     with pytest.raises(CheckpointError, match=r"The checkpoint is of DeformableDETR \(config ms_detr.py\), the model "
                                               r"DeformableDETR \(config deformable_detr.py\)"):
         checkpointer.load_partial(path)
+
+
+def test_class_weights_missing_from_the_checkpoint_are_refused(tmp_path):
+    """Re-initialisation fits the class weights a checkpoint has; one without them is still incomplete."""
+    source = build(model_cfg("detr", num_classes=6))
+    path = checkpoint_of(source, tmp_path, COCO_FIRST)
+    state = torch.load(path, weights_only=False)
+    state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("class_embed.")}
+    torch.save(state, tmp_path / "headless.pth")
+    cfg = model_cfg("detr", num_classes=3)
+    model = build(cfg)
+    init = ClassInit(class_dimensions(cfg, model), ["a", "b", "c"], "mine", reinit=True)
+    with pytest.raises(CheckpointError, match=r"2 model weight\(s\) missing from it: class_embed.weight, class_embed.bias"):
+        StrictCheckpointer(model).load_partial(str(tmp_path / "headless.pth"), class_init=init)
