@@ -25,7 +25,8 @@ def own_dataset(tmp_path):
     builder = CocoBuilder(tmp_path)
     builder.image(flat_png(40, 30), 40, 30, boxes=[(2, 2, 10, 10)], category_id=62)
     builder.image(flat_png(40, 30), 40, 30, boxes=[(5, 5, 8, 8)], category_id=3)
-    json_file, image_root = builder.write(CATEGORIES)
+    builder.categories = CATEGORIES
+    json_file, image_root = builder.write()
     names = []
     yield json_file, image_root, names
     for name in names:
@@ -87,17 +88,19 @@ def test_an_unregistered_name_lists_the_registered_ones():
 def test_a_dataset_without_usable_images_is_refused(own_dataset, tmp_path):
     _, image_root, names = own_dataset
     empty = CocoBuilder(tmp_path)
-    json_file, _ = empty.write(CATEGORIES)
+    empty.categories = CATEGORIES
+    json_file, _ = empty.write()
     names.append("own_empty")
-    with pytest.raises(ValueError, match=rf"dataset 'own_empty' \({json_file}\) lists no image"):
+    with pytest.raises(ValueError, match=rf"dataset 'own_empty' \(json {json_file}\): {json_file}: 'images' is empty"):
         checked_dataset_dicts("own_empty", json_file=str(json_file), image_root=str(image_root))
     missing = CocoBuilder(tmp_path)
     missing.image(None, 40, 30, boxes=[(2, 2, 10, 10)], category_id=1)
     missing.image(None, 40, 30, boxes=[(2, 2, 10, 10)], category_id=1)
-    json_file, image_root = missing.write(CATEGORIES)
+    missing.categories = CATEGORIES
+    json_file, image_root = missing.write()
     names.append("own_missing")
-    with pytest.raises(ValueError, match=r"dataset 'own_missing' \(.*\) has no usable image: the files of all its 2 "
-                                         r"images are missing"):
+    with pytest.raises(ValueError, match=r"dataset 'own_missing' \(json .*\): own_missing: all 2 image\(s\) were "
+                                         r"skipped; 2 missing image file\(s\) skipped \(missing_images='skip'\)"):
         checked_dataset_dicts("own_missing", json_file=str(json_file), image_root=str(image_root),
                               missing_images="skip")
 
@@ -110,10 +113,13 @@ def test_registration_fields_are_checked(own_dataset, tmp_path):
     checked_dataset_dicts("own_twice", json_file=str(json_file), image_root=str(image_root))
     other = CocoBuilder(tmp_path)
     other.image(flat_png(20, 20), 20, 20)
-    other_json, other_root = other.write(CATEGORIES)
+    other.categories = CATEGORIES
+    other_json, other_root = other.write()
     with pytest.raises(ValueError, match=r"dataset 'own_twice' is already registered with json_file="):
         checked_dataset_dicts("own_twice", json_file=str(other_json), image_root=str(other_root))
-    no_categories, root = CocoBuilder(tmp_path).write([])
+    no_categories_builder = CocoBuilder(tmp_path)
+    no_categories_builder.categories = []
+    no_categories, root = no_categories_builder.write()
     names.append("own_nocat")
     with pytest.raises(ValueError, match=rf"{no_categories} has no 'categories'"):
         checked_dataset_dicts("own_nocat", json_file=str(no_categories), image_root=str(root))

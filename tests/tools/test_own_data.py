@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.data import MetadataCatalog  # noqa: E402
 from detectron2.engine import HookBase  # noqa: E402
-from tool_helpers import QUICKSTART, datasets_root, run_tool, tool_env, train_in_process  # noqa: E402
+from tool_helpers import QUICKSTART, datasets_root, load_tool, run_tool, tool_env, train_in_process  # noqa: E402
 
 from sam_detr.checkpoint import official_class_names  # noqa: E402
 from sam_detr.engine import StrictCheckpointer, train_net  # noqa: E402
@@ -180,3 +180,14 @@ def test_fine_tune_on_three_coco_classes_with_the_train_tool(own_data, tmp_path,
     assert all(math.isfinite(x) for x in losses(out))
     results = copypaste_results(log)
     assert results and results[0] == "Task: bbox" and results[1].startswith("AP,AP50")
+
+
+def test_check_dataset_with_the_training_fields(own_data, capsys):
+    """tools/check_dataset.py --config-file with the training command's key=value fields: it registers the dataset
+    as the training does and reports on it."""
+    status = load_tool("check_dataset").main(["--no-progress", "--skip-images", "--config-file", QUICKSTART,
+                                              *own_data_overrides(own_data, "check")[:3]])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "Checked dataset 'mine_train_check'" in out and "158 image(s), 444 annotation(s), 3 class(es)" in out
+    assert "OK: training accepts this data" in out

@@ -53,6 +53,7 @@ class CocoBuilder:
         self.root = root
         self.images: List[Dict] = []
         self.annotations: List[Dict] = []
+        self.categories: List[Dict] = [dict(c) for c in CATEGORIES]
         self.writers: Dict[str, Optional[Callable]] = {}
         self.names: List[str] = []
 
@@ -74,14 +75,14 @@ class CocoBuilder:
         self.annotations.append({"id": len(self.annotations) + 1, "image_id": image_id, "bbox": list(bbox),
                                  "category_id": category_id, "area": area, "iscrowd": 0})
 
-    def write(self, categories=CATEGORIES):
+    def write(self):
         """Writes the image files and the json into a new folder; returns (json file, image folder)."""
         directory = self.root / uuid.uuid4().hex[:8]
         (directory / "images").mkdir(parents=True)
         for file_name, writer in self.writers.items():
             if writer is not None:
                 writer(directory / "images" / file_name)
-        coco = {"images": self.images, "annotations": self.annotations, "categories": list(categories)}
+        coco = {"images": self.images, "annotations": self.annotations, "categories": self.categories}
         (directory / "annotations.json").write_text(json.dumps(coco))  # NaN is written as NaN, as json.dump does
         return directory / "annotations.json", directory / "images"
 
