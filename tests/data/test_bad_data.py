@@ -213,6 +213,7 @@ def tolerated_cases(coco, training: bool):
     return coco.register()
 
 
+@pytest.mark.slow
 def test_training_runs_through_the_tolerated_cases(coco, package_log):
     name = tolerated_cases(coco, training=True)
     dataset = checked_dataset_dicts(name, missing_images="skip", bad_annotations="skip")

@@ -145,13 +145,15 @@ def test_a_checkpoint_of_another_method_is_refused_naming_both(tmp_path):
 
 
 def test_a_variant_of_the_same_method_is_refused_naming_both_configs(tmp_path):
-    """MS-DETR is a DeformableDETR with its own decoder layers: the configs tell them apart."""
-    path = checkpoint_of(build(model_cfg("ms_detr")), tmp_path, None, "ms_detr.py")
+    """A one-stage and a two-stage Deformable DETR are one meta-architecture: the configs tell them apart."""
+    one_stage = model_cfg("deformable_detr")
+    one_stage.transformer.proposals = None
+    path = checkpoint_of(build(one_stage), tmp_path, None, "deformable_detr_one_stage.py")
     model = build(model_cfg("deformable_detr"))
     assert isinstance(model, DETRBase)
     checkpointer = StrictCheckpointer(model, metadata=checkpoint_metadata(model, "deformable_detr.py"))
-    with pytest.raises(CheckpointError, match=r"The checkpoint is of DeformableDETR \(config ms_detr.py\), the model "
-                                              r"DeformableDETR \(config deformable_detr.py\)"):
+    with pytest.raises(CheckpointError, match=r"The checkpoint is of DeformableDETR \(config deformable_detr_one_stage"
+                                              r"\.py\), the model DeformableDETR \(config deformable_detr.py\)"):
         checkpointer.load_partial(path)
 
 

@@ -33,7 +33,7 @@ QUICKSTART_DEFORMABLE = str(REPO_ROOT / "configs" / "quickstart" / "deformable_d
 CLASSES = {1: "person", 3: "car", 62: "chair"}
 # the quickstart Deformable DETR made tiny (ResNet-18 as the quickstart, a 32-wide 1 + 2 layer transformer)
 TINY_DEFORMABLE = [
-    *(f"model.transformer.{part}.layer.{key}" for part in ("encoder", "decoder") for key in ("d_model=32", "d_ffn=64")),
+    *(f"model.transformer.{part}.layer.{key}" for part in ("encoder", "decoder") for key in ("d_model=32", "dim_feedforward=64")),
     "model.transformer.encoder.num_layers=1",
     "model.transformer.decoder.num_layers=2",
     "model.transformer.proposals.d_model=32",
