@@ -4,9 +4,10 @@ of COCO's classes with its class-dependent weights re-initialised for the three 
 evaluated. In this process (every weight checked as training starts) and through tools/lazyconfig_train_net.py as a
 user runs it.
 
-The "converted official checkpoint" is a tiny quickstart model at the official class count (91, or Detectron2's 80)
-with random weights, saved with the metadata tools/convert_official_weights.py writes (method, config, the class of
-each row): the converter itself is tested against the official state-dict listings in tests/checkpoint."""
+The official checkpoint is one of a tiny quickstart model (random weights as the model initialises them): the
+official keys of the method's state-dict listing (tests/checkpoint/listings) that the tiny model has, 91 rows of
+COCO category ids in its class heads; tools/convert_official_weights.py converts it for COCO's 80 classes, as the
+README's first command does."""
 import json
 import math
 
@@ -17,13 +18,12 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 import torch  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.data import MetadataCatalog  # noqa: E402
 from detectron2.engine import HookBase  # noqa: E402
 from tool_helpers import QUICKSTART, datasets_root, load_tool, run_tool, tool_env, train_in_process  # noqa: E402
 
-from sam_detr.checkpoint import official_class_names  # noqa: E402
-from sam_detr.engine import StrictCheckpointer, train_net  # noqa: E402
-from sam_detr.engine.checkpointer import checkpoint_metadata  # noqa: E402
+from checkpoint.official_listings import official_for  # noqa: E402
+from sam_detr.checkpoint import conditional_detr_key, deformable_detr_key, official_class_names  # noqa: E402
+from sam_detr.engine import train_net  # noqa: E402
 from sam_detr.engine.defaults import build_inference_model  # noqa: E402
 from sam_detr.evaluation.inference_dtype import evaluate_dtypes  # noqa: E402
 
@@ -37,12 +37,14 @@ TINY_DEFORMABLE = [
     "model.transformer.encoder.num_layers=1",
     "model.transformer.decoder.num_layers=2",
     "model.transformer.proposals.d_model=32",
+    "model.backbone.norm=FrozenBN",  # the official models' (their checkpoints hold no BatchNorm counters)
 ]
 TINY_DETR = [
     "model.transformer.d_model=32",
     "model.transformer.dim_feedforward=64",
     "model.transformer.num_encoder_layers=1",
     "model.transformer.num_decoder_layers=1",
+    "model.backbone.norm=FrozenBN",
 ]
 
 
@@ -89,19 +91,25 @@ def own_data_overrides(directory, suffix: str):
     ]
 
 
-def converted_checkpoint(config: str, overrides, num_classes: int, path):
-    """A randomly initialised model of `config` at the official class count, saved as the converter saves it."""
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), overrides)
-    cfg.model.criterion.num_classes = num_classes
+def converted_official_checkpoint(config: str, overrides, listing: str, official_key, path, env=None):
+    """The first command of the README's two on a tiny model: a randomly initialised official checkpoint of the
+    model of `config` + `overrides` (official keys from the listing `sd_<listing>.txt`, 91 rows of COCO
+    category ids in its class heads), converted for COCO's 80 classes into `path` by
+    tools/convert_official_weights.py (in a subprocess with `env`, else in this process). Returns the official
+    model's weights under this package's names (class heads of 91 rows) and the class of each row."""
+    official_cfg = LazyConfig.apply_overrides(LazyConfig.load(config), overrides)
+    official_cfg.model.criterion.num_classes = 91
     torch.manual_seed(1)
-    model = instantiate(cfg.model)
-    if num_classes == 91:
-        names = official_class_names("coco_2017_val", 91)
+    state = instantiate(official_cfg.model).state_dict()
+    source = path.parent / f"official_{path.name}"
+    torch.save({"model": official_for(listing, official_key, state), "epoch": 49}, source)
+    argv = ["--config-file", config, "--source", str(source), "--output", str(path), *overrides,
+            "model.criterion.num_classes=80"]
+    if env is None:
+        load_tool("convert_official_weights").main(argv)
     else:
-        names = MetadataCatalog.get("coco_2017_val").thing_classes
-    metadata = checkpoint_metadata(model, config, names)
-    StrictCheckpointer(model, str(path.parent), metadata=metadata).save(path.stem)
-    return {k: v.clone() for k, v in model.state_dict().items()}, names
+        run_tool("convert_official_weights", *argv, env=env)
+    return state, official_class_names("coco_2017_val", 91)
 
 
 def losses(output_dir):
@@ -115,7 +123,8 @@ def copypaste_results(log: str):
 
 def test_fine_tune_on_three_coco_classes_in_process(own_data, tmp_path, tmp_path_factory, monkeypatch, capsys):
     monkeypatch.setenv("SAM_DETR_DATASETS", str(datasets_root(tmp_path_factory)))
-    source, names = converted_checkpoint(QUICKSTART_DEFORMABLE, TINY_DEFORMABLE, 91, tmp_path / "converted.pth")
+    source, names = converted_official_checkpoint(QUICKSTART_DEFORMABLE, TINY_DEFORMABLE, "ddetr_twostage",
+                                                  deformable_detr_key, tmp_path / "converted.pth")
     # the model as training starts (after the initialisation, before the first step)
     at_start = {}
     build_trainer = train_net.build_trainer
@@ -136,16 +145,25 @@ def test_fine_tune_on_three_coco_classes_in_process(own_data, tmp_path, tmp_path
                      f"train.init_checkpoint={tmp_path / 'converted.pth'}", "train.reinit_classes=True",
                      "train.max_iter=10", "optimizer.lr=5e-4", f"train.output_dir={out}")
 
-    rows = [names.index(name) for name in CLASSES.values()]  # 1, 3, 62: the official rows of the three
+    # the class rows of the three are the init checkpoint's (COCO's 80 classes) rows of their names; every other
+    # weight is the official checkpoint's
+    converted = torch.load(tmp_path / "converted.pth", weights_only=False)
+    coco = converted["sam_detr"]["thing_classes"]
+    rows = torch.tensor([coco.index(name) for name in CLASSES.values()])
     class_keys = [k for k in at_start if at_start[k].shape != source[k].shape]
     assert class_keys, "no weight changed its class count"
     for key, value in at_start.items():
         if key in class_keys:
-            # the classes axis is the one of 91 rows in the checkpoint, 3 in the model
-            axis = next(d for d, (a, b) in enumerate(zip(value.shape, source[key].shape)) if (a, b) == (3, 91))
-            assert torch.equal(value, source[key].index_select(axis, torch.tensor(rows))), key
+            # the classes axis is the one of 80 rows in the checkpoint, 3 in the model
+            init = converted["model"][key]
+            axis = next(d for d, (a, b) in enumerate(zip(value.shape, init.shape)) if (a, b) == (3, 80))
+            assert torch.equal(value, init.index_select(axis, rows)), key
         else:
             assert torch.equal(value, source[key]), key
+    # a decoder layer's classifier: the official rows of COCO ids 1, 3, 62
+    official_rows = torch.tensor([names.index(name) for name in CLASSES.values()])
+    assert official_rows.tolist() == list(CLASSES)
+    assert torch.equal(at_start["class_embed.0.weight"], source["class_embed.0.weight"][official_rows])
     trained = losses(out)
     assert len(trained) == 10 and all(math.isfinite(x) for x in trained)
     assert sum(trained[-3:]) < sum(trained[:3]), trained
@@ -165,12 +183,12 @@ def test_fine_tune_on_three_coco_classes_in_process(own_data, tmp_path, tmp_path
 
 def test_fine_tune_on_three_coco_classes_with_the_train_tool(own_data, tmp_path, tmp_path_factory):
     """The README's command, as a user runs it: DETR from a checkpoint converted at COCO's 80 classes."""
-    converted_checkpoint(QUICKSTART, TINY_DETR, 80, tmp_path / "converted.pth")
+    env = tool_env(tmp_path_factory)
+    converted_official_checkpoint(QUICKSTART, TINY_DETR, "detr", conditional_detr_key, tmp_path / "converted.pth", env)
     out = tmp_path / "run"
     proc = run_tool("lazyconfig_train_net", "--config-file", QUICKSTART, *TINY_DETR,
                     *own_data_overrides(own_data, "tool"), f"train.init_checkpoint={tmp_path / 'converted.pth'}",
-                    "train.reinit_classes=True", "train.max_iter=4", f"train.output_dir={out}",
-                    env=tool_env(tmp_path_factory))
+                    "train.reinit_classes=True", "train.max_iter=4", f"train.output_dir={out}", env=env)
     log = proc.stdout + proc.stderr
     assert "1 -> 0 (person), 3 -> 1 (car), 62 -> 2 (chair)" in log
     line = next(x for x in log.splitlines() if "re-initialised" in x)
