@@ -17,12 +17,12 @@ from torch import nn
 from ..utils.benchmark import time_calls
 from .batch_invariance import CPUTimed
 
-__all__ = ["evaluate_dtypes", "time_dtypes", "profile_dtypes", "format_rows"]
+__all__ = ["DTYPES", "dtype_name", "evaluate_dtypes", "time_dtypes", "profile_dtypes", "format_rows"]
 
 DTYPES = (None, "bfloat16")  # None: float32
 
 
-def _name(dtype: Optional[str]) -> str:
+def dtype_name(dtype: Optional[str]) -> str:
     return dtype or "float32"
 
 
@@ -41,7 +41,7 @@ def evaluate_dtypes(model: nn.Module, cfg, dtypes: Sequence[Optional[str]] = DTY
                 evaluator = COCOEvaluator(dataset_name, tasks=("bbox",), distributed=False, output_dir=output_dir)
                 ap = inference_on_dataset(timed, loader, evaluator)["bbox"]
             images = max(timed.images, 1)
-            results[_name(dtype)] = {"AP": ap["AP"], "AP50": ap["AP50"], "cpu": timed.seconds / images,
+            results[dtype_name(dtype)] = {"AP": ap["AP"], "AP50": ap["AP50"], "cpu": timed.seconds / images,
                                      "wall": timed.wall_seconds / images}
     finally:
         model.inference_dtype = initial
@@ -69,7 +69,7 @@ def time_dtypes(model: nn.Module, sizes: Sequence[Tuple[int, int]], iters: int, 
                 model.inference_dtype = dtype
                 with torch.no_grad():
                     timing = time_calls(lambda: model(inputs), iters, warmup, model.device)
-                results[size][_name(dtype)] = {c: timing.seconds(c, "median") for c in ("cpu", "wall")}
+                results[size][dtype_name(dtype)] = {c: timing.seconds(c, "median") for c in ("cpu", "wall")}
     finally:
         model.inference_dtype = initial
     return results
@@ -91,7 +91,7 @@ def profile_dtypes(model: nn.Module, size: Tuple[int, int], iters: int = 2, warm
                 with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
                     for _ in range(iters):
                         model(inputs)
-            tables[_name(dtype)] = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+            tables[dtype_name(dtype)] = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
     finally:
         model.inference_dtype = initial
     return tables

@@ -1,5 +1,5 @@
-"""tools/benchmark_dtype.py on a tiny DETR on the CPU: time per image at float32 and bfloat16 side by side, and
-where the time goes (its AP path runs in tests/tools/test_own_data.py)."""
+"""tools/benchmark_dtype.py on a tiny DETR on the CPU: time per image and per training step at float32 and bfloat16
+side by side, and where the time goes (its AP path runs in tests/tools/test_own_data.py)."""
 import re
 
 import pytest
@@ -12,11 +12,11 @@ from tool_helpers import QUICKSTART, TINY_DETR, run_tool, tool_env  # noqa: E402
 
 def test_benchmark_dtype_prints_times_and_profiles(tmp_path_factory):
     out = run_tool(
-        "benchmark_dtype", "--config-file", QUICKSTART, "--sizes", "64x96", "80x64", "--iters", "1",
+        "benchmark_dtype", "--config-file", QUICKSTART, "--sizes", "64x96", "80x64", "--train-sizes", "64x96", "--iters", "1",
         "--warmup", "0", "--threads", "1", "--profile", "64x96", *TINY_DETR, env=tool_env(tmp_path_factory),
     ).stdout
     assert "1 thread(s), cpu seconds of the model's forward" in out
-    for measure in ("s/image, 64x96", "s/image, 80x64"):
+    for measure in ("s/image, 64x96", "s/image, 80x64", "s/training step, 64x96"):
         row = re.search(rf"\| {measure} \| (\S+) s \| (\S+) s \| (\S+)x faster \|", out)
         assert row and float(row.group(1)) > 0 and float(row.group(2)) > 0, out
         # the speed-up of the unrounded seconds: within what the printed ones' last digit allows
