@@ -8,13 +8,14 @@ decoder layer, a two-stage encoder's head, DETR's K + 1 logits, ...). No weight 
 `ClassInit` fits a checkpoint to the model along those axes (`train.reinit_classes=True`; the loading is
 `StrictCheckpointer.load_partial(..., class_init=)`): every other weight loads strictly, and each class-dependent weight starts from the model's own initialisation (the
 method's: focal heads' prior-probability bias, DETR's default Linear) with, copied from the checkpoint,
-the rows of the dataset's classes whose names are among the checkpoint's classes (compared without case)
-and the rows past the classes (DETR's "no object"). One log line lists the weights, why, and the classes
-kept. Without re-initialisation, a checkpoint whose class count is not the model's is refused, naming both.
+the rows of the dataset's classes whose names are among the checkpoint's classes (compared without case),
+the rows past the classes (DETR's "no object") and the leading rows that are no class's (a two-stage proposal
+head's "object" logit: the model's `class_agnostic_rows`), the last two by position. One log line lists the
+weights, why, and the rows kept. Without re-initialisation, a checkpoint whose class count is not the model's is refused, naming both.
 """
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
@@ -81,12 +82,15 @@ class ClassInit:
         dataset: the train dataset's name, for the messages.
         reinit: re-initialise the class-dependent weights (keeping the rows found by name); False: the
             checkpoint must have the model's class count.
+        agnostic: key of `dims` -> how many of its first rows are no class's (the model's `class_agnostic_rows`):
+            kept by position on re-initialisation, whatever the names.
     """
 
     dims: Mapping[str, int]
     classes: Sequence[str]
     dataset: str
     reinit: bool
+    agnostic: Mapping[str, int] = field(default_factory=dict)
 
     def __call__(
         self,
@@ -132,8 +136,11 @@ class ClassInit:
         for key in present:
             dim, value = self.dims[key], fresh[key].detach().to("cpu", copy=True)
             rows = torch.as_tensor(source[key]).to(value.dtype)
+            first = self.agnostic.get(key, 0)
+            value.narrow(dim, 0, first).copy_(rows.narrow(dim, 0, first))
             for i, j in kept:
-                value.narrow(dim, i, 1).copy_(rows.narrow(dim, j, 1))
+                if i >= first:
+                    value.narrow(dim, i, 1).copy_(rows.narrow(dim, j, 1))
             if extra[key]:
                 value.narrow(dim, num_classes, extra[key]).copy_(rows.narrow(dim, source_count, extra[key]))
             values[key] = value
@@ -172,6 +179,9 @@ class ClassInit:
         past = max(extra.values(), default=0)
         if past:
             rows += f"; kept the {past} row(s) past the classes (no-object)"
+        agnostic = [f"{k} rows 0..{n - 1}" if n > 1 else f"{k} row 0" for k, n in self.agnostic.items() if k in present]
+        if agnostic:
+            rows += f"; kept by position the rows that are no class's (a proposal head's object score): {_names(agnostic)}"
         return (
             f"init checkpoint {path}: re-initialised {len(present)} class-dependent weight(s) as the model "
             f"initialises them, since train.reinit_classes=True and the model predicts the {len(self.classes)} "

@@ -156,7 +156,8 @@ def do_train(args, cfg) -> None:
     class_init = None
     if cfg.train.init_checkpoint and hasattr(model, "num_classes"):
         class_init = ClassInit(class_dimensions(cfg.model, model), classes, str(cfg.dataloader.train.dataset.names),
-                               reinit=cfg.train.get("reinit_classes", False))
+                               reinit=cfg.train.get("reinit_classes", False),
+                               agnostic=getattr(model, "class_agnostic_rows", dict)())
     metadata = checkpoint_metadata(model, getattr(args, "config_file", None), classes)
     model.to(cfg.train.device)
 

@@ -40,6 +40,8 @@ def test_class_dependent_weights_are_found_from_the_config(name):
         model = instantiate(cfg)
     dims = class_dimensions(cfg, model)
     assert dims
+    # the rows that are no class's (a two-stage proposal head's object score) are among them
+    assert set(model.class_agnostic_rows()) <= set(dims)
     with torch.device("meta"):
         other = instantiate(model_cfg(name, num_classes=3)).state_dict()
     for key, value in model.state_dict().items():
@@ -61,7 +63,8 @@ def checkpoint_of(model, directory, classes, config="detr.py"):
 
 @pytest.mark.parametrize("name", ["detr", "deformable_detr"])
 def test_reinit_keeps_the_rows_of_classes_found_by_name(name, tmp_path, package_log):
-    """Every other weight loads as it is (the frozen BatchNorm statistics of the published models' ResNet too)."""
+    """Every other weight loads as it is (the frozen BatchNorm statistics of the published models' ResNet too); the
+    two-stage proposal head's "object" row (Deformable DETR's quickstart is two-stage) is kept by position."""
     source_cfg = model_cfg(name, num_classes=len(COCO_FIRST))
     source_cfg.backbone.norm = "FrozenBN"
     source = build(source_cfg, seed=1)
@@ -72,15 +75,19 @@ def test_reinit_keeps_the_rows_of_classes_found_by_name(name, tmp_path, package_
     model = build(cfg, seed=2)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     dims = class_dimensions(cfg, model)
-    StrictCheckpointer(model).load_partial(path, class_init=ClassInit(dims, classes, "mine", reinit=True))
+    agnostic = model.class_agnostic_rows()
+    assert bool(agnostic) == (name == "deformable_detr") and set(agnostic) <= set(dims)
+    init = ClassInit(dims, classes, "mine", reinit=True, agnostic=agnostic)
+    StrictCheckpointer(model).load_partial(path, class_init=init)
     loaded, expected = model.state_dict(), source.state_dict()
     for key, value in loaded.items():
         if key not in dims:
             assert torch.equal(value, expected[key]), key
             continue
         d, rows = dims[key], expected[key]
-        # car (checkpoint class 2) and person (0) keep their rows; widget starts as the model initialises it
-        assert torch.equal(value.narrow(d, 0, 1), rows.narrow(d, 2, 1)), key
+        # car (checkpoint class 2) and person (0) keep their rows; widget starts as the model initialises it; the
+        # proposal head's row 0 scores "object", whatever class 0 is
+        assert torch.equal(value.narrow(d, 0, 1), rows.narrow(d, 0 if key in agnostic else 2, 1)), key
         assert torch.equal(value.narrow(d, 2, 1), rows.narrow(d, 0, 1)), key
         assert torch.equal(value.narrow(d, 1, 1), fresh[key].narrow(d, 1, 1)), key
         if value.shape[d] == len(classes) + 1:  # DETR's no-object row
@@ -90,6 +97,10 @@ def test_reinit_keeps_the_rows_of_classes_found_by_name(name, tmp_path, package_
     assert all(key in lines[0] for key in dims)
     assert "matched by name: Car, person; new: widget" in lines[0]
     assert ("no-object" in lines[0]) == (name == "detr")
+    if agnostic:
+        head = sorted(agnostic)[0].rsplit(".", 1)[0]  # class_embed.{last}
+        assert (f"kept by position the rows that are no class's (a proposal head's object score): {head}.weight "
+                f"row 0, {head}.bias row 0") in lines[0]
 
 
 def test_focal_heads_start_from_the_prior_probability(tmp_path):

@@ -103,6 +103,12 @@ class DETRBase(nn.Module):
     def num_classes(self) -> int:
         return self.criterion.num_classes
 
+    def class_agnostic_rows(self) -> Dict[str, int]:
+        """Class-dependent state-dict entries -> how many of their first rows (along the class axis) are no class's
+        (a two-stage proposal head's "object" logit, `heads.proposal_object_rows`): a fine-tuning on other classes
+        keeps them by position (`sam_detr.engine.class_init`). None here; a method with such rows says so."""
+        return {}
+
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
     ) -> Dict:
