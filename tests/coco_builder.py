@@ -75,8 +75,8 @@ class CocoBuilder:
         self.annotations.append({"id": len(self.annotations) + 1, "image_id": image_id, "bbox": list(bbox),
                                  "category_id": category_id, "area": area, "iscrowd": 0})
 
-    def register(self) -> str:
-        """Writes the files and the json, registers the dataset under a new name and returns it."""
+    def write(self):
+        """Writes the image files and the json into a new folder; returns (json file, image folder)."""
         directory = self.root / uuid.uuid4().hex[:8]
         (directory / "images").mkdir(parents=True)
         for file_name, writer in self.writers.items():
@@ -84,8 +84,13 @@ class CocoBuilder:
                 writer(directory / "images" / file_name)
         coco = {"images": self.images, "annotations": self.annotations, "categories": self.categories}
         (directory / "annotations.json").write_text(json.dumps(coco))  # NaN is written as NaN, as json.dump does
-        name = f"bad_data_{directory.name}"
-        register_coco_instances(name, {}, str(directory / "annotations.json"), str(directory / "images"))
+        return directory / "annotations.json", directory / "images"
+
+    def register(self) -> str:
+        """Writes the files and the json, registers the dataset under a new name and returns it."""
+        json_file, image_root = self.write()
+        name = f"bad_data_{json_file.parent.name}"
+        register_coco_instances(name, {}, str(json_file), str(image_root))
         self.names.append(name)
         return name
 

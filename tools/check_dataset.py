@@ -3,7 +3,7 @@
 
     python tools/check_dataset.py --json annotations.json --image-root images/
     python tools/check_dataset.py --dataset coco_2017_train            # a registered Detectron2 dataset
-    python tools/check_dataset.py --config-file configs/detr_r50_50ep.py [--split test]
+    python tools/check_dataset.py --config-file configs/detr_r50_50ep.py [--split test] [key=value ...]
 
 It runs every check of the data path (sam_detr/data/dataset_policies.py lists them, with their policies) on
 the whole dataset without stopping at the first problem: the json itself (unique ids, references, required
@@ -15,8 +15,9 @@ status is 1 if training (with --evaluation or --split test: evaluation) would re
 policies, 0 if not, 2 for a bad option or path.
 
 The policies are those of the data configs unless given (--missing-images, --bad-annotations, --empty-boxes,
---bad-images), or those of --config-file, which also names the datasets (dataloader.train, or
-dataloader.test with --split test) and registers those it registers.
+--bad-images), or those of --config-file (with its key=value overrides), which also names the datasets
+(dataloader.train, or dataloader.test with --split test) and registers those it registers (their json_file
+and image_root fields: your own data as the training command gives it).
 """
 import argparse
 import logging
@@ -29,6 +30,7 @@ from detectron2.data.datasets import register_coco_instances
 
 from sam_detr.data.dataset_policies import POLICIES, Policies
 from sam_detr.data.dataset_report import format_report, inspect_dataset
+from sam_detr.data.datasets import dataset_names
 from sam_detr.utils.cli import load_config, one_line_errors
 
 _POLICY_FIELDS = ("missing_images", "bad_annotations", "empty_boxes", "bad_images")
@@ -36,12 +38,13 @@ _POLICY_FIELDS = ("missing_images", "bad_annotations", "empty_boxes", "bad_image
 
 def datasets_of_config(parser, args) -> Tuple[List[str], dict]:
     """The dataset names of the config's loader (--split) and its policies."""
-    cfg = load_config(parser, args.config_file)
+    cfg = load_config(parser, args.config_file, args.opts)
     loader = cfg.dataloader.get(args.split)
     dataset = loader.get("dataset") if loader is not None else None
     if dataset is None or "names" not in dataset:
         parser.error(f"--config-file {args.config_file}: no dataloader.{args.split}.dataset.names")
-    names = [dataset.names] if isinstance(dataset.names, str) else list(dataset.names)
+    with one_line_errors(parser):
+        names = dataset_names(dataset.names, dataset.get("json_file"), dataset.get("image_root"))
     policies = {f: dataset[f] for f in _POLICY_FIELDS if f in dataset}
     mapper = loader.get("mapper")
     if mapper is not None and "bad_images" in mapper:
@@ -81,7 +84,10 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=8, help="threads that open the images (default 8)")
     parser.add_argument("--examples", type=int, default=5, help="subjects listed for each kind (default 5)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="key=value overrides of --config-file")
     args = parser.parse_args(argv)
+    if args.opts and not args.config_file:
+        parser.error(f"key=value overrides ({args.opts[0]} ...) go with --config-file")
     if (args.json is None) != (args.image_root is None):
         parser.error("--json and --image-root go together")
     if args.workers < 1 or args.examples < 0:

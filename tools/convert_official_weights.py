@@ -19,7 +19,9 @@ The conversion is strict: every official weight is used and every weight of the 
 shapes. When the model predicts the contiguous classes of `--dataset` (Detectron2's 80 COCO classes),
 the class heads keep the official rows of those classes (the official models index COCO category ids,
 91 rows; DETR's "no object" row stays last). The output loads with `DetectionCheckpointer` (e.g.
-`train.init_checkpoint=<output>`).
+`train.init_checkpoint=<output>`) and names its method, config and the class of each class-head row, so
+that a fine-tuning on your own classes (`train.reinit_classes=True`) keeps the rows of the classes it
+shares with COCO.
 """
 import argparse
 import logging

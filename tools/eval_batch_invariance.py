@@ -36,10 +36,10 @@ from typing import List, Optional, Tuple
 
 import torch
 from detectron2.config import instantiate
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
+from sam_detr.data.datasets import register_coco_json as register_dataset
 from sam_detr.engine.defaults import build_inference_model
 from sam_detr.evaluation.batch_invariance import format_table, measure
 from sam_detr.utils.cli import load_config, one_line_errors
@@ -54,12 +54,7 @@ def register_coco_json(json_file: str, image_root: str) -> str:
         raise FileNotFoundError(f"--coco-json {json_file}: no such file")
     if not os.path.isdir(image_root):
         raise FileNotFoundError(f"--image-root {image_root}: no such folder")
-    if COCO_JSON_DATASET in DatasetCatalog.list():
-        registered = MetadataCatalog.get(COCO_JSON_DATASET)
-        if (registered.json_file, registered.image_root) != (json_file, image_root):
-            raise ValueError(f"{COCO_JSON_DATASET} is already registered with {registered.json_file}")
-        return COCO_JSON_DATASET
-    register_coco_instances(COCO_JSON_DATASET, {}, json_file, image_root)
+    register_dataset(COCO_JSON_DATASET, json_file, image_root)
     return COCO_JSON_DATASET
 
 

@@ -17,7 +17,6 @@ model.transformer.update(
     d_model=128, nhead=8, num_encoder_layers=3, num_decoder_layers=3, dim_feedforward=512, dropout=0.0
 )
 model.num_queries = 10
-model.criterion.num_classes = 5
 
 # the backbone learns from scratch: no 0.1 x learning rate for it
 optimizer.params.lr_factor_func.factors = {}

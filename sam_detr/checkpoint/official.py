@@ -13,7 +13,7 @@ from .deformable_detr import convert_deformable_detr
 from .ms_detr import convert_ms_detr
 from .plain_detr import convert_plain_detr
 from .sam_detr import convert_sam_detr
-from .strict import dataset_class_ids
+from .strict import dataset_class_ids, official_class_names
 
 __all__ = ["OfficialConverter", "OFFICIAL_CONVERTERS", "official_converter", "load_official", "convert_official"]
 
@@ -62,8 +62,13 @@ def convert_official(
 ) -> dict:
     """A Detectron2 checkpoint ({"model": weights, ...}) for the model of a LazyConfig file (with `opts`
     overrides) from the official checkpoint at `source`, strictly (see `convert_strict`); the class heads keep
-    the rows of `dataset`'s classes when the model predicts as many classes as it has."""
+    the rows of `dataset`'s classes when the model predicts as many classes as it has. The checkpoint names
+    its model and the class of each class-head row (`checkpoint_metadata`): a fine-tuning on other classes
+    keeps the rows of the classes it shares (`train.reinit_classes`)."""
     from detectron2.config import LazyConfig, instantiate
+    from detectron2.data import MetadataCatalog
+
+    from ..engine.checkpointer import METADATA_KEY, checkpoint_metadata
 
     cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
     with torch.device("meta"):  # only the names and shapes of the model are needed
@@ -74,4 +79,13 @@ def convert_official(
     weights = converter.convert(load_official(source), model.state_dict(), class_ids=class_ids)
     if log is not None:
         log(f"converted {len(weights)} tensors" + (f", class heads mapped to {dataset}" if class_ids else ""))
-    return {"model": weights, "__author__": f"{converter.repository} (converted by sam_detr)", "matching_heuristics": False}
+    if class_ids:
+        classes = MetadataCatalog.get(dataset).thing_classes
+    else:
+        classes = official_class_names(dataset, model.num_classes)
+    return {
+        "model": weights,
+        "__author__": f"{converter.repository} (converted by sam_detr)",
+        "matching_heuristics": False,
+        METADATA_KEY: checkpoint_metadata(model, config_file, classes),
+    }

@@ -6,7 +6,7 @@ import torch
 
 from .resnet import torchvision_resnet_key
 
-__all__ = ["convert_strict", "KeyRules", "FFN_RULES", "CLASS_HEAD", "dataset_class_ids"]
+__all__ = ["convert_strict", "KeyRules", "FFN_RULES", "CLASS_HEAD", "dataset_class_ids", "official_class_names"]
 
 # every official model's classifier: `class_embed.weight` / `class_embed.{i}.weight` and biases
 CLASS_HEAD = re.compile(r"^class_embed\.(\d+\.)?(weight|bias)$")
@@ -28,6 +28,20 @@ def dataset_class_ids(dataset_name: str = "coco_2017_val") -> List[int]:
 
     mapping = MetadataCatalog.get(dataset_name).thing_dataset_id_to_contiguous_id
     return [dataset_id for dataset_id, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+
+
+def official_class_names(dataset_name: str, num_classes: int) -> Optional[List[str]]:
+    """The class of each row of an official class head of `num_classes` rows, which the dataset's category
+    ids index (COCO: 91 rows, "N/A" where COCO has no category, as the official code names them); None if
+    the dataset's ids do not fit in that many rows."""
+    import detectron2.data.datasets  # noqa: F401  (registers the builtin datasets' metadata)
+    from detectron2.data import MetadataCatalog
+
+    meta = MetadataCatalog.get(dataset_name)
+    names = {dataset_id: meta.thing_classes[k] for dataset_id, k in meta.thing_dataset_id_to_contiguous_id.items()}
+    if max(names) >= num_classes:
+        return None
+    return [names.get(i, "N/A") for i in range(num_classes)]
 
 
 class KeyRules:

@@ -1,1 +1,2 @@
+from .dataset_classes import train_dataset_num_classes
 from .lazy_model import CONFIGS_DIR, add_detr_config, lazy_model_arguments

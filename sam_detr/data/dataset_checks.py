@@ -33,6 +33,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 
 from .coco_json_checks import LOADER_BLOCKING, CocoEntries, check_coco_json, read_coco_json
+from .datasets.coco_json import dataset_names, require_registered
 from .dataset_policies import KINDS, DatasetError, Findings, Policies
 
 __all__ = [
@@ -255,8 +256,7 @@ def check_dataset_json(name: str, findings: Findings) -> Optional[CocoEntries]:
 
 def dataset_findings(name: str, policies: Policies) -> Findings:
     """An empty `Findings` for the registered dataset `name`, its json named as its source."""
-    if name not in DatasetCatalog.list():
-        raise KeyError(f"dataset {name!r} is not registered; registered: {', '.join(sorted(DatasetCatalog.list()))}")
+    require_registered(name)
     meta = MetadataCatalog.get(name)
     json_file, image_root = meta.get("json_file"), meta.get("image_root")
     # a dataset registered in the user's own code is not registered in the tool's process: name its files
@@ -279,6 +279,8 @@ def require_images(dicts: List[Dict], findings: Findings, why: str) -> None:
 def checked_dataset_dicts(
     names: Union[str, Sequence[str]],
     *,
+    json_file: Optional[str] = None,
+    image_root: Optional[str] = None,
     filter_empty: bool = False,
     missing_images: str = "error",
     bad_annotations: str = "error",
@@ -287,8 +289,10 @@ def checked_dataset_dicts(
 ) -> List[Dict]:
     """The dataset dicts of the registered datasets `names`, checked (see the module docstring; the policies:
     dataset_policies.py). filter_empty removes the images left without a non-crowd annotation after the
-    checks (d2 logs how many). Raises a DatasetError listing the problems that the policies refuse."""
-    names = [names] if isinstance(names, str) else list(names)
+    checks (d2 logs how many). Raises a DatasetError listing the problems that the policies refuse. With
+    `json_file` and `image_root`, `names` (one name) is first registered as that COCO-format dataset
+    (`sam_detr.data.datasets.register_coco_json`: your own data from config fields)."""
+    names = dataset_names(names, json_file, image_root)
     policies = Policies(missing_images, bad_annotations, empty_boxes, evaluation=evaluation)
     dicts = []
     for name in names:

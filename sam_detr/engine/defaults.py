@@ -14,6 +14,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import Instances
 from torch import nn
 
+from ..data.datasets import dataset_names
 from .checkpointer import StrictCheckpointer
 
 __all__ = ["load_checkpoint", "build_inference_model", "test_metadata", "Predictor"]
@@ -41,9 +42,10 @@ def build_inference_model(cfg, device: Optional[str] = None) -> nn.Module:
 
 
 def test_metadata(cfg):
-    """The metadata (class names, colours, dataset ids) of the first dataset of cfg.dataloader.test."""
-    names = cfg.dataloader.test.dataset.names
-    return MetadataCatalog.get(names if isinstance(names, str) else names[0])
+    """The metadata (class names, colours, dataset ids) of the first dataset of cfg.dataloader.test (registered
+    from its json_file and image_root when the config sets them)."""
+    node = cfg.dataloader.test.dataset
+    return MetadataCatalog.get(dataset_names(node.names, node.get("json_file"), node.get("image_root"))[0])
 
 
 class Predictor:

@@ -224,6 +224,11 @@ class MSDeformAttn(nn.Module):
         value = value.view(N, S, self.n_heads, self.d_model // self.n_heads)
         offsets = self.sampling_offsets(query).view(N, Lq, self.n_heads, self.n_levels, self.n_points, 2)
         weights = self.attention_weights(query).view(N, Lq, self.n_heads, self.n_levels * self.n_points)
+        # the sampling in float32 under autocast (float64 kept): locations summed in half precision are off by up
+        # to 2^-9 of a level (bfloat16), and the op computes in float32 anyway
+        offsets, weights, reference_points = (
+            x.to(torch.promote_types(x.dtype, torch.float32)) for x in (offsets, weights, reference_points)
+        )
         weights = F.softmax(weights, -1).view(N, Lq, self.n_heads, self.n_levels, self.n_points)
         if reference_points.shape[-1] == 2:
             normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)

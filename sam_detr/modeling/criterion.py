@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..layers.box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
+from ..utils.precision import at_least_float32
 from .box_coder import BoxCoder, SigmoidBoxCoder, check_same_coder
 from .matcher import HungarianMatcher
 
@@ -220,8 +221,15 @@ class SetCriterion(nn.Module):
                 further loss group (e.g. "enc_outputs").
             targets: per image, "labels" (T,) int64 and "boxes" (T, 4) normalised (cx, cy, w, h).
         Returns:
-            the weighted losses, to be summed.
+            the weighted losses, to be summed (float32 under autocast).
         """
+        # Under autocast the heads' outputs are float16 or bfloat16. The matching costs and the losses are
+        # computed in float32: a float16 sum of focal terms overflows, float16 turns the focal cost's 1e-8 into 0
+        # (log 0: the pair is matched last), and half-precision costs tie where float32 ones differ
+        with torch.autocast(outputs["pred_logits"].device.type, enabled=False):
+            return self._losses(at_least_float32(outputs), targets)
+
+    def _losses(self, outputs: Dict, targets: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
         losses = {}
         for group in self.groups:
             group_outputs = outputs if group.key is None else outputs.get(group.key)

@@ -1,13 +1,13 @@
 """The prediction heads of every DETR-style method: a class head and a box head per decoder layer."""
 import copy
 import math
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from torch import nn
 
 from ..layers import MLP
 
-__all__ = ["class_head", "box_head", "per_layer", "prediction_heads"]
+__all__ = ["class_head", "box_head", "per_layer", "prediction_heads", "proposal_object_rows"]
 
 
 def class_head(d_model: int, num_classes: int, prior_prob: Optional[float] = 0.01) -> nn.Linear:
@@ -53,3 +53,11 @@ def prediction_heads(
     classes = class_head(d_model, num_classes, prior_prob)
     boxes = box_head(d_model)
     return per_layer(classes, num, shared), per_layer(boxes, num, shared)
+
+
+def proposal_object_rows(class_embed: nn.ModuleList, prefix: str = "class_embed") -> Dict[str, int]:
+    """The proposal class head of `prediction_heads(..., proposal_heads=True)` (the last) scores "object" in its
+    logit 0 (every proposal target is class 0; the selection reads that logit): its first row is no class's.
+    -> {its state-dict keys under the model (`prefix`): 1}, for `DETRBase.class_agnostic_rows`."""
+    last = len(class_embed) - 1
+    return {f"{prefix}.{last}.{name}": 1 for name, _ in class_embed[last].named_parameters()}

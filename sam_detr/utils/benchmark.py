@@ -67,7 +67,9 @@ class PeakMemory:
             synchronize(self.device)
             self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
         else:
-            self.peak_mib = _proc_status_kib("VmHWM") / 1024
+            # the kernel's per-thread RSS counters lag by up to a fraction of a MiB: a block that allocates
+            # nothing may read a peak just under its start
+            self.peak_mib = max(_proc_status_kib("VmHWM") / 1024, self._start)
         self.rise_mib = self.peak_mib - self._start
 
 

@@ -1,14 +1,16 @@
 """What the command-line tools under tools/ share: a bad path or option ends the tool with one line on stderr
 (`tool.py: error: <what is wrong>`, exit status 2), not a traceback. SAM_DETR_TRACEBACK=1 shows the traceback.
 """
+import argparse
 import contextlib
 import os
+import re
 from argparse import ArgumentParser
 from typing import Optional, Sequence, Tuple, Type
 
 from detectron2.config import LazyConfig
 
-__all__ = ["INPUT_ERRORS", "one_line_errors", "load_config"]
+__all__ = ["INPUT_ERRORS", "one_line_errors", "load_config", "image_size"]
 
 # what bad input raises here: a missing or unreadable file (OSError, CheckpointError and BadImageError are
 # ValueErrors), a value that cannot be right (ValueError), an unknown key (KeyError)
@@ -51,3 +53,11 @@ def load_config(
     if checkpoint is not None:
         cfg.train.init_checkpoint = checkpoint
     return cfg
+
+
+def image_size(text: str) -> Tuple[int, int]:
+    """An argparse type: "800x1333" -> (800, 1333), height x width."""
+    m = re.fullmatch(r"(\d+)[x,](\d+)", text.strip())
+    if not m or min(int(m.group(1)), int(m.group(2))) < 1:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 800x1333, got {text!r}")
+    return int(m.group(1)), int(m.group(2))

@@ -144,6 +144,24 @@ def fake_official(listing: str):
     return state
 
 
+def official_for(listing: str, official_key, state):
+    """An official checkpoint's state dict of a smaller model of the same method (e.g. a tiny quickstart one,
+    randomly initialised): the keys of `sd_<listing>.txt` that `official_key` maps to a key of `state` (this
+    package's state dict of the model), with that key's tensor, and the official tied copies of those (the
+    same tensor). What the official converter takes, for a model the official code would initialise alike."""
+    official = {}
+    for line in expand_listing((LISTINGS / f"sd_{listing}.txt").read_text().splitlines())[1:]:
+        key, _, tied = _LINE.match(line).groups()
+        value = state.get(official_key(key))
+        if tied and tied in official:
+            official[key] = official[tied]
+        elif value is not None:
+            official[key] = value.detach().clone()
+            if tied:  # a copy the converter drops (e.g. the decoder's heads), listed first
+                official[tied] = official[key]
+    return official
+
+
 if __name__ == "__main__":  # compacts the official listings given into tests/checkpoint/listings
     for source in map(Path, sys.argv[1:]):
         lines = source.read_text().splitlines()

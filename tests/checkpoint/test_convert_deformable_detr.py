@@ -116,3 +116,12 @@ def test_tool_converts_a_two_stage_checkpoint(tmp_path):
     assert out["model"]["class_embed.6.bias"].shape == (80,)
     assert torch.equal(out["model"]["transformer.proposals.enc_output_norm.bias"],
                        official["transformer.enc_output_norm.bias"])
+    # the checkpoint names its method and the class of each class-head row (what a fine-tuning matches by name)
+    from detectron2.data import MetadataCatalog
+
+    assert out["sam_detr"] == {"architecture": "DeformableDETR", "config": "deformable_detr_r50_two_stage_50ep.py",
+                               "thing_classes": MetadataCatalog.get("coco_2017_val").thing_classes}
+    own = convert_official(str(CONFIGS / "deformable_detr_r50_two_stage_50ep.py"), str(source), "coco_2017_val",
+                           ["model.criterion.num_classes=91"])
+    classes = own["sam_detr"]["thing_classes"]
+    assert len(classes) == 91 and classes[:4] == ["N/A", "person", "bicycle", "car"] and classes[90] == "toothbrush"

@@ -1,6 +1,8 @@
 """COCO 2017 with the official DETR data pipeline (see sam_detr/data/transforms.py).
 
-The datasets are Detectron2's builtin "coco_2017_train" / "coco_2017_val", read under $DETECTRON2_DATASETS,
+The datasets are Detectron2's builtin "coco_2017_train" / "coco_2017_val", read under $DETECTRON2_DATASETS
+(or your own COCO-format json and images: `json_file` and `image_root` of each dataset node, see
+sam_detr/data/datasets/coco_json.py; the models take their class count from the train dataset),
 checked with the policies of sam_detr/data/dataset_policies.py (fields of dataloader.{train,test}.dataset
 and dataloader.train.mapper.bad_images; `tools/check_dataset.py --config-file` checks a config's data before
 training), and the training stream resumes exactly
@@ -30,10 +32,17 @@ dataloader = OmegaConf.create()
 dataloader.train_images = NUM_TRAIN_IMAGES
 
 dataloader.train = L(TrainLoader)(
-    # the policies: "error" or "skip" a missing image file or an annotation that cannot be right; "skip" or
+    # json_file and image_root, when set, register `names` as that COCO-format dataset (your own data).
+    # The policies: "error" or "skip" a missing image file or an annotation that cannot be right; "skip" or
     # "error" a box with no area (in the image)
     dataset=L(checked_dataset_dicts)(
-        names="coco_2017_train", filter_empty=False, missing_images="error", bad_annotations="error", empty_boxes="skip"
+        names="coco_2017_train",
+        json_file=None,
+        image_root=None,
+        filter_empty=False,
+        missing_images="error",
+        bad_annotations="error",
+        empty_boxes="skip",
     ),
     mapper=L(DetrDatasetMapper)(
         is_train=True,
@@ -53,7 +62,9 @@ dataloader.train = L(TrainLoader)(
 
 dataloader.test = L(build_detection_test_loader)(
     # nothing is skipped in evaluation: COCOEvaluator reads the ground truth from the json
-    dataset=L(checked_dataset_dicts)(names="coco_2017_val", filter_empty=False, evaluation=True),
+    dataset=L(checked_dataset_dicts)(
+        names="coco_2017_val", json_file=None, image_root=None, filter_empty=False, evaluation=True
+    ),
     mapper=L(DetrDatasetMapper)(
         is_train=False,
         augmentations=[L(DetrResize)(short_edge_length=800, max_size=1333)],

@@ -3,6 +3,7 @@
 # (model.backbone.dc5 = True), R101 (model.backbone.depth = 101).
 from detectron2.config import LazyCall as L
 
+from sam_detr.config import train_dataset_num_classes
 from sam_detr.modeling import ConditionalDETR, HungarianMatcher, SetCriterion, build_resnet_backbone
 from sam_detr.modeling.transformer import (
     ConditionalDETRDecoder,
@@ -26,7 +27,7 @@ model = L(ConditionalDETR)(
     ),
     num_queries=300,
     criterion=L(SetCriterion)(
-        num_classes=80,
+        num_classes=train_dataset_num_classes(),
         matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost_type="focal"),
         weight_dict={"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0},
         class_loss_type="focal",

@@ -5,6 +5,7 @@
 # (model.with_box_refine = True), two-stage (model.transformer.proposals = L(TwoStageProposals)(...)).
 from detectron2.config import LazyCall as L
 
+from sam_detr.config import train_dataset_num_classes
 from sam_detr.modeling import DeformableDETR, HungarianMatcher, SetCriterion, build_resnet_backbone
 from sam_detr.modeling.transformer import (
     DeformableTransformer,
@@ -37,7 +38,7 @@ model = L(DeformableDETR)(
     num_queries=300,
     with_box_refine=False,
     criterion=L(SetCriterion)(
-        num_classes=80,
+        num_classes=train_dataset_num_classes(),
         matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost_type="focal"),
         weight_dict={"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0},
         class_loss_type="focal",

@@ -7,6 +7,7 @@
 # SimMIM-pretrained backbone (backbone.pretrained_window_sizes = (12, 12, 12, 6)).
 from detectron2.config import LazyCall as L
 
+from sam_detr.config import train_dataset_num_classes
 from sam_detr.modeling import HungarianMatcher, PlainDETR, SetCriterion, build_swinv2_backbone
 from sam_detr.modeling.criterion import hybrid_matching_groups
 from sam_detr.modeling.transformer import GlobalDecoder, GlobalDecoderLayer
@@ -35,7 +36,7 @@ model = L(PlainDETR)(
     num_hybrid_queries=1500,
     look_forward_twice=True,
     criterion=L(SetCriterion)(
-        num_classes=80,
+        num_classes=train_dataset_num_classes(),
         matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost_type="focal"),
         weight_dict={"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0},
         class_loss_type="focal",

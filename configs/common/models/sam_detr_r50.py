@@ -4,6 +4,7 @@
 # model.input_proj_norm = False (the 50-epoch models); multi-scale: sam_detr_r50_ms.py.
 from detectron2.config import LazyCall as L
 
+from sam_detr.config import train_dataset_num_classes
 from sam_detr.modeling import SAMDETR, HungarianMatcher, SetCriterion, build_resnet_backbone
 from sam_detr.modeling.transformer import (
     SAMDETRDecoder,
@@ -28,7 +29,7 @@ model = L(SAMDETR)(
     num_queries=300,
     input_proj_norm=True,
     criterion=L(SetCriterion)(
-        num_classes=80,
+        num_classes=train_dataset_num_classes(),
         matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost_type="focal"),
         weight_dict={"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0},
         class_loss_type="focal",

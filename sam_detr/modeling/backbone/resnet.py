@@ -14,9 +14,9 @@ def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, conv: Con
     """`F.conv2d` with `conv`'s geometry; float32 on the CPU always through oneDNN. PyTorch sends a
     non-strided 1x1 convolution to its own GEMM path when it runs on one thread (`ConvParams::use_mkldnn`),
     which takes twice oneDNN's time on ResNet's res2 (17 ms against 7 ms at 480x640) and reorders
-    channels-last inputs."""
+    channels-last inputs. Under autocast, F.conv2d, which autocast casts to its dtype."""
     if x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available() \
-            and torch.backends.mkldnn.enabled:
+            and torch.backends.mkldnn.enabled and not torch.is_autocast_enabled("cpu"):
         return torch.ops.aten.mkldnn_convolution(
             x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
         )

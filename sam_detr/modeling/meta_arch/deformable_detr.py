@@ -7,7 +7,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from ...layers import InputProjection, PositionEmbeddingSine
-from ..heads import prediction_heads
+from ..heads import prediction_heads, proposal_object_rows
 from ..query_groups import QueryGroups
 from ..transformer import BoxRefinement, DecoderOutput, DeformableTransformer, Proposals
 from .detr_base import DETRBase
@@ -81,6 +81,9 @@ class DeformableDETR(DETRBase):
         if not transformer.two_stage:
             # boxes start 0.12 wide and high (the copies of refinement were made before: bias 0)
             nn.init.constant_(self.bbox_embed[0].layers[-1].bias[2:], -2.0)
+
+    def class_agnostic_rows(self) -> Dict[str, int]:
+        return proposal_object_rows(self.class_embed) if self.transformer.two_stage else {}
 
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None

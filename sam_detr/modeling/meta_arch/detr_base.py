@@ -7,6 +7,7 @@ from detectron2.structures import ImageList, Instances
 from torch import nn
 
 from ...config import lazy_model_arguments
+from ...utils.precision import at_least_float32, half_dtype
 from ..box_coder import BoxCoder, SigmoidBoxCoder, check_same_coder
 from ..criterion import SetCriterion
 from ..postprocess import softmax_postprocess, topk_postprocess
@@ -50,6 +51,9 @@ class DETRBase(nn.Module):
             training and inference.
         box_coder: the space boxes are predicted and supervised in (`sam_detr.modeling.box_coder`); the
             criterion must code alike.
+        inference_dtype: None (float32), or "bfloat16" / "float16": inference autocasts the backbone and the
+            head to it on the model's device (the post-processing stays in float32); training is not affected
+            (train.amp is the training's).
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class DETRBase(nn.Module):
         num_select: int = 100,
         batch_invariant: bool = False,
         box_coder: BoxCoder = SigmoidBoxCoder(),
+        inference_dtype: Optional[str] = None,
     ):
         super().__init__()
         check_same_coder("the model", box_coder, [("its criterion", criterion.box_coder)])
@@ -79,6 +84,8 @@ class DETRBase(nn.Module):
         self.num_select = num_select
         self.batch_invariant = batch_invariant
         self.box_coder = box_coder
+        self.inference_dtype = inference_dtype
+        half_dtype(inference_dtype)  # checks the name
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -96,6 +103,12 @@ class DETRBase(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.criterion.num_classes
+
+    def class_agnostic_rows(self) -> Dict[str, int]:
+        """Class-dependent state-dict entries -> how many of their first rows (along the class axis) are no class's
+        (a two-stage proposal head's "object" logit, `heads.proposal_object_rows`): a fine-tuning on other classes
+        keeps them by position (`sam_detr.engine.class_init`). None here; a method with such rows says so."""
+        return {}
 
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
@@ -124,12 +137,14 @@ class DETRBase(nn.Module):
             in training, a dict of weighted losses; in inference, `[{"instances": Instances}]`.
         """
         images, mask = self.preprocess_image(batched_inputs)
-        features, masks = self.extract_features(images, mask)
         targets = self.prepare_targets(batched_inputs) if self.training else None
-        outputs = self.forward_head(features, masks, targets)
+        dtype = None if self.training else half_dtype(self.inference_dtype)
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            features, masks = self.extract_features(images, mask)
+            outputs = self.forward_head(features, masks, targets)
         if self.training:
             return self.criterion(outputs, targets)
-        results = self.inference(outputs, images.image_sizes)
+        results = self.inference(at_least_float32(outputs), images.image_sizes)
         processed = []
         for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):
             height = inputs.get("height", image_size[0])

@@ -7,7 +7,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from ...layers import InputProjection, PositionEmbeddingSine
-from ..heads import prediction_heads
+from ..heads import prediction_heads, proposal_object_rows
 from ..query_groups import QueryGroup, QueryGroups
 from ..transformer import BoxRefinement, TwoStageProposals, flatten_levels, reset_deformable_parameters
 from ..transformer.plain_detr_decoder import GlobalDecoder
@@ -85,6 +85,9 @@ class PlainDETR(DETRBase):
         if self.training and self.num_hybrid_queries:
             groups.append(QueryGroup(self.num_hybrid_queries, "hybrid_outputs"))
         return QueryGroups(groups)
+
+    def class_agnostic_rows(self) -> Dict[str, int]:
+        return proposal_object_rows(self.class_embed)
 
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None

@@ -158,9 +158,14 @@ class GlobalCrossAttention(nn.Module):
         """(B, Q, 2) box sides along one axis -> (B, heads, Q, size): the MLP of their offsets from the pixel
         centres (`box_rpb_deltas`), through `AxisBias`."""
         B, Q, _ = sides.shape
+        # in float32 under autocast (float64 kept): bfloat16 puts a side at 1333 px at 1336
+        sides = sides.to(torch.promote_types(sides.dtype, torch.float32))
         centres = (torch.arange(size, dtype=sides.dtype, device=sides.device) + 0.5) * self.feature_stride
         first, last = mlp[0], mlp[2]
-        bias = AxisBias.apply(sides.reshape(B * Q, 2), centres, first.weight, first.bias, last.weight, self.rpe_type)
+        with torch.autocast(sides.device.type, enabled=False):
+            bias = AxisBias.apply(
+                sides.reshape(B * Q, 2), centres, first.weight, first.bias, last.weight, self.rpe_type
+            )
         return bias.view(B, Q, size, -1).permute(0, 3, 1, 2).contiguous()  # so that the sum of both axes is too
 
     def forward(
