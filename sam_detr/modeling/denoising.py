@@ -1,0 +1,218 @@
+"""Contrastive denoising (DINO's CDN): noised copies of the ground truth as extra decoder queries, each
+matched to its target by construction.
+
+Every target appears in G groups, twice per group: once as a positive (its box moved by less than half its
+size, per side) and once as a negative (moved by between one and two half-sizes), its label flipped to a
+random class with probability `label_noise_ratio / 2` in both. A positive learns to reconstruct its target;
+a negative learns "no object". The queries of an image are laid out group after group, each group
+`m` positive slots then `m` negative slots (m: the most targets of an image in the batch); an image with
+fewer targets leaves padding slots (zero content, box logit 0), which take part in the attention as the
+official code has them. Batch-first: queries (B, P, C) with P = 2 * G * m, placed before the Q matching
+queries of the decoder.
+"""
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..layers.box_ops import inverse_sigmoid
+
+__all__ = [
+    "ContrastiveDenoising",
+    "DenoisingQueries",
+    "denoising_attention_mask",
+    "denoising_indices",
+    "noise_boxes",
+    "noise_labels",
+    "num_denoising_groups",
+]
+
+# DINO's inverse_sigmoid clamp (util/misc.py), for the noised boxes' logits
+DINO_EPS = 1e-3
+
+
+def num_denoising_groups(dn_number: int, max_targets: int) -> int:
+    """G, the official rule: `dn_number` positives (and as many negatives) split into groups of the
+    largest number of targets of an image, `2 * dn_number // (2 * max_targets)`, at least 1. A
+    `dn_number` below 50 is taken (by the official code) as half the number of groups: 2 * dn_number
+    groups, whatever the targets."""
+    groups = 2 * dn_number
+    if max_targets == 0:
+        return 1
+    if groups >= 100:
+        groups = groups // (2 * max_targets)
+    elif groups < 1:
+        groups = 1
+    return max(groups, 1)
+
+
+def noise_labels(
+    labels: torch.Tensor, ratio: float, num_classes: int, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """Each label replaced, with probability `ratio / 2`, by a uniformly drawn class (possibly itself).
+
+    Draws (the official order): one float32 uniform per label, then one int64 class per replaced label.
+    Args:
+        labels: (N,) int64.
+    Returns:
+        (N,) int64, a new tensor.
+    """
+    labels = labels.clone()
+    if ratio <= 0:
+        return labels
+    p = torch.rand(labels.shape, generator=generator, dtype=torch.float32, device=labels.device)
+    chosen = torch.nonzero(p < ratio * 0.5).view(-1)
+    new = torch.randint(0, num_classes, chosen.shape, generator=generator, dtype=chosen.dtype, device=labels.device)
+    return labels.scatter_(0, chosen, new)
+
+
+def noise_boxes(
+    boxes: torch.Tensor, negative: torch.Tensor, scale: float, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """Each corner moved by `u * (w/2 or h/2) * scale` with a random sign, u uniform in [0, 1) for a
+    positive and in [1, 2) for a negative, then clamped to the image.
+
+    Draws (the official order): the signs as float32 integers in {0, 1}, then the magnitudes in the
+    boxes' dtype, both (N, 4).
+    Args:
+        boxes: (N, 4) normalised (cx, cy, w, h).
+        negative: (N,) bool, True for a negative copy.
+    Returns:
+        (N, 4) (cx, cy, w, h); a negative's corners may cross, leaving w or h <= 0.
+    """
+    if scale <= 0:
+        return boxes.clone()
+    half = boxes[:, 2:] / 2
+    corners = torch.cat([boxes[:, :2] - half, boxes[:, :2] + half], 1)
+    diff = torch.cat([half, half], 1)
+    sign = torch.randint(0, 2, boxes.shape, generator=generator, dtype=torch.float32, device=boxes.device) * 2.0 - 1.0
+    part = torch.rand(boxes.shape, generator=generator, dtype=boxes.dtype, device=boxes.device)
+    part = (part + negative[:, None].to(part.dtype)) * sign
+    corners = (corners + part * diff * scale).clamp(min=0.0, max=1.0)
+    return torch.cat([(corners[:, :2] + corners[:, 2:]) / 2, corners[:, 2:] - corners[:, :2]], 1)
+
+
+def denoising_attention_mask(
+    num_groups: int, group_size: int, num_queries: int, device: Optional[torch.device] = None
+) -> torch.Tensor:
+    """(P + Q, P + Q) bool, True where query i may not attend to query j, for P = num_groups * group_size
+    denoising queries followed by Q matching queries: the matching queries see no denoising query (they
+    must not learn from the answers), a denoising group sees itself and the matching queries, no other
+    group."""
+    P = num_groups * group_size
+    group = torch.arange(P + num_queries, device=device) // max(group_size, 1)
+    group[P:] = num_groups  # the matching queries: a group of their own
+    blocked = group[:, None] != group[None, :]
+    blocked[:P, P:] = False
+    return blocked
+
+
+def denoising_indices(
+    num_targets: List[int], num_groups: int, group_size: int, device: Optional[torch.device] = None
+) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """The matching by construction: per image, (query indices, target indices) of its positive
+    queries, group after group: query `g * group_size + j` reconstructs target j."""
+    indices = []
+    for n in num_targets:
+        target = torch.arange(n, dtype=torch.int64, device=device)
+        start = torch.arange(num_groups, dtype=torch.int64, device=device) * group_size
+        indices.append(((start[:, None] + target).flatten(), target.repeat(num_groups)))
+    return indices
+
+
+class DenoisingQueries(NamedTuple):
+    """One batch's denoising queries (see the module docstring for the layout)."""
+
+    content: torch.Tensor  # (B, P, C) the noised labels' embeddings, zeros at padding slots
+    boxes: torch.Tensor  # (B, P, 4) the noised boxes as logits (inverse_sigmoid, eps 1e-3), 0 at padding
+    num_groups: int  # G
+    group_size: int  # 2 * m: m positive slots, then m negative slots
+
+    @property
+    def num_queries(self) -> int:
+        """P = G * group_size (0 for a batch without targets)."""
+        return self.content.shape[1]
+
+    def attention_mask(self, num_queries: int) -> torch.Tensor:
+        """The self-attention mask with `num_queries` matching queries after these (see
+        `denoising_attention_mask`)."""
+        return denoising_attention_mask(self.num_groups, self.group_size, num_queries, self.content.device)
+
+    def indices(self, targets: List[Dict[str, torch.Tensor]]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Per image, the positive queries and the targets they reconstruct (`denoising_indices`)."""
+        return denoising_indices([len(t["labels"]) for t in targets], self.num_groups, self.group_size,
+                                 self.content.device)
+
+
+class ContrastiveDenoising(nn.Module):
+    """Builds the denoising queries of a training batch from its targets (DINO's `prepare_for_cdn`).
+
+    The label embedding is the official `label_enc`: `num_classes + 1` rows (the last one is never
+    drawn; it keeps DINO's `dn_labelbook_size + 1` shape).
+
+    Args:
+        num_classes: K; labels and flipped labels are in [0, K).
+        d_model: C, the width of the content queries.
+        dn_number: positives per image and as many negatives, at most (see `num_denoising_groups`).
+        label_noise_ratio: twice the probability that a label is flipped.
+        box_noise_scale: the corners' noise in half-sizes (DINO trains with 1.0).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        d_model: int = 256,
+        dn_number: int = 100,
+        label_noise_ratio: float = 0.5,
+        box_noise_scale: float = 1.0,
+    ):
+        super().__init__()
+        if dn_number < 1:
+            raise ValueError(f"dn_number must be at least 1, got {dn_number}")
+        self.num_classes = num_classes
+        self.dn_number = dn_number
+        self.label_noise_ratio = label_noise_ratio
+        self.box_noise_scale = box_noise_scale
+        self.label_enc = nn.Embedding(num_classes + 1, d_model)
+
+    def forward(
+        self, targets: List[Dict[str, torch.Tensor]], generator: Optional[torch.Generator] = None
+    ) -> DenoisingQueries:
+        """
+        Args:
+            targets: per image, "labels" (T_b,) int64 and "boxes" (T_b, 4) normalised (cx, cy, w, h).
+            generator: the random draws' source (default: the global one of the targets' device), in
+                the official order: label flips, then box noise.
+        """
+        counts = [len(t["labels"]) for t in targets]
+        weight = self.label_enc.weight
+        B, C, m = len(targets), weight.shape[1], max(counts, default=0)
+        G = num_denoising_groups(self.dn_number, m)
+        content = weight.new_zeros((B, 2 * G * m, C))
+        boxes = weight.new_zeros((B, 2 * G * m, 4))
+        if m == 0:
+            return DenoisingQueries(content, boxes, G, 0)
+        labels = torch.cat([t["labels"] for t in targets])
+        gt_boxes = torch.cat([t["boxes"] for t in targets])
+        N, device = len(labels), labels.device
+        # 2G blocks of the N targets: block 2g the positives of group g, block 2g + 1 its negatives
+        block = torch.arange(2 * G, device=device).repeat_interleave(N)
+        noised_labels = noise_labels(labels.repeat(2 * G), self.label_noise_ratio, self.num_classes, generator)
+        noised_boxes = noise_boxes(gt_boxes.repeat(2 * G, 1), block % 2 == 1, self.box_noise_scale, generator)
+        image = torch.cat([torch.full((n,), b, dtype=torch.int64, device=device) for b, n in enumerate(counts)])
+        slot = torch.cat([torch.arange(n, device=device) for n in counts])
+        image, slot = image.repeat(2 * G), slot.repeat(2 * G) + block * m
+        content[image, slot] = self.label_enc(noised_labels)
+        boxes[image, slot] = inverse_sigmoid(noised_boxes, eps=DINO_EPS).to(boxes.dtype)
+        return DenoisingQueries(content, boxes, G, 2 * m)
+
+    def keep_in_graph(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` plus zero times a label-embedding weight: the embedding takes part in every training graph
+        (DDP without find_unused_parameters needs it even for a batch without targets); values unchanged."""
+        return x + self.label_enc.weight[0, 0] * 0.0
+
+    def extra_repr(self) -> str:
+        return (
+            f"dn_number={self.dn_number}, label_noise_ratio={self.label_noise_ratio}, "
+            f"box_noise_scale={self.box_noise_scale}"
+        )

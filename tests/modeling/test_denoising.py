@@ -1,0 +1,129 @@
+"""Contrastive denoising queries: the group rule, the noise, the layout, the attention mask, the matching."""
+import pytest
+import torch
+
+from sam_detr.layers import box_cxcywh_to_xyxy
+from sam_detr.modeling.denoising import (
+    ContrastiveDenoising, denoising_attention_mask, noise_boxes, noise_labels, num_denoising_groups,
+)
+
+
+def make_targets(counts, seed=0, num_classes=7):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        {"labels": torch.randint(0, num_classes, (n,), generator=g), "boxes": torch.rand(n, 4, generator=g) * 0.2 + 0.3}
+        for n in counts
+    ]
+
+
+@pytest.mark.parametrize(
+    "dn_number, max_targets, groups",
+    [(100, 3, 33), (100, 1, 100), (100, 7, 14), (100, 150, 1), (100, 0, 1), (50, 4, 12), (10, 3, 20), (3, 9, 6)],
+)
+def test_groups_follow_the_official_rule(dn_number, max_targets, groups):
+    # 100 positives split into groups of the most targets; below 50 the official code reads 2 * dn_number groups
+    assert num_denoising_groups(dn_number, max_targets) == groups
+
+
+def test_layout_of_an_uneven_batch():
+    dn = ContrastiveDenoising(num_classes=7, d_model=5, dn_number=60, label_noise_ratio=0.0, box_noise_scale=0.0)
+    targets = make_targets([3, 1, 0])
+    q = dn(targets, torch.Generator().manual_seed(1))
+    G, m = 20, 3  # 60 // 3 groups of 3 positive and 3 negative slots
+    assert (q.num_groups, q.group_size, q.num_queries) == (G, 2 * m, 2 * G * m)
+    assert q.content.shape == (3, 2 * G * m, 5) and q.boxes.shape == (3, 2 * G * m, 4)
+    filled = q.content.abs().sum(-1) > 0
+    slots = torch.arange(2 * G * m) % m  # the slot of a query within its block of m
+    for b, n in enumerate([3, 1, 0]):
+        assert torch.equal(filled[b], slots < n)  # padding slots: zero content ...
+        assert torch.equal(q.boxes[b][~filled[b]], torch.zeros((~filled[b]).sum(), 4))  # ... and box logit 0
+    # without noise every copy (positive and negative) is its target
+    for t, content, boxes in zip(targets, q.content, q.boxes):
+        for block in range(2 * G):
+            rows = slice(block * m, block * m + len(t["labels"]))
+            assert torch.equal(content[rows], dn.label_enc(t["labels"]))
+            assert torch.allclose(boxes[rows].sigmoid(), t["boxes"], atol=1e-6)
+
+
+def test_positives_stay_within_half_a_side_negatives_move_one_to_two():
+    g = torch.Generator().manual_seed(3)
+    boxes = torch.rand(500, 4, generator=g) * 0.1 + torch.tensor([0.45, 0.45, 0.1, 0.1])  # far from the borders
+    negative = torch.arange(500) % 2 == 1
+    noised = noise_boxes(boxes, negative, scale=1.0, generator=g)
+    half = torch.cat([boxes[:, 2:], boxes[:, 2:]], 1) / 2
+    shift = (box_cxcywh_to_xyxy(noised) - box_cxcywh_to_xyxy(boxes)).abs() / half
+    assert (shift[~negative] < 1 + 1e-5).all() and (shift[negative] > 1 - 1e-5).all()
+    assert (shift[negative] < 2 + 1e-5).all()
+    assert shift[~negative].mean() == pytest.approx(0.5, abs=0.05) and shift[negative].mean() == pytest.approx(1.5, abs=0.05)
+    # no noise at scale 0
+    assert torch.equal(noise_boxes(boxes, negative, scale=0.0, generator=g), boxes)
+
+
+def test_noised_boxes_stay_in_the_image():
+    g = torch.Generator().manual_seed(4)
+    boxes = torch.tensor([[0.05, 0.95, 0.1, 0.1], [0.5, 0.5, 1.0, 1.0]]).repeat(50, 1)
+    corners = box_cxcywh_to_xyxy(noise_boxes(boxes, torch.ones(100, dtype=torch.bool), 1.0, g))
+    assert corners.min() >= 0 and corners.max() <= 1
+
+
+def test_labels_flip_at_half_the_ratio():
+    g = torch.Generator().manual_seed(5)
+    labels = torch.zeros(20000, dtype=torch.int64)
+    flipped = noise_labels(labels, ratio=0.5, num_classes=4, generator=g)
+    # a quarter are redrawn, uniformly over 4 classes: 3/16 change
+    assert (flipped != 0).float().mean().item() == pytest.approx(3 / 16, abs=0.01)
+    assert flipped.max() == 3 and torch.equal(labels, torch.zeros_like(labels))
+    assert torch.equal(noise_labels(labels, 0.0, 4, g), labels)
+
+
+def test_same_generator_same_queries():
+    dn = ContrastiveDenoising(num_classes=7, d_model=4, dn_number=10)
+    targets = make_targets([2, 4])
+    first = dn(targets, torch.Generator().manual_seed(9))
+    again = dn(targets, torch.Generator().manual_seed(9))
+    other = dn(targets, torch.Generator().manual_seed(10))
+    assert torch.equal(first.boxes, again.boxes) and torch.equal(first.content, again.content)
+    assert not torch.equal(first.boxes, other.boxes)
+
+
+def test_attention_mask_hides_the_answers_from_the_matching_queries():
+    mask = denoising_attention_mask(num_groups=3, group_size=2, num_queries=4)
+    assert mask.shape == (10, 10)
+    group = torch.tensor([0, 0, 1, 1, 2, 2])
+    dn_dn = mask[:6, :6]
+    assert torch.equal(dn_dn, group[:, None] != group[None, :])  # each group sees itself only
+    assert not mask[:6, 6:].any()  # denoising queries see the matching ones
+    assert mask[6:, :6].all() and not mask[6:, 6:].any()  # matching queries see each other only
+
+
+def test_indices_reach_the_copies_of_their_targets():
+    dn = ContrastiveDenoising(num_classes=7, d_model=6, dn_number=9, label_noise_ratio=0.0, box_noise_scale=0.5)
+    targets = make_targets([2, 3, 0], seed=2)
+    q = dn(targets, torch.Generator().manual_seed(0))
+    indices = q.indices(targets)
+    for t, content, (src, tgt) in zip(targets, q.content, indices):
+        assert len(src) == q.num_groups * len(t["labels"])
+        assert torch.equal(content[src], dn.label_enc(t["labels"][tgt]))
+        assert ((src % q.group_size) < q.group_size // 2).all()  # positives only
+    # the positives' boxes are within half a side of their targets, the negatives beyond
+    for t, boxes, (src, tgt) in zip(targets, q.boxes, indices):
+        moved = (box_cxcywh_to_xyxy(boxes[src].sigmoid()) - box_cxcywh_to_xyxy(t["boxes"][tgt])).abs()
+        assert (moved <= t["boxes"][tgt, 2:].repeat(1, 2) / 2 * 0.5 + 1e-5).all()
+
+
+def test_a_batch_without_targets_has_no_queries():
+    dn = ContrastiveDenoising(num_classes=7, d_model=4)
+    q = dn(make_targets([0, 0]))
+    assert q.num_queries == 0 and q.content.shape == (2, 0, 4)
+    assert q.attention_mask(3).shape == (3, 3) and not q.attention_mask(3).any()
+    assert [len(s) for s, _ in q.indices(make_targets([0, 0]))] == [0, 0]
+
+
+def test_label_embedding_stays_in_the_graph():
+    dn = ContrastiveDenoising(num_classes=3, d_model=4)
+    x = torch.randn(2, 4, requires_grad=True)
+    y = dn.keep_in_graph(x)
+    assert torch.equal(y, x)
+    y.sum().backward()
+    assert dn.label_enc.weight.grad is not None and not dn.label_enc.weight.grad.any()
+    assert dn.label_enc.weight.shape == (4, 4)  # num_classes + 1 rows, as the official label_enc
