@@ -1,0 +1,83 @@
+"""The official DINO checkpoint converter, against the official key and shape listings (tests/checkpoint/listings,
+built on CPU from IDEA-Research/DINO's config/DINO/DINO_{4,5}scale.py)."""
+import pytest
+import torch
+
+from official_listings import TIED_HEADS, assert_renamed, fake_official
+
+from sam_detr.checkpoint.dino import convert_dino, dino_key
+
+LISTINGS = ("dino_4scale", "dino_5scale")
+
+
+def renamed_shapes(official, num_classes=None):
+    """The target a converter must fill, from the listing itself: every kept key under its new name, the class
+    heads cut to `num_classes` rows (the label embedding to num_classes + 1)."""
+    target = {}
+    for key, value in official.items():
+        if key.startswith(TIED_HEADS):
+            continue
+        shape = tuple(value.shape)
+        if num_classes is not None and ("class_embed" in key or key == "label_enc.weight"):
+            shape = (num_classes + (key == "label_enc.weight"),) + shape[1:]
+        target[dino_key(key)] = torch.empty(shape, device="meta")
+    return target
+
+
+@pytest.mark.parametrize("listing", LISTINGS)
+def test_every_official_key_has_its_own_name(listing):
+    official = fake_official(listing)
+    kept = [k for k in official if not k.startswith(TIED_HEADS)]
+    names = [dino_key(k) for k in kept]
+    assert len(set(names)) == len(names)
+    converted = convert_dino(official, renamed_shapes(official))
+    assert len(converted) == len(kept)
+    expected = {
+        "backbone.0.body.layer3.5.conv2.weight": "backbone.res4.5.conv2.weight",
+        "transformer.level_embed": "transformer.level_embed",
+        "transformer.encoder.layers.5.self_attn.sampling_offsets.bias":
+            "transformer.encoder.layers.5.self_attn.sampling_offsets.bias",
+        "transformer.encoder.layers.1.norm2.weight": "transformer.encoder.layers.1.ffn.norm.weight",
+        "transformer.decoder.layers.2.self_attn.in_proj_weight": "transformer.decoder.layers.2.self_attn.in_proj_weight",
+        "transformer.decoder.layers.3.norm3.bias": "transformer.decoder.layers.3.ffn.norm.bias",
+        "transformer.decoder.layers.0.linear1.weight": "transformer.decoder.layers.0.ffn.linear1.weight",
+        "transformer.decoder.norm.weight": "transformer.decoder.norm.weight",
+        "transformer.decoder.ref_point_head.layers.1.bias": "transformer.decoder.ref_point_head.layers.1.bias",
+        "transformer.tgt_embed.weight": "transformer.tgt_embed.weight",
+        "transformer.enc_output.weight": "transformer.proposals.enc_output.weight",
+        "transformer.enc_output_norm.bias": "transformer.proposals.enc_output_norm.bias",
+        "transformer.enc_out_class_embed.bias": "class_embed.6.bias",
+        "transformer.enc_out_bbox_embed.layers.2.weight": "bbox_embed.6.layers.2.weight",
+        "label_enc.weight": "denoising.label_enc.weight",
+        "class_embed.5.weight": "class_embed.5.weight",
+        "bbox_embed.0.layers.0.bias": "bbox_embed.0.layers.0.bias",
+        "input_proj.3.0.weight": "input_proj.3.0.weight",
+    }
+    assert_renamed(expected, dino_key, official, converted)
+    # 4 scales: C3-C5 + one strided level on C5; 5 scales: C2-C5 + one
+    assert official["input_proj.0.0.weight"].shape[1] == (512 if listing == "dino_4scale" else 256)
+
+
+def test_class_heads_and_label_embedding_keep_the_dataset_rows():
+    official = fake_official("dino_4scale")
+    ids = [1, 2, 3, 90, 7]  # any official class index per contiguous class
+    converted = convert_dino(official, renamed_shapes(official, num_classes=len(ids)), class_ids=ids)
+    for i in range(6):
+        assert torch.equal(converted[f"class_embed.{i}.weight"], official[f"class_embed.{i}.weight"][ids])
+    # the proposals' head is class-aware in DINO (top-k over its best class): the same rows
+    assert torch.equal(converted["class_embed.6.bias"], official["transformer.enc_out_class_embed.bias"][ids])
+    # the label embedding: the classes' rows, then its never-drawn last row
+    assert torch.equal(converted["denoising.label_enc.weight"], official["label_enc.weight"][ids + [91]])
+
+
+def test_errors_name_the_first_offending_key():
+    official = fake_official("dino_4scale")
+    target = renamed_shapes(official)
+    untied = {**official, "transformer.decoder.bbox_embed.3.layers.0.bias": torch.zeros(256)}
+    with pytest.raises(ValueError, match="'transformer.decoder.bbox_embed.3.layers.0.bias' differs"):
+        convert_dino(untied, target)
+    # a 4-scale checkpoint into a 5-scale model
+    with pytest.raises(ValueError, match="'transformer.level_embed'.*shape \(4, 256\).*\(5, 256\)"):
+        convert_dino(official, renamed_shapes(fake_official("dino_5scale")))
+    with pytest.raises(KeyError, match="not a DINO checkpoint"):
+        convert_dino({"class_embed.0.weight": torch.zeros(2, 2)}, target)
