@@ -63,7 +63,7 @@ def test_ca_qpos_proj_exists_in_the_first_layer_only():
         layer = decoder.layers[i]
         for proj in (layer.sa_qpos_proj, layer.sa_kpos_proj):
             torch.nn.init.zeros_(proj.weight), torch.nn.init.zeros_(proj.bias)
-        tgt, memory, mask, pos, query_pos, query_sine = args
+        tgt, memory, mask, pos, query_pos, query_sine, _ = args
         with torch.no_grad():
             a = layer(tgt, memory, mask, pos, query_pos, query_sine)
             b = layer(tgt, memory, mask, pos, torch.randn_like(query_pos), query_sine)
@@ -94,7 +94,7 @@ def test_cross_attention_concatenates_content_and_position_per_head():
     M = decoder.layers[0].nhead
     for i in (0, 1):
         layer, (args, _) = decoder.layers[i], seen[i]
-        tgt, memory, mask, pos, query_pos, query_sine = args
+        tgt, memory, mask, pos, query_pos, query_sine, _ = args
         captured = []
         hook = layer.cross_attn.register_forward_hook(lambda m, a, out: captured.append(out))
         with torch.no_grad():

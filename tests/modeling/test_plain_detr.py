@@ -23,7 +23,7 @@ from sam_detr.modeling.transformer import (  # noqa: E402
 )
 from sam_detr.modeling.transformer import box_rpb  # noqa: E402
 from sam_detr.modeling.transformer.box_rpb import box_rpb_deltas  # noqa: E402
-from sam_detr.modeling.transformer.plain_detr_decoder import group_attention_mask  # noqa: E402
+from sam_detr.modeling.query_groups import QueryGroup, QueryGroups  # noqa: E402
 from sam_detr.modeling.transformer.proposals import pixel_anchors, proposal_projections  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
@@ -107,8 +107,7 @@ def test_padding_is_masked_additively_as_officially_or_exactly():
 
 
 def test_one_to_one_queries_do_not_see_the_one_to_many_ones():
-    mask = group_attention_mask(2, 5)
-    assert mask.tolist() == [[False, False, True, True, True]] * 2 + [[True, True, False, False, False]] * 3
+    mask = QueryGroups([QueryGroup(2), QueryGroup(3, "one2many_outputs")]).attention_mask()
     torch.manual_seed(0)
     decoder = GlobalDecoder(GlobalDecoderLayer(16, 32, 0.0, 2, "linear", 8, 4), 2)
     heads = [torch.nn.Linear(16, 4) for _ in range(2)]

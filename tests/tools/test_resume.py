@@ -87,8 +87,8 @@ def test_non_finite_loss_stops_naming_the_terms_and_resume_continues(uninterrupt
     out = tmp_path / "run"
     head = DETR.forward_head
 
-    def diverging(self, features, masks):
-        outputs = head(self, features, masks)
+    def diverging(self, features, masks, targets=None):
+        outputs = head(self, features, masks, targets)
         from detectron2.utils.events import get_event_storage
 
         if get_event_storage().iter == 3:

@@ -1,6 +1,6 @@
 """Conditional DETR (Meng et al., ICCV 2021), as Atten4Vis/ConditionalDETR: the conditional spatial query."""
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
@@ -15,6 +15,7 @@ from ..transformer import (
     TransformerEncoder,
     TransformerEncoderLayer,
 )
+from ..query_groups import layer_outputs
 from .detr_base import DETRBase
 
 __all__ = ["ConditionalDETR"]
@@ -68,11 +69,13 @@ class ConditionalDETR(DETRBase):
             "num_queries": d.NUM_QUERIES,
         }
 
-    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+    def forward_head(
+        self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
+    ) -> Dict:
         src, mask = features[-1], masks[-1]
         pos = self.position_embedding(mask).to(src.dtype)
         hs, reference = self.transformer(src, mask, self.query_embed.weight, pos)  # (L, B, Q, C), (B, Q, 2)
         deltas = self.bbox_embed(hs)
         centres = deltas[..., :2] + inverse_sigmoid(reference)
         boxes = torch.cat([centres, deltas[..., 2:]], dim=-1).sigmoid()
-        return self.layer_outputs(self.class_embed(hs), boxes)
+        return layer_outputs({"pred_logits": self.class_embed(hs), "pred_boxes": boxes})

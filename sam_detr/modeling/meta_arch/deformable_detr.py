@@ -1,7 +1,7 @@
 """Deformable DETR (Zhu et al., ICLR 2021), as fundamentalvision/Deformable-DETR: every published variant."""
 import copy
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
@@ -19,6 +19,7 @@ from ..transformer import (
     TwoStageProposals,
     one_to_many_predictions,
 )
+from ..query_groups import layer_outputs
 from .detr_base import DETRBase
 
 __all__ = ["DeformableDETR"]
@@ -119,7 +120,9 @@ class DeformableDETR(DETRBase):
             "look_forward_twice": m.LOOK_FORWARD_TWICE,
         }
 
-    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+    def forward_head(
+        self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
+    ) -> Dict:
         pos = [self.position_embedding(m).to(f.dtype) for m, f in zip(masks, features)]
         query_embed = None if self.query_embed is None else self.query_embed.weight
         out, proposals = self.transformer(
@@ -127,10 +130,10 @@ class DeformableDETR(DETRBase):
             self.num_queries, exclude_padding=self.batch_invariant,
         )
         logits = torch.stack([head(h) for head, h in zip(self.class_embed, out.hs)])
-        outputs = self.layer_outputs(logits, out.boxes)
+        outputs = layer_outputs({"pred_logits": logits, "pred_boxes": out.boxes})
         if out.hs_o2m is not None:  # MS-DETR decoder layers in training
             predictions = one_to_many_predictions(out.hs_o2m, out.references, self.class_embed, self.bbox_embed)
-            outputs["o2m_outputs"] = self.layer_outputs(*predictions)
+            outputs["o2m_outputs"] = layer_outputs(dict(zip(("pred_logits", "pred_boxes"), predictions)))
         if proposals is not None:
             outputs["enc_outputs"] = {
                 "pred_logits": proposals.logits, "pred_boxes": proposals.boxes, "anchors": proposals.anchors

@@ -1,5 +1,5 @@
 """DETR (Carion et al. 2020), as facebookresearch/detr: the baseline of every method here."""
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
@@ -8,6 +8,7 @@ from torch import nn
 
 from ...layers import MLP, InputProjection, PositionEmbeddingSine
 from ..transformer import DetrTransformer
+from ..query_groups import layer_outputs
 from .detr_base import DETRBase
 
 __all__ = ["DETR"]
@@ -52,10 +53,12 @@ class DETR(DETRBase):
             "num_queries": d.NUM_QUERIES,
         }
 
-    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+    def forward_head(
+        self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
+    ) -> Dict:
         src, mask = features[-1], masks[-1]
         pos = self.position_embedding(mask).to(src.dtype)
         hs = self.transformer(src, mask, self.query_embed.weight, pos)  # (L, B, Q, C)
         logits = self.class_embed(hs)
         boxes = self.bbox_embed(hs).sigmoid()
-        return self.layer_outputs(logits, boxes)
+        return layer_outputs({"pred_logits": logits, "pred_boxes": boxes})

@@ -1,5 +1,5 @@
 """What every DETR-style detector shares: images -> padding masks -> backbone -> head -> losses or Instances."""
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.modeling import Backbone, build_backbone, detector_postprocess
@@ -116,30 +116,23 @@ class DETRBase(nn.Module):
     def num_classes(self) -> int:
         return self.criterion.num_classes
 
-    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+    def forward_head(
+        self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
+    ) -> Dict:
         """The method itself.
 
         Args:
             features: per level of `self.input_proj`'s output (the `in_features` levels, then any extra
                 ones), (B, C, H_l, W_l).
             masks: per level, (B, H_l, W_l) bool, True on padding.
+            targets: in training, `prepare_targets`'s (what denoising queries are made from); else None.
         Returns:
             "pred_logits" (B, Q, K or K + 1) and "pred_boxes" (B, Q, 4) normalised (cx, cy, w, h) of the
-            last decoder layer, "aux_outputs" (one such dict per earlier layer), and whatever else the
-            method's criterion reads (e.g. "enc_outputs").
+            last decoder layer, "aux_outputs" (one such dict per earlier layer; `layer_outputs` builds them
+            from every layer's predictions, `QueryGroups.outputs` for several query groups), and whatever
+            else the method's criterion reads (e.g. "enc_outputs").
         """
         raise NotImplementedError
-
-    @staticmethod
-    def layer_outputs(logits: torch.Tensor, boxes: torch.Tensor, **extra: torch.Tensor) -> Dict:
-        """forward_head's predictions from those of every decoder layer, logits (L, B, Q, K') and boxes
-        (L, B, Q, 4): the last layer's, and the earlier ones' as "aux_outputs"; `extra`: more per-layer
-        predictions (L, B, Q, ...) under their names (Plain-DETR's "pred_deltas")."""
-        layers = [
-            {"pred_logits": logits[i], "pred_boxes": boxes[i], **{k: v[i] for k, v in extra.items()}}
-            for i in range(len(logits))
-        ]
-        return {**layers[-1], "aux_outputs": layers[:-1]}
 
     def forward(self, batched_inputs: List[Dict]):
         """
@@ -151,9 +144,10 @@ class DETRBase(nn.Module):
         """
         images, mask = self.preprocess_image(batched_inputs)
         features, masks = self.extract_features(images, mask)
-        outputs = self.forward_head(features, masks)
+        targets = self.prepare_targets(batched_inputs) if self.training else None
+        outputs = self.forward_head(features, masks, targets)
         if self.training:
-            return self.criterion(outputs, self.prepare_targets(batched_inputs))
+            return self.criterion(outputs, targets)
         results = self.inference(outputs, images.image_sizes)
         processed = []
         for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):

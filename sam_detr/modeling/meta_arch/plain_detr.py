@@ -13,7 +13,8 @@ from ...layers import MLP, InputProjection, PositionEmbeddingSine
 from ...layers.box_ops import box_xyxy_to_cxcywh, delta_to_box, pixel_boxes_normalised
 from ..criterion import one_to_many_groups
 from ..transformer import BoxRefinement, TwoStageProposals, reset_deformable_parameters, valid_ratios
-from ..transformer.plain_detr_decoder import GlobalDecoder, GlobalDecoderLayer, group_attention_mask
+from ..query_groups import QueryGroup, QueryGroups
+from ..transformer.plain_detr_decoder import GlobalDecoder, GlobalDecoderLayer
 from ..transformer.proposals import pixel_anchors, proposal_maps, proposal_projections
 from .detr_base import DETRBase
 
@@ -105,7 +106,9 @@ class PlainDETR(DETRBase):
             "look_forward_twice": p.LOOK_FORWARD_TWICE, "reparam": p.REPARAM, "position_embedding": position,
         }
 
-    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+    def forward_head(
+        self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
+    ) -> Dict:
         src, mask = features[0], masks[0]
         pos = self.position_embedding(mask).to(src.dtype).flatten(2).transpose(1, 2) + self.level_embed
         maps, map_masks = proposal_maps(self.proposal_proj, src, mask, per_image=self.batch_invariant)
@@ -115,14 +118,15 @@ class PlainDETR(DETRBase):
         if self.reparam:
             *anchors, max_size = pixel_anchors(map_mask, shapes, self.proposal_strides)
             decode = partial(delta_to_box, max_size=max_size)
-        Q, L = self.num_queries, len(self.decoder.layers)
-        num_total = Q + (self.num_queries_one2many if self.training else 0)
+        L = len(self.decoder.layers)
+        groups = self.query_groups()
+        num_total = groups.num_queries
         proposals = self.proposals(
             torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1), map_mask, shapes, self.class_embed[L],
             self.bbox_embed[L], num_total, content=self.query_embed.weight[:num_total],
             exclude_padding=self.batch_invariant, anchors=anchors, decode=decode,
         )
-        attn_mask = group_attention_mask(Q, num_total, src.device) if num_total > Q else None
+        attn_mask = groups.attention_mask(src.device)
         out = self.decoder(
             proposals.tgt, proposals.query_pos, proposals.reference, src.flatten(2).transpose(1, 2), pos,
             tuple(src.shape[-2:]), mask.flatten(1), valid_ratios(mask), self.bbox_embed[:L], self.refinement,
@@ -130,18 +134,18 @@ class PlainDETR(DETRBase):
         )
         logits = torch.stack([head(h) for head, h in zip(self.class_embed, out.hs)])
         extra = {"pred_deltas": out.deltas, "pred_boxes_old": out.references} if self.reparam else {}
-
-        def group(queries: slice) -> Dict:  # every layer's predictions of these queries
-            per_layer = {k: v[:, :, queries] for k, v in extra.items()}
-            return self.layer_outputs(logits[:, :, queries], out.boxes[:, :, queries], **per_layer)
-
-        outputs = group(slice(0, Q))
-        if num_total > Q:
-            outputs["one2many_outputs"] = group(slice(Q, None))
+        outputs = groups.outputs({"pred_logits": logits, "pred_boxes": out.boxes, **extra})
         outputs["enc_outputs"] = {"pred_logits": proposals.logits, "pred_boxes": proposals.boxes}
         if self.reparam:
             outputs["enc_outputs"].update(pred_deltas=proposals.deltas, pred_boxes_old=proposals.anchors)
         return outputs
+
+    def query_groups(self) -> QueryGroups:
+        """The one-to-one queries, and in training the one-to-many ones, which neither see."""
+        groups = [QueryGroup(self.num_queries)]
+        if self.training and self.num_queries_one2many:
+            groups.append(QueryGroup(self.num_queries_one2many, "one2many_outputs"))
+        return QueryGroups(groups)
 
     def prepare_targets(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
         """Reparameterised: target boxes (cx, cy, w, h) in input pixels."""

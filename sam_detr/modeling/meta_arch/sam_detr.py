@@ -1,7 +1,7 @@
 """SAM-DETR (Zhang et al., CVPR 2022), as ZhangGongjie/SAM-DETR: semantic-aligned matching."""
 import copy
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
@@ -19,6 +19,7 @@ from ..transformer import (
     TransformerEncoder,
     TransformerEncoderLayer,
 )
+from ..query_groups import layer_outputs
 from .detr_base import DETRBase
 
 __all__ = ["SAMDETR"]
@@ -99,11 +100,13 @@ class SAMDETR(DETRBase):
             "num_queries": d.NUM_QUERIES,
         }
 
-    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+    def forward_head(
+        self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
+    ) -> Dict:
         pos = [self.position_embedding(m).to(f.dtype) for m, f in zip(masks, features)]
         hs, boxes = self.transformer(features, masks, pos, self.query_embed.weight, self.bbox_embed)
         logits = torch.stack([head(h) for head, h in zip(self.class_embed, hs)])
-        return self.layer_outputs(logits, boxes)
+        return layer_outputs({"pred_logits": logits, "pred_boxes": boxes})
 
 
 def _coarse_to_fine(num_layers: int, num_levels: int) -> List[int]:

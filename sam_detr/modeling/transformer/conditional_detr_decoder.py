@@ -42,11 +42,15 @@ class ConditionalSelfAttentionLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
 
-    def self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
-        """tgt, query_pos: (Q, B, C) -> (Q, B, C)"""
+    def self_attention(
+        self, tgt: torch.Tensor, query_pos: torch.Tensor, attn_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """tgt, query_pos: (Q, B, C); attn_mask: (Q, Q) bool, True where query i may not attend to query j
+        (`QueryGroups`) -> (Q, B, C)"""
         q = self.sa_qcontent_proj(tgt) + self.sa_qpos_proj(query_pos)
         k = self.sa_kcontent_proj(tgt) + self.sa_kpos_proj(query_pos)
-        return self.norm1(tgt + self.dropout1(self.self_attn(q, k, self.sa_v_proj(tgt))))
+        attn = self.self_attn(q, k, self.sa_v_proj(tgt), attn_mask=attn_mask)
+        return self.norm1(tgt + self.dropout1(attn))
 
 
 class ConditionalDETRDecoderLayer(ConditionalSelfAttentionLayer):
@@ -76,16 +80,17 @@ class ConditionalDETRDecoderLayer(ConditionalSelfAttentionLayer):
         self.norm2 = nn.LayerNorm(d_model)
         self.ffn = FFN(d_model, dim_feedforward, dropout)
 
-    def forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine):
+    def forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine, self_attn_mask=None):
         """
         Args:
             tgt, query_pos: (Q, B, C) queries and their learned positions.
             memory, pos: (S, B, C) encoder output and its sine positions; memory_mask: (B, S) True on padding.
             query_sine: (Q, B, C) the conditional spatial query before `ca_qpos_sine_proj`.
+            self_attn_mask: (Q, Q) bool, True where query i may not attend to query j (`QueryGroups`).
         Returns:
             (Q, B, C)
         """
-        tgt = self.self_attention(tgt, query_pos)
+        tgt = self.self_attention(tgt, query_pos, self_attn_mask)
         Q, B, C = tgt.shape
         S, M = memory.shape[0], self.nhead
         q = self.ca_qcontent_proj(tgt)
@@ -122,10 +127,11 @@ class ConditionalDETRDecoder(nn.Module):
         self.ref_point_head = MLP(d, d, 2, 2)
         self.norm = nn.LayerNorm(d)
 
-    def forward(self, memory, memory_mask, pos, query_pos) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, memory, memory_mask, pos, query_pos, self_attn_mask=None) -> Tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
-            memory, pos: (S, B, C); memory_mask: (B, S) True on padding; query_pos: (Q, B, C).
+            memory, pos: (S, B, C); memory_mask: (B, S) True on padding; query_pos: (Q, B, C);
+            self_attn_mask: (Q, Q) bool, True where query i may not attend to query j.
         Returns:
             (num_layers, B, Q, C) every layer's normed output, and (B, Q, 2) the reference points (x, y).
         """
@@ -135,7 +141,7 @@ class ConditionalDETRDecoder(nn.Module):
         hs = []
         for i, layer in enumerate(self.layers):
             query_sine = sine if i == 0 else sine * self.query_scale(tgt)
-            tgt = layer(tgt, memory, memory_mask, pos, query_pos, query_sine)
+            tgt = layer(tgt, memory, memory_mask, pos, query_pos, query_sine, self_attn_mask)
             hs.append(self.norm(tgt))
         return torch.stack(hs).transpose(1, 2), reference.transpose(0, 1)
 

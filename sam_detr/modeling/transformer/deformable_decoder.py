@@ -47,18 +47,25 @@ class DeformableTransformerDecoderLayer(nn.Module):
         self.ffn = FFN(d_model, d_ffn, dropout)
 
     def forward(
-        self, tgt: torch.Tensor, query_pos: torch.Tensor, reference_points: torch.Tensor, memory: FlattenedLevels
+        self,
+        tgt: torch.Tensor,
+        query_pos: torch.Tensor,
+        reference_points: torch.Tensor,
+        memory: FlattenedLevels,
+        self_attn_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
         Args:
             tgt, query_pos: (B, Q, C).
             reference_points: (B, Q, L, 2|4) points or boxes, normalised over each padded level.
             memory: the encoded levels (`memory.src`, (B, S, C)), their shapes and padding mask.
+            self_attn_mask: (Q, Q) bool, True where query i may not attend to query j (`QueryGroups`).
         Returns:
             (B, Q, C)
         """
         q = k = tgt + query_pos
-        tgt = self.norm2(tgt + self.dropout2(self.self_attn(q, k, tgt, need_weights=False)[0]))
+        attn = self.self_attn(q, k, tgt, attn_mask=self_attn_mask, need_weights=False)[0]
+        tgt = self.norm2(tgt + self.dropout2(attn))
         attn = self.cross_attn(
             tgt + query_pos, reference_points, memory.src, memory.spatial_shapes, memory.level_start_index, memory.mask
         )

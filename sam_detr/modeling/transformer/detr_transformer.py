@@ -71,10 +71,12 @@ class TransformerDecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.ffn = FFN(d_model, dim_feedforward, dropout)
 
-    def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None):
-        """tgt, query_pos: (Q, B, C); memory, pos: (S, B, C); memory_key_padding_mask: (B, S) -> (Q, B, C)"""
+    def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None, self_attn_mask=None):
+        """tgt, query_pos: (Q, B, C); memory, pos: (S, B, C); memory_key_padding_mask: (B, S); self_attn_mask:
+        (Q, Q) bool, True where query i may not attend to query j (`QueryGroups`) -> (Q, B, C)"""
         q = k = _with_pos(tgt, query_pos)
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, need_weights=self.training)[0]))
+        attn = self.self_attn(q, k, tgt, attn_mask=self_attn_mask, need_weights=self.training)[0]
+        tgt = self.norm1(tgt + self.dropout1(attn))
         attn = self.multihead_attn(
             _with_pos(tgt, query_pos), _with_pos(memory, pos), memory, key_padding_mask=memory_key_padding_mask,
             need_weights=self.training,
@@ -90,10 +92,13 @@ class TransformerDecoder(nn.Module):
         self.layers = _clones(layer, num_layers)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None):
+    def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None, self_attn_mask=None):
         intermediate = []
         for layer in self.layers:
-            tgt = layer(tgt, memory, memory_key_padding_mask=memory_key_padding_mask, pos=pos, query_pos=query_pos)
+            tgt = layer(
+                tgt, memory, memory_key_padding_mask=memory_key_padding_mask, pos=pos, query_pos=query_pos,
+                self_attn_mask=self_attn_mask,
+            )
             intermediate.append(self.norm(tgt))
         return torch.stack(intermediate)
 

@@ -50,7 +50,12 @@ class MSDETRDecoderLayer(DeformableTransformerDecoderLayer):
         self.aux_ffn = FFN(d_model, d_ffn, dropout) if use_aux_ffn else None
 
     def forward(
-        self, tgt: torch.Tensor, query_pos: torch.Tensor, reference_points: torch.Tensor, memory: FlattenedLevels
+        self,
+        tgt: torch.Tensor,
+        query_pos: torch.Tensor,
+        reference_points: torch.Tensor,
+        memory: FlattenedLevels,
+        self_attn_mask: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """
         Args: see `DeformableTransformerDecoderLayer.forward`.
@@ -66,7 +71,8 @@ class MSDETRDecoderLayer(DeformableTransformerDecoderLayer):
         if self.training:
             o2m = tgt if self.aux_ffn is None else self.aux_ffn(tgt)
         q = k = tgt + query_pos
-        tgt = self.norm2(tgt + self.dropout2(self.self_attn(q, k, tgt, need_weights=False)[0]))
+        attn = self.self_attn(q, k, tgt, attn_mask=self_attn_mask, need_weights=False)[0]
+        tgt = self.norm2(tgt + self.dropout2(attn))
         return self.ffn(tgt), o2m
 
 

@@ -15,7 +15,7 @@ from ...layers.box_ops import box_cxcywh_to_xyxy, delta_to_box
 from .box_refinement import BoxRefinement
 from .box_rpb import GlobalCrossAttention
 
-__all__ = ["GlobalDecoderLayer", "GlobalDecoder", "GlobalDecoderOutput", "group_attention_mask"]
+__all__ = ["GlobalDecoderLayer", "GlobalDecoder", "GlobalDecoderOutput"]
 
 
 class GlobalDecoderOutput(NamedTuple):
@@ -23,13 +23,6 @@ class GlobalDecoderOutput(NamedTuple):
     boxes: torch.Tensor  # (L, B, Q, 4) every layer's boxes (cx, cy, w, h), in [0, 1] or in pixels
     references: torch.Tensor  # (L, B, Q, 4) every layer's boxes its box head refined
     deltas: torch.Tensor  # (L, B, Q, 4) every layer's box-head output
-
-
-def group_attention_mask(num_one2one: int, num_total: int, device=None) -> torch.Tensor:
-    """(Q, Q) bool, True where query i may not attend to query j: the one-to-one queries [0, num_one2one)
-    and the one-to-many ones [num_one2one, Q) do not see each other (H-DETR's hybrid matching)."""
-    group = torch.arange(num_total, device=device) >= num_one2one
-    return group[:, None] != group[None, :]
 
 
 class GlobalDecoderLayer(nn.Module):

@@ -61,19 +61,26 @@ class SAMDETRDecoderLayer(ConditionalSelfAttentionLayer):
         self.norm2 = nn.LayerNorm(d_model)
         self.ffn = FFN(d_model, dim_feedforward, dropout)
 
-    def forward(self, tgt: torch.Tensor, level: MemoryLevel, ref_boxes: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        tgt: torch.Tensor,
+        level: MemoryLevel,
+        ref_boxes: torch.Tensor,
+        self_attn_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """
         Args:
             tgt: (Q, B, C) queries.
             level: the memory attended to.
             ref_boxes: (B, Q, 4) reference boxes (cx, cy, w, h), normalised to the unpadded image.
+            self_attn_mask: (Q, Q) bool, True where query i may not attend to query j (`QueryGroups`).
         Returns:
             (Q, B, C)
         """
         Q, B, C = tgt.shape
         # the official sine embedding runs under no_grad: no gradient through the centres' embedding
         centre_pos = points_sine_embed(ref_boxes[..., :2].detach().transpose(0, 1), num_feats=C // 2)
-        tgt = self.self_attention(tgt, centre_pos)
+        tgt = self.self_attention(tgt, centre_pos, self_attn_mask)
 
         aligned = self.semantics_aligner(tgt, level.memory_2d, ref_boxes, level.valid_ratio)
         q = (self.ca_qcontent_proj(aligned.content) + self.ca_qpos_sine_proj(aligned.pos)).view(Q, B, self.nhead * C)
