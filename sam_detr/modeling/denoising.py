@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from ..layers.box_ops import inverse_sigmoid
+from .query_groups import QueryGroup, QueryGroups
 
 __all__ = [
     "ContrastiveDenoising",
     "DenoisingQueries",
-    "denoising_attention_mask",
     "denoising_indices",
     "noise_boxes",
     "noise_labels",
@@ -92,21 +92,6 @@ def noise_boxes(
     return torch.cat([(corners[:, :2] + corners[:, 2:]) / 2, corners[:, 2:] - corners[:, :2]], 1)
 
 
-def denoising_attention_mask(
-    num_groups: int, group_size: int, num_queries: int, device: Optional[torch.device] = None
-) -> torch.Tensor:
-    """(P + Q, P + Q) bool, True where query i may not attend to query j, for P = num_groups * group_size
-    denoising queries followed by Q matching queries: the matching queries see no denoising query (they
-    must not learn from the answers), a denoising group sees itself and the matching queries, no other
-    group."""
-    P = num_groups * group_size
-    group = torch.arange(P + num_queries, device=device) // max(group_size, 1)
-    group[P:] = num_groups  # the matching queries: a group of their own
-    blocked = group[:, None] != group[None, :]
-    blocked[:P, P:] = False
-    return blocked
-
-
 def denoising_indices(
     num_targets: List[int], num_groups: int, group_size: int, device: Optional[torch.device] = None
 ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
@@ -133,10 +118,15 @@ class DenoisingQueries(NamedTuple):
         """P = G * group_size (0 for a batch without targets)."""
         return self.content.shape[1]
 
-    def attention_mask(self, num_queries: int) -> torch.Tensor:
-        """The self-attention mask with `num_queries` matching queries after these (see
-        `denoising_attention_mask`)."""
-        return denoising_attention_mask(self.num_groups, self.group_size, num_queries, self.content.device)
+    def query_groups(self, num_queries: int, key: str = "dn_outputs") -> QueryGroups:
+        """These queries followed by `num_queries` matching queries (which feed the top-level outputs), theirs
+        under `key`: each denoising group sees itself and the matching queries; the matching queries see no
+        denoising query (they must not learn from the answers). Without denoising queries (a batch without
+        targets), the matching queries alone."""
+        if self.num_queries == 0:
+            return QueryGroups.single(num_queries)
+        dn = QueryGroup(self.num_queries, key=key, blocks=self.num_groups, sees=(None,))
+        return QueryGroups([dn, QueryGroup(num_queries)])
 
     def indices(self, targets: List[Dict[str, torch.Tensor]]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Per image, the positive queries and the targets they reconstruct (`denoising_indices`)."""

@@ -4,7 +4,7 @@ import torch
 
 from sam_detr.layers import box_cxcywh_to_xyxy
 from sam_detr.modeling.denoising import (
-    ContrastiveDenoising, denoising_attention_mask, noise_boxes, noise_labels, num_denoising_groups,
+    ContrastiveDenoising, DenoisingQueries, noise_boxes, noise_labels, num_denoising_groups,
 )
 
 
@@ -87,13 +87,20 @@ def test_same_generator_same_queries():
 
 
 def test_attention_mask_hides_the_answers_from_the_matching_queries():
-    mask = denoising_attention_mask(num_groups=3, group_size=2, num_queries=4)
+    q = DenoisingQueries(torch.zeros(2, 6, 4), torch.zeros(2, 6, 4), num_groups=3, group_size=2)
+    groups = q.query_groups(num_queries=4)
+    mask = groups.attention_mask()
     assert mask.shape == (10, 10)
     group = torch.tensor([0, 0, 1, 1, 2, 2])
     dn_dn = mask[:6, :6]
     assert torch.equal(dn_dn, group[:, None] != group[None, :])  # each group sees itself only
     assert not mask[:6, 6:].any()  # denoising queries see the matching ones
     assert mask[6:, :6].all() and not mask[6:, 6:].any()  # matching queries see each other only
+    # the matching queries' predictions are the top-level outputs, the denoising ones under their key
+    predictions = {"pred_logits": torch.arange(2 * 10.0).view(2, 1, 10, 1).expand(2, 3, 10, 1)}
+    outputs = groups.outputs(predictions)
+    assert outputs["pred_logits"].shape == (3, 4, 1) and outputs["dn_outputs"]["pred_logits"].shape == (3, 6, 1)
+    assert torch.equal(outputs["pred_logits"][0, :, 0], torch.arange(16.0, 20.0))
 
 
 def test_indices_reach_the_copies_of_their_targets():
@@ -115,7 +122,7 @@ def test_a_batch_without_targets_has_no_queries():
     dn = ContrastiveDenoising(num_classes=7, d_model=4)
     q = dn(make_targets([0, 0]))
     assert q.num_queries == 0 and q.content.shape == (2, 0, 4)
-    assert q.attention_mask(3).shape == (3, 3) and not q.attention_mask(3).any()
+    assert q.query_groups(3).attention_mask() is None and q.query_groups(3).num_queries == 3
     assert [len(s) for s, _ in q.indices(make_targets([0, 0]))] == [0, 0]
 
 
