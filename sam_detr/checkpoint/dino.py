@@ -5,7 +5,8 @@ layer (one `ffn` submodule here), the two-stage query selection (a submodule her
 (the last index of the class and box heads here, as two-stage Deformable DETR's) and the denoising label
 embedding (in the `denoising` submodule here):
 
-    backbone.0.body.<torchvision name>                     backbone.<d2 name>
+    backbone.0.body.<torchvision name>                     backbone.<d2 name>           (ResNet)
+    backbone.0.<Swin name>                                 backbone.<Swin name>         (Swin-L)
     *.layers.i.{linear1,linear2}, encoder norm2, decoder norm3
                                                           *.layers.i.ffn.{linear1,linear2,norm}
     transformer.{enc_output,enc_output_norm}.*             transformer.proposals.*
@@ -14,7 +15,8 @@ embedding (in the `denoising` submodule here):
     label_enc.weight                                       denoising.label_enc.weight
     transformer.decoder.{bbox_embed,class_embed}.*         dropped: the same tensors as {bbox,class}_embed.*
 
-The decoder's class and box heads are one module each, listed under every layer index (as the official
+Swin's `relative_position_index` buffers are geometry (rebuilt by the model) and dropped. The decoder's class
+and box heads are one module each, listed under every layer index (as the official
 state dict lists them); each index is filled from its own official key. With Detectron2's contiguous
 classes, every class head (the decoder's and the proposals') keeps the rows of the dataset's classes; the
 label embedding keeps those rows and its last one (`dn_labelbook_size`, never drawn).
@@ -25,6 +27,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import torch
 
 from .strict import FFN_RULES, KeyRules, convert_strict
+from .swin_v2 import drop_geometry_buffers
 
 __all__ = ["convert_dino", "dino_key", "dino_rules", "DINO_TIED"]
 
@@ -44,6 +47,7 @@ def dino_rules(num_decoder_layers: int = 6):
         (r"^transformer\.enc_out_class_embed\.", f"class_embed.{L}."),
         (r"^transformer\.enc_out_bbox_embed\.", f"bbox_embed.{L}."),
         (r"^label_enc\.", "denoising.label_enc."),
+        (r"^backbone\.0\.", "backbone."),  # Swin (ResNet keys are renamed before the rules)
     )
 
 
@@ -68,5 +72,5 @@ def convert_dino(
     if class_ids is not None and "label_enc.weight" in official:
         rows["label_enc."] = list(class_ids) + [official["label_enc.weight"].shape[0] - 1]
     return convert_strict(
-        official, target, rename, tied=DINO_TIED, class_ids=class_ids, class_head=DINO_CLASS_HEADS, class_rows=rows
+        drop_geometry_buffers(official), target, rename, tied=DINO_TIED, class_ids=class_ids, class_head=DINO_CLASS_HEADS, class_rows=rows
     )

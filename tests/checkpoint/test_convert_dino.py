@@ -81,3 +81,21 @@ def test_errors_name_the_first_offending_key():
         convert_dino(official, renamed_shapes(fake_official("dino_5scale")))
     with pytest.raises(KeyError, match="not a DINO checkpoint"):
         convert_dino({"class_embed.0.weight": torch.zeros(2, 2)}, target)
+
+
+def test_swin_backbone_keys_lose_the_joiner_index_and_the_geometry_buffers():
+    """DINO-Swin-L's backbone keys (IDEA-Research/DINO swin_L_384_22k, as its state dict names them)."""
+    official = {
+        "backbone.0.patch_embed.proj.weight": torch.zeros(192, 3, 4, 4),
+        "backbone.0.layers.2.blocks.17.attn.relative_position_bias_table": torch.ones(529, 24),
+        "backbone.0.layers.2.blocks.17.attn.relative_position_index": torch.zeros(144, 144, dtype=torch.int64),
+        "backbone.0.layers.0.downsample.reduction.weight": torch.full((384, 768), 2.0),
+        "backbone.0.norm3.bias": torch.full((1536,), 3.0),
+        "transformer.decoder.layers.0.norm1.weight": torch.ones(256),
+    }
+    target = {dino_key(k): v for k, v in official.items() if not k.endswith("relative_position_index")}
+    converted = convert_dino(official, target)
+    assert sorted(converted) == sorted([
+        "backbone.patch_embed.proj.weight", "backbone.layers.2.blocks.17.attn.relative_position_bias_table",
+        "backbone.layers.0.downsample.reduction.weight", "backbone.norm3.bias", "transformer.decoder.layers.0.norm1.weight",
+    ])
