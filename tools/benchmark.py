@@ -13,19 +13,17 @@ test loader are loaded before anything is timed, then reused in turn.
               dataloader.train.total_batch_size images, in one process (no DDP)
   inference   images per second through the model in eval mode, without gradients, in batches of 1 and 4
 
-After `--warmup` untimed iterations, `--iters` iterations are timed, waiting for the device at both ends.
-Peak memory: on CUDA, torch.cuda.max_memory_allocated (the model, optimizer state and activations); on
-the CPU, how far the process's peak resident memory (Linux VmHWM, reset through /proc/self/clear_refs) rose
-above its resident memory at the start of the warm-up (activations, gradients, optimizer state: the model
-is already there). The weights keep their random initialisation: the cost of these models does not depend on
+After `--warmup` untimed iterations, `--iters` iterations are timed (`sam_detr.utils.benchmark.time_calls`:
+CUDA events on a GPU). Peak memory (`sam_detr.utils.benchmark.PeakMemory`, over the warm-up and the timed
+iterations): on CUDA, torch.cuda.max_memory_allocated (the model, optimizer state and activations); on
+the CPU, how far the process's peak resident memory (Linux VmHWM) rose above its resident memory at the
+start of the warm-up (activations, gradients, optimizer state: the model is already there). The weights keep their random initialisation: the cost of these models does not depend on
 them. `key=value` arguments override the config.
 """
 import argparse
 import gc
 import itertools
-import re
-import time
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import torch
 from detectron2.config import LazyConfig, instantiate
@@ -34,60 +32,16 @@ from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
 from sam_detr.engine.train_net import build_trainer
+from sam_detr.utils.benchmark import time_calls
 
 PRELOAD_TRAIN = 8
 PRELOAD_TEST = 16
 INFERENCE_BATCH_SIZES = (1, 4)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _proc_status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.MULTILINE).group(1))
-
-
-class PeakMemory:
-    """The peak memory of a `with` block, in MiB (`mib`; None where it cannot be measured, off Linux on a
-    CPU): see the module's doc."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.mib: Optional[float] = None
-        self._start_kib: Optional[int] = None
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return self
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # resets the peak (VmHWM) to the current resident size
-            self._start_kib = _proc_status_kib("VmRSS")
-        except OSError:
-            pass
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self.device.type == "cuda":
-            self.mib = torch.cuda.max_memory_allocated(self.device) / 2**20
-        elif self._start_kib is not None:
-            self.mib = (_proc_status_kib("VmHWM") - self._start_kib) / 1024
-
-
-def time_steps(step: Callable[[], object], warmup: int, iters: int, device: torch.device) -> float:
-    """Seconds taken by `iters` calls of `step` after `warmup` calls."""
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    synchronize(device)
-    return time.perf_counter() - start
+def memory_mib(timing) -> Optional[float]:
+    """The peak memory this tool prints (see the module's doc)."""
+    return timing.memory.peak_mib if timing.memory.device.type == "cuda" else timing.memory.rise_mib
 
 
 def benchmark_inference(cfg, device: torch.device, warmup: int, iters: int) -> List[list]:
@@ -99,9 +53,10 @@ def benchmark_inference(cfg, device: torch.device, warmup: int, iters: int) -> L
         if not batches:
             raise ValueError(f"the test loader has fewer than {batch_size} images")
         inputs = itertools.cycle(batches)
-        with torch.no_grad(), PeakMemory(device) as memory:
-            seconds = time_steps(lambda: model(next(inputs)), warmup, iters, device)
-        rows.append(["inference", batch_size, iters / seconds, batch_size * iters / seconds, memory.mib])
+        with torch.no_grad():
+            timing = time_calls(lambda: model(next(inputs)), iters, warmup, device)
+        seconds = sum(timing.wall)
+        rows.append(["inference", batch_size, iters / seconds, batch_size * iters / seconds, memory_mib(timing)])
     return rows
 
 
@@ -111,10 +66,11 @@ def benchmark_train(cfg, device: torch.device, warmup: int, iters: int) -> List[
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     trainer = build_trainer(cfg, model, itertools.cycle(batches), optimizer)
-    with EventStorage() as trainer.storage, PeakMemory(device) as memory:
-        seconds = time_steps(trainer.run_step, warmup, iters, device)
+    with EventStorage() as trainer.storage:
+        timing = time_calls(trainer.run_step, iters, warmup, device)
+    seconds = sum(timing.wall)
     batch_size = sum(len(b) for b in batches) / len(batches)
-    return [["train", f"{batch_size:g}", iters / seconds, batch_size * iters / seconds, memory.mib]]
+    return [["train", f"{batch_size:g}", iters / seconds, batch_size * iters / seconds, memory_mib(timing)]]
 
 
 def main(argv=None) -> None:

@@ -11,9 +11,10 @@ Shapes (800x1333 input by default; 8 heads of 32 channels, 4 points):
 Locations are the module's initial sampling pattern (head direction times point index, in pixels of
 each level) around the reference points, plus N(0, 1 px) noise; weights are a softmax of N(0, 1)
 logits. Times are medians over --repeat runs after one warm-up; "fwd+bwd" runs the forward and the
-backward through autograd. Peak memory is the increase over the inputs while the call runs: CUDA from
-torch.cuda.max_memory_allocated, CPU from the process RSS sampled every millisecond (with glibc's mmap
-threshold fixed at 1 MiB, so that freed tensors leave the RSS).
+backward through autograd (`sam_detr.utils.benchmark.time_calls`: CUDA events on a GPU). Peak memory is
+the increase over the inputs while the calls run (`sam_detr.utils.benchmark.PeakMemory`): CUDA from
+torch.cuda.max_memory_allocated, CPU from the process's peak resident memory (with glibc's mmap threshold
+fixed at 1 MiB, so that freed tensors leave the resident memory between measurements).
 
   python tools/benchmark_ms_deform_attn.py --device cpu               # batch 1, all shapes
   python tools/benchmark_ms_deform_attn.py --device cuda --official /path/to/built/ops
@@ -21,10 +22,7 @@ threshold fixed at 1 MiB, so that freed tensors leave the RSS).
 import argparse
 import math
 import os
-import statistics
 import sys
-import threading
-import time
 
 import torch
 
@@ -32,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sam_detr.layers import _ext  # noqa: E402
 from sam_detr.layers.ms_deform_attn import ms_deform_attn, ms_deform_attn_pytorch  # noqa: E402
+from sam_detr.utils.benchmark import time_calls  # noqa: E402
 
 STRIDES = {"encoder": (8, 16, 32, 64), "decoder": (8, 16, 32, 64), "samdetr": (8, 16, 32)}
 # H100 SXM / H200 HBM3(e) peak bandwidth in GB/s, for the roofline fraction
@@ -89,36 +88,6 @@ def compulsory_bytes(inputs):
     return ins + out, 2 * ins + out
 
 
-class PeakRSS:
-    """Peak resident-set increase (bytes) while the block runs, sampled every millisecond from /proc."""
-
-    def __enter__(self):
-        self.base = self.peak = self._rss()
-        self.running = True
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    def _sample(self):
-        while self.running:
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.001)
-
-    @staticmethod
-    def _rss():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    @property
-    def increase(self):
-        return self.peak - self.base
-
-
 def make_runs(fn, inputs, grad_output):
     """(forward, forward + backward) closures of an op with the signature of ms_deform_attn."""
     value, ss, lsi, loc, attn = inputs
@@ -153,28 +122,13 @@ def official_op(module):
 
 
 def measure(fn, device, repeat):
-    """Median seconds and peak memory increase (bytes) of fn()."""
-    fn()  # warm-up (and first-touch of allocations)
-    if device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(repeat):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        return statistics.median(times), torch.cuda.max_memory_allocated() - base
-    times = []
-    with PeakRSS() as rss:
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times), rss.increase
+    """Median seconds and peak memory increase (MiB) of fn(), after one warm-up call."""
+    timing = time_calls(fn, repeat, warmup=1, device=device)
+    return timing.seconds("wall", "median"), timing.memory.rise_mib
+
+
+def fmt_mib(mib):
+    return f"{'n/a':>8}" if mib is None else f"{mib:8.1f}"
 
 
 def peak_bandwidth(override):
@@ -251,7 +205,7 @@ def main():
         print(f"device: CPU, {torch.get_num_threads()} threads, kernels for {_ext.get_extension().cpu_isa()}")
     print(f"batch {batch}, {args.dtype}, image {image_hw[0]}x{image_hw[1]}, median of {repeat} runs\n")
 
-    header = f"{'shape':8} {'op':9} {'fwd ms':>9} {'f+b ms':>9} {'fwd x':>7} {'f+b x':>7} {'fwd MB':>8} {'f+b MB':>8}"
+    header = f"{'shape':8} {'op':9} {'fwd ms':>9} {'f+b ms':>9} {'fwd x':>7} {'f+b x':>7} {'fwd MiB':>8} {'f+b MiB':>8}"
     if device == "cuda":
         header += f" {'fwd %bw':>8} {'bwd %bw':>8}"
     print(header)
@@ -271,7 +225,7 @@ def main():
             ratio_fb = f"{base[1][0] / t_fb:7.1f}" if base else f"{'-':>7}"
             row = (
                 f"{name:8} {op_name:9} {t_f * 1e3:9.3f} {t_fb * 1e3:9.3f} {ratio_f} {ratio_fb}"
-                f" {m_f / 2**20:8.1f} {m_fb / 2**20:8.1f}"
+                f" {fmt_mib(m_f)} {fmt_mib(m_fb)}"
             )
             if device == "cuda":
                 t_b = max(t_fb - t_f, 1e-9)

@@ -10,14 +10,13 @@ and torchvision's time over ours.
 """
 
 import argparse
-import statistics
-import time
-from typing import Callable, List, Tuple
+from typing import List
 
 import torch
 import torchvision
 
 from sam_detr.layers import _ext, roi_align
+from sam_detr.utils.benchmark import time_calls
 
 # (name, batch, height, width): stride 32 (R50), stride 16 (DC5), stride 8 (the largest multi-scale level)
 SHAPES = [
@@ -37,34 +36,31 @@ def reference_boxes(batch: int, num: int, height: int, width: int, gen: torch.Ge
     return list(xyxy * torch.tensor([width, height, width, height], dtype=torch.float32))
 
 
-def timed(fn: Callable[[], float], repeat: int, warmup: int = 2) -> Tuple[float, float]:
-    """Median and min of `fn`'s self-reported seconds, in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = [fn() * 1e3 for _ in range(repeat)]
-    return statistics.median(times), min(times)
-
-
 def bench(op, x, boxes, grad, repeat):
+    """Milliseconds (median, min) of the forward, the backward alone and both, after two warm-up calls."""
+
     def forward():
-        start = time.perf_counter()
-        op(x, boxes, 7, 1.0, -1, True)
-        return time.perf_counter() - start
+        return op(x, boxes, 7, 1.0, -1, True)
 
-    def backward():
-        out = op(x, boxes, 7, 1.0, -1, True)
+    def clear_grad():
         x.grad = None
-        start = time.perf_counter()
+
+    def fresh_forward():  # untimed before each timed backward
+        clear_grad()
+        return forward()
+
+    def backward(out):
         out.backward(grad)
-        return time.perf_counter() - start
 
-    def both():
-        x.grad = None
-        start = time.perf_counter()
-        op(x, boxes, 7, 1.0, -1, True).backward(grad)
-        return time.perf_counter() - start
+    def both(_):
+        forward().backward(grad)
 
-    return [timed(f, repeat) for f in (forward, backward, both)]
+    timings = [
+        time_calls(forward, repeat, warmup=2),
+        time_calls(backward, repeat, warmup=2, setup=fresh_forward),
+        time_calls(both, repeat, warmup=2, setup=clear_grad),
+    ]
+    return [(t.seconds("wall", "median") * 1e3, t.seconds("wall", "min") * 1e3) for t in timings]
 
 
 def main():

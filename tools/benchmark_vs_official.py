@@ -33,7 +33,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,9 +40,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from sam_detr.utils.benchmark import time_calls
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import PeakMemory  # noqa: E402  (tools/benchmark.py)
 
 NUM_CLASSES = 91  # the official COCO heads
 CLIP_MAX_NORM = 0.1
@@ -375,15 +374,9 @@ def measure(args) -> Dict:
     else:
         step = steps_hf(method, row, height, width, args.task)
     grad = torch.enable_grad() if args.task == "train" else torch.no_grad()
-    with grad, PeakMemory(torch.device("cpu")) as memory:
-        for _ in range(args.warmup):
-            step()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        for _ in range(args.iters):
-            step()
-        seconds = (time.perf_counter() - start) / args.iters
-        cpu_seconds = (time.process_time() - cpu_start) / args.iters
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": memory.mib}
+    with grad:
+        timing = time_calls(step, args.iters, args.warmup, "cpu")
+    return {"seconds": timing.seconds("wall"), "cpu_seconds": timing.seconds("cpu"), "peak_mib": timing.memory.rise_mib}
 
 
 # ------------------------------------------------------------------------------------------- driver

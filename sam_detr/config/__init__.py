@@ -1,3 +1,1 @@
-from .defaults import (
-    add_conditional_detr_config, add_deformable_detr_config, add_detr_config, add_plain_detr_config, add_sam_detr_config,
-)
+from .lazy_model import CONFIGS_DIR, add_detr_config, lazy_model_arguments

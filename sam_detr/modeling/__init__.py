@@ -1,6 +1,6 @@
 """Detectron2 models: the shared DETR pipeline and one meta-architecture per method."""
 from .backbone import (
-    SwinTransformerV2, UpsampleBackbone, build_detr_resnet_backbone, build_resnet_backbone, build_swinv2_backbone,
+    SwinTransformerV2, UpsampleBackbone, build_resnet_backbone, build_swinv2_backbone,
 )
 from .criterion import LossGroup, SetCriterion
 from .matcher import HungarianMatcher

@@ -77,7 +77,7 @@ def test_errors_name_the_first_offending_key():
     with pytest.raises(ValueError, match="'transformer.decoder.bbox_embed.3.layers.0.bias' differs"):
         convert_dino(untied, target)
     # a 4-scale checkpoint into a 5-scale model
-    with pytest.raises(ValueError, match="'transformer.level_embed'.*shape \(4, 256\).*\(5, 256\)"):
+    with pytest.raises(ValueError, match=r"'transformer.level_embed'.*shape \(4, 256\).*\(5, 256\)"):
         convert_dino(official, renamed_shapes(fake_official("dino_5scale")))
     with pytest.raises(KeyError, match="not a DINO checkpoint"):
         convert_dino({"class_embed.0.weight": torch.zeros(2, 2)}, target)

@@ -112,9 +112,6 @@ def test_errors_name_the_first_offending_key():
         convert_sam_detr(untied, target)
 
 
-@pytest.mark.skipif(
-    not (CONFIGS / "common" / "data" / "coco_detr.py").is_file(), reason="configs/common/data/coco_detr.py is absent"
-)
 def test_tool_converts_a_checkpoint_for_a_config(tmp_path):
     path = REPO_ROOT / "tools" / "convert_official_weights.py"
     spec = importlib.util.spec_from_file_location("convert_official_weights", path)

@@ -6,11 +6,7 @@ import torchvision
 
 pytest.importorskip("detectron2", reason="sam_detr.modeling needs detectron2")
 
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.modeling import build_backbone  # noqa: E402
-
 from sam_detr.checkpoint.resnet import convert_torchvision_resnet  # noqa: E402
-from sam_detr.config import add_detr_config  # noqa: E402
 from sam_detr.modeling import build_resnet_backbone  # noqa: E402
 
 
@@ -72,13 +68,9 @@ def test_converter_names_unknown_keys():
     assert convert_torchvision_resnet({"fc.weight": torch.zeros(1), "bn1.num_batches_tracked": torch.zeros(1)}) == {}
 
 
-def test_yacs_builder_dc5_and_errors():
-    cfg = add_detr_config(get_cfg())
-    cfg.MODEL.RESNETS.RES5_DILATION = 2
-    assert build_backbone(cfg).output_shape()["res5"].stride == 16
-    cfg.MODEL.RESNETS.RES5_DILATION = 4
-    with pytest.raises(ValueError, match="RES5_DILATION"):
-        build_backbone(cfg)
+def test_builder_dc5_and_errors():
+    with torch.device("meta"):
+        assert build_resnet_backbone(50, dc5=True).output_shape()["res5"].stride == 16
     with pytest.raises(ValueError, match="depth"):
         build_resnet_backbone(depth=42)
     with pytest.raises(ValueError, match="DC5"):

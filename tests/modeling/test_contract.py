@@ -41,7 +41,7 @@ NO_BATCH_INVARIANT_OPTION = (
 )
 
 # published models, trainable and all parameters with the official 91 classes, as the official repositories
-# build them (DETR: facebookresearch/detr; SAM-DETR: ../shared/notes/official_statedicts/sd_sam_*.txt;
+# build them (DETR: facebookresearch/detr; SAM-DETR: tests/checkpoint/listings/sd_sam_*.txt;
 # Conditional DETR: sd_cond*.txt). R101 adds 17 bottlenecks to res4, 1,114,112 convolution weights each
 # (the frozen BatchNorms are buffers): 18,939,904 parameters over R50, as the official models built with
 # `--backbone resnet101` count. MS-DETR: sd_msdetr.txt, sd_msdetr_pp.txt, and Atten4Vis/MS-DETR built with
@@ -62,7 +62,7 @@ PARAMETER_COUNTS = {
     "sam_detr_r50_smca_12ep.py": (58_123_306, 58_345_706),
     "sam_detr_r50_ms_12ep.py": (54_972_298, 55_194_698),
     "sam_detr_r50_smca_ms_12ep.py": (55_021_546, 55_243_946),
-    # fundamentalvision/Deformable-DETR (../shared/notes/official_statedicts/sd_ddetr*.txt)
+    # fundamentalvision/Deformable-DETR (tests/checkpoint/listings/sd_ddetr*.txt)
     "deformable_detr_r50_single_scale_50ep.py": (33_844_193, 34_066_593),
     "deformable_detr_r50_single_scale_dc5_50ep.py": (33_844_193, 34_066_593),
     "deformable_detr_r50_50ep.py": (39_847_265, 40_069_665),
@@ -71,7 +71,7 @@ PARAMETER_COUNTS = {
     "ms_detr_r50_12ep.py": (53_571_225, 53_793_625),
     "ms_detr_pp_r50_12ep.py": (53_648_025, 53_870_425),
     "ms_detr_pp_r50_900q_12ep.py": (53_801_625, 54_024_025),
-    # impiga/Plain-DETR (../shared/notes/official_statedicts/sd_plain_{ape,boxrpe,reparam}.txt; the SimMIM rows
+    # impiga/Plain-DETR (tests/checkpoint/listings/sd_plain_{ape,boxrpe,reparam}.txt; the SimMIM rows
     # differ from the supervised one only in the pretrained window sizes, which hold no parameters)
     "plain_detr_swinv2_small_sup_pt_ape.py": (62_644_691, 62_644_691),
     "plain_detr_swinv2_small_sup_pt_boxrpe.py": (62_712_275, 62_712_275),

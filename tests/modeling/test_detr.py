@@ -1,15 +1,10 @@
 import pytest
 import torch
 
-from conftest import REPO_ROOT
-
 pytest.importorskip("detectron2", reason="sam_detr.modeling needs detectron2")
 
-from detectron2.config import LazyConfig, get_cfg, instantiate  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
 from model_inputs import two_images  # noqa: E402
 
-from sam_detr.config import add_detr_config  # noqa: E402
 from sam_detr.modeling import DETR, HungarianMatcher, SetCriterion, build_resnet_backbone  # noqa: E402
 from sam_detr.modeling.transformer import DetrTransformer  # noqa: E402
 
@@ -29,19 +24,6 @@ def tiny_detr(num_classes=5, freeze_at=0):
         ),
     )
 
-
-def test_yacs_config_builds_the_lazy_configs_model():
-    """d2's build_model(cfg) with the yacs keys of sam_detr.config builds DETR-R50 as configs/detr_r50_500ep.py
-    does (its parameter count: tests/modeling/test_contract.py)."""
-    cfg = add_detr_config(get_cfg())
-    cfg.MODEL.META_ARCHITECTURE = "DETR"
-    cfg.MODEL.DETR.NUM_CLASSES = 80
-    cfg.MODEL.DEVICE = "cpu"
-    model = build_model(cfg)
-    assert isinstance(model, DETR)
-    with torch.device("meta"):
-        lazy = instantiate(LazyConfig.load(str(REPO_ROOT / "configs" / "detr_r50_500ep.py")).model)
-    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in lazy.state_dict().items()}
 
 
 def test_padding_does_not_leak_into_the_head():

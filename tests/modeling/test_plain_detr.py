@@ -10,14 +10,13 @@ from conftest import DETECTRON2_MISSING, REPO_ROOT
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
-from detectron2.config import LazyConfig, get_cfg  # noqa: E402
+from detectron2.config import LazyConfig  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 from model_inputs import model_and_optimizer  # noqa: E402
 
-from sam_detr.config import add_plain_detr_config  # noqa: E402
 from sam_detr.layers import box_to_delta, delta_to_box  # noqa: E402
-from sam_detr.modeling import HungarianMatcher, LossGroup, PlainDETR, SetCriterion  # noqa: E402
+from sam_detr.modeling import HungarianMatcher, LossGroup, SetCriterion  # noqa: E402
 from sam_detr.modeling.transformer import (  # noqa: E402
     BoxRefinement, GlobalCrossAttention, GlobalDecoder, GlobalDecoderLayer,
 )
@@ -181,15 +180,6 @@ def test_proposal_maps_and_pixel_anchors():
     assert anchors[0, 9].tolist() == [80.0] * 4 and not keep[0, 9]
     assert anchors[0, 80].tolist() == [80.0] * 4 and not keep[0, 80]
 
-
-def test_yacs_config_builds_the_published_model():
-    cfg = add_plain_detr_config(get_cfg())
-    cfg.MODEL.META_ARCHITECTURE = "PlainDETR"
-    cfg.MODEL.DETR.NUM_CLASSES = 91
-    with torch.device("meta"):
-        model = PlainDETR(cfg)
-    assert model.num_queries + model.num_queries_one2many == 1800 and len(model.decoder.layers) == 6
-    assert model.criterion.groups[-1].target_repeats == 6
 
 
 def larger_images():

@@ -48,7 +48,7 @@ def test_trunk_and_upsampled_shapes_on_odd_sizes(size):
 
 
 def test_swinv2_small_parameters_equal_the_official_listing():
-    """The official Plain-DETR boxrpe state dict (notes/official_statedicts/sd_plain_boxrpe.txt) holds 425
+    """The official Plain-DETR boxrpe state dict (tests/checkpoint/listings/sd_plain_boxrpe.txt) holds 425
     backbone tensors of 50,139,450 numbers, besides the 44 coordinate buffers of the 22 window blocks."""
     with torch.device("meta"):
         model = build_swinv2_backbone()

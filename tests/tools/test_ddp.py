@@ -4,7 +4,7 @@ total batch (the train loader gives each process its half of the same global bat
 Made comparable: images of one size (DETR-style models pad each process's batch to its own largest image, which
 changes the features: not batch-invariant), and GroupNorm in the backbone instead of BatchNorm (BatchNorm
 normalises each process's batch separately; d2's naiveSyncBN shares the statistics but computes the variance
-as E[x^2] - E[x]^2, which moves the weights by up to 8e-4 after 3 AdamW steps, see README "What happens when").
+as E[x^2] - E[x]^2, which moves the weights by up to 8e-4 after 3 AdamW steps, see docs/what_happens_when.md).
 AdamW's epsilon is raised from 1e-8 to 1e-3 so that its step is a smooth function of the gradient: at 1e-8 its
 first steps are about +-lr for any gradient near 1e-8, so that rounding in a gradient that is ~0 (the two runs
 sum the images' contributions in another order) decides the sign, and 10 of the 3.9M weights of this model

@@ -5,10 +5,9 @@ from typing import Dict, Sequence
 import torch
 import torch.nn.functional as F
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
-from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 
-__all__ = ["build_resnet_backbone", "build_detr_resnet_backbone", "FrozenBNConv2d", "FastResNet"]
+__all__ = ["build_resnet_backbone", "FrozenBNConv2d", "FastResNet"]
 
 
 def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, conv: Conv2d) -> torch.Tensor:
@@ -83,7 +82,7 @@ def build_resnet_backbone(
             every norm is frozen, run in the channels-last memory format (`FastResNet`), in training and
             inference: the same parameters, state dict and outputs (up to float rounding: about 3e-6 of
             the largest res5 feature) as d2's plain ResNet (`fast=False`); the official models' ResNet-50
-            runs about 1.2x faster on the CPU in inference, 1.1x in training (README, "Speed").
+            runs about 1.2x faster on the CPU in inference, 1.1x in training (docs/speed.md).
     """
     if depth not in _BLOCKS_PER_STAGE:
         raise ValueError(f"ResNet depth must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
@@ -115,18 +114,3 @@ def build_resnet_backbone(
     resnet = FastResNet if fast and norm == "FrozenBN" else ResNet
     model = resnet(stem, stages, out_features=list(out_features), freeze_at=freeze_at)
     return fold_frozen_bn(model) if fast else model
-
-
-@BACKBONE_REGISTRY.register()
-def build_detr_resnet_backbone(cfg, input_shape=None) -> ResNet:
-    """`build_resnet_backbone` from a yacs config: RES5_DILATION = 2 gives DC5."""
-    if cfg.MODEL.RESNETS.RES5_DILATION not in (1, 2):
-        raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {cfg.MODEL.RESNETS.RES5_DILATION}")
-    return build_resnet_backbone(
-        depth=cfg.MODEL.RESNETS.DEPTH,
-        out_features=cfg.MODEL.RESNETS.OUT_FEATURES,
-        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
-        norm=cfg.MODEL.RESNETS.NORM,
-        dc5=cfg.MODEL.RESNETS.RES5_DILATION == 2,
-        fast=cfg.MODEL.RESNETS.FAST,
-    )

@@ -8,14 +8,8 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from ...layers import MLP, InputProjection, PositionEmbeddingSine, inverse_sigmoid
-from ..transformer import (
-    ConditionalDETRDecoder,
-    ConditionalDETRDecoderLayer,
-    ConditionalDETRTransformer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-)
 from ..query_groups import layer_outputs
+from ..transformer import ConditionalDETRTransformer
 from .detr_base import DETRBase
 
 __all__ = ["ConditionalDETR"]
@@ -53,21 +47,6 @@ class ConditionalDETR(DETRBase):
         nn.init.zeros_(self.bbox_embed.layers[-1].weight)
         nn.init.zeros_(self.bbox_embed.layers[-1].bias)
 
-    @classmethod
-    def from_config(cls, cfg) -> Dict:
-        """Reads cfg.MODEL.DETR (see `sam_detr.config.add_conditional_detr_config`)."""
-        d = cfg.MODEL.DETR
-        encoder = TransformerEncoder(
-            TransformerEncoderLayer(d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT), d.ENC_LAYERS
-        )
-        decoder = ConditionalDETRDecoder(
-            ConditionalDETRDecoderLayer(d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT), d.DEC_LAYERS
-        )
-        return {
-            **super().from_config(cfg),
-            "transformer": ConditionalDETRTransformer(encoder, decoder),
-            "num_queries": d.NUM_QUERIES,
-        }
 
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None

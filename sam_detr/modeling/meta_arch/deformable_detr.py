@@ -9,17 +9,8 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from ...layers import MLP, InputProjection, PositionEmbeddingSine
-from ..transformer import (
-    BoxRefinement,
-    DeformableTransformer,
-    DeformableTransformerDecoder,
-    DeformableTransformerDecoderLayer,
-    DeformableTransformerEncoder,
-    DeformableTransformerEncoderLayer,
-    TwoStageProposals,
-    one_to_many_predictions,
-)
 from ..query_groups import layer_outputs
+from ..transformer import BoxRefinement, DeformableTransformer, one_to_many_predictions
 from .detr_base import DETRBase
 
 __all__ = ["DeformableDETR"]
@@ -100,25 +91,6 @@ class DeformableDETR(DETRBase):
             # boxes start 0.12 wide and high (the copies of refinement were made before: bias 0)
             nn.init.constant_(self.bbox_embed[0].layers[-1].bias[2:], -2.0)
 
-    @classmethod
-    def from_config(cls, cfg) -> Dict:
-        """Reads cfg.MODEL.DETR and cfg.MODEL.DEFORMABLE_DETR (see `sam_detr.config.add_deformable_detr_config`)."""
-        d, m = cfg.MODEL.DETR, cfg.MODEL.DEFORMABLE_DETR
-        levels = m.NUM_FEATURE_LEVELS
-        args = (d.HIDDEN_DIM, d.DIM_FEEDFORWARD, d.DROPOUT, levels, d.NHEADS)
-        transformer = DeformableTransformer(
-            DeformableTransformerEncoder(DeformableTransformerEncoderLayer(*args, m.ENC_N_POINTS), d.ENC_LAYERS),
-            DeformableTransformerDecoder(DeformableTransformerDecoderLayer(*args, m.DEC_N_POINTS), d.DEC_LAYERS),
-            TwoStageProposals(d.HIDDEN_DIM) if m.TWO_STAGE else None,
-        )
-        return {
-            **super().from_config(cfg),
-            "transformer": transformer,
-            "num_queries": d.NUM_QUERIES,
-            "with_box_refine": m.WITH_BOX_REFINE,
-            "mixed_selection": m.MIXED_SELECTION,
-            "look_forward_twice": m.LOOK_FORWARD_TWICE,
-        }
 
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None

@@ -37,21 +37,6 @@ class DETR(DETRBase):
         self.class_embed = nn.Linear(hidden, self.num_classes + 1)
         self.bbox_embed = MLP(hidden, hidden, 4, 3)
 
-    @classmethod
-    def from_config(cls, cfg) -> Dict:
-        d = cfg.MODEL.DETR
-        return {
-            **super().from_config(cfg),
-            "transformer": DetrTransformer(
-                d_model=d.HIDDEN_DIM,
-                nhead=d.NHEADS,
-                num_encoder_layers=d.ENC_LAYERS,
-                num_decoder_layers=d.DEC_LAYERS,
-                dim_feedforward=d.DIM_FEEDFORWARD,
-                dropout=d.DROPOUT,
-            ),
-            "num_queries": d.NUM_QUERIES,
-        }
 
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None

@@ -2,13 +2,13 @@
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from detectron2.modeling import Backbone, build_backbone, detector_postprocess
+from detectron2.modeling import Backbone, detector_postprocess
 from detectron2.structures import ImageList, Instances
 from torch import nn
 
+from ...config import lazy_model_arguments
 from ...layers.box_ops import box_xyxy_to_cxcywh
 from ..criterion import SetCriterion
-from ..matcher import HungarianMatcher
 from ..postprocess import softmax_postprocess, topk_postprocess
 from ..transformer.levels import pad_levels, resize_mask
 
@@ -78,35 +78,10 @@ class DETRBase(nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
-        """The arguments every method shares, from cfg.MODEL (see `sam_detr.config.add_detr_config`)."""
-        d = cfg.MODEL.DETR
-        matcher = HungarianMatcher(
-            cost_class=d.COST_CLASS,
-            cost_bbox=d.COST_BBOX,
-            cost_giou=d.COST_GIOU,
-            class_cost_type=d.CLASS_LOSS,
-            focal_alpha=d.FOCAL_ALPHA,
-            focal_gamma=d.FOCAL_GAMMA,
-        )
-        criterion = SetCriterion(
-            num_classes=d.NUM_CLASSES,
-            matcher=matcher,
-            weight_dict={"loss_ce": d.CLASS_WEIGHT, "loss_bbox": d.BBOX_WEIGHT, "loss_giou": d.GIOU_WEIGHT},
-            class_loss_type=d.CLASS_LOSS,
-            eos_coef=d.EOS_COEF,
-            focal_alpha=d.FOCAL_ALPHA,
-            focal_gamma=d.FOCAL_GAMMA,
-        )
-        return {
-            "backbone": build_backbone(cfg),
-            "in_features": d.IN_FEATURES,
-            "criterion": criterion,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-            "size_divisibility": d.SIZE_DIVISIBILITY,
-            "num_select": d.NUM_SELECT,
-            "batch_invariant": d.BATCH_INVARIANT,
-        }
+        """Every method's arguments for d2's `build_model(cfg)` (a method's `@configurable` constructor called
+        with a yacs CfgNode): the model of the LazyConfig file that cfg.MODEL.DETR.CONFIG_FILE names, whose
+        target must be this class (see `sam_detr.config.add_detr_config`)."""
+        return lazy_model_arguments(cfg, cls)
 
     @property
     def device(self) -> torch.device:

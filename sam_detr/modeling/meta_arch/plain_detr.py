@@ -11,10 +11,9 @@ from torch import nn
 
 from ...layers import MLP, InputProjection, PositionEmbeddingSine
 from ...layers.box_ops import box_xyxy_to_cxcywh, delta_to_box, pixel_boxes_normalised
-from ..criterion import one_to_many_groups
 from ..transformer import BoxRefinement, TwoStageProposals, reset_deformable_parameters, valid_ratios
 from ..query_groups import QueryGroup, QueryGroups
-from ..transformer.plain_detr_decoder import GlobalDecoder, GlobalDecoderLayer
+from ..transformer.plain_detr_decoder import GlobalDecoder
 from ..transformer.proposals import pixel_anchors, proposal_maps, proposal_projections
 from .detr_base import DETRBase
 
@@ -88,23 +87,6 @@ class PlainDETR(DETRBase):
         self.class_embed = nn.ModuleList(copy.deepcopy(class_embed) for _ in range(num_heads))
         self.bbox_embed = nn.ModuleList(copy.deepcopy(bbox_embed) for _ in range(num_heads))
 
-    @classmethod
-    def from_config(cls, cfg) -> Dict:
-        """Reads cfg.MODEL.DETR and cfg.MODEL.PLAIN_DETR (see `sam_detr.config.add_plain_detr_config`)."""
-        d, p = cfg.MODEL.DETR, cfg.MODEL.PLAIN_DETR
-        layer = GlobalDecoderLayer(
-            d.HIDDEN_DIM, d.DIM_FEEDFORWARD, d.DROPOUT, d.NHEADS, p.RPE_TYPE or None, p.RPE_HIDDEN_DIM, p.FEATURE_STRIDE
-        )
-        args = super().from_config(cfg)
-        args["criterion"].groups = one_to_many_groups(p.K_ONE2MANY)
-        position = PositionEmbeddingSine(
-            d.HIDDEN_DIM // 2, normalize=not p.REPARAM, offset=-0.5, scale_unnormalized=p.REPARAM
-        )
-        return {
-            **args, "decoder": GlobalDecoder(layer, d.DEC_LAYERS), "proposal_strides": p.PROPOSAL_STRIDES,
-            "num_queries": d.NUM_QUERIES, "num_queries_one2many": p.NUM_QUERIES_ONE2MANY,
-            "look_forward_twice": p.LOOK_FORWARD_TWICE, "reparam": p.REPARAM, "position_embedding": position,
-        }
 
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None

@@ -9,17 +9,8 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from ...layers import MLP, InputProjection, PositionEmbeddingSine
-from ..transformer import (
-    DeformableTransformerEncoder,
-    DeformableTransformerEncoderLayer,
-    SAMDETRDecoder,
-    SAMDETRDecoderLayer,
-    SAMDETRMultiScaleTransformer,
-    SAMDETRTransformer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-)
 from ..query_groups import layer_outputs
+from ..transformer import SAMDETRTransformer
 from .detr_base import DETRBase
 
 __all__ = ["SAMDETR"]
@@ -70,36 +61,6 @@ class SAMDETR(DETRBase):
         self.class_embed = nn.ModuleList(copy.deepcopy(class_embed) for _ in range(num_layers))
         self.bbox_embed = nn.ModuleList(copy.deepcopy(bbox_embed) for _ in range(num_layers))
 
-    @classmethod
-    def from_config(cls, cfg) -> Dict:
-        """Reads cfg.MODEL.DETR and cfg.MODEL.SAM_DETR (see `sam_detr.config.add_sam_detr_config`)."""
-        d, s = cfg.MODEL.DETR, cfg.MODEL.SAM_DETR
-        num_levels = len(d.IN_FEATURES)
-        decoder = SAMDETRDecoder(
-            SAMDETRDecoderLayer(d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT, smca=s.SMCA),
-            num_layers=d.DEC_LAYERS,
-            layer_levels=s.DECODER_LEVELS or _coarse_to_fine(d.DEC_LAYERS, num_levels),
-        )
-        if num_levels == 1:
-            encoder = TransformerEncoder(
-                TransformerEncoderLayer(d.HIDDEN_DIM, d.NHEADS, d.DIM_FEEDFORWARD, d.DROPOUT), d.ENC_LAYERS
-            )
-            transformer = SAMDETRTransformer(encoder, decoder)
-        else:
-            encoder = DeformableTransformerEncoder(
-                DeformableTransformerEncoderLayer(
-                    d.HIDDEN_DIM, s.ENC_DIM_FEEDFORWARD, d.DROPOUT, num_levels, d.NHEADS, s.ENC_N_POINTS
-                ),
-                d.ENC_LAYERS,
-            )
-            transformer = SAMDETRMultiScaleTransformer(encoder, decoder)
-        return {
-            **super().from_config(cfg),
-            "transformer": transformer,
-            "input_proj_norm": s.INPUT_PROJ_NORM,
-            "num_queries": d.NUM_QUERIES,
-        }
-
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
     ) -> Dict:
@@ -107,9 +68,3 @@ class SAMDETR(DETRBase):
         hs, boxes = self.transformer(features, masks, pos, self.query_embed.weight, self.bbox_embed)
         logits = torch.stack([head(h) for head, h in zip(self.class_embed, hs)])
         return layer_outputs({"pred_logits": logits, "pred_boxes": boxes})
-
-
-def _coarse_to_fine(num_layers: int, num_levels: int) -> List[int]:
-    """Level per decoder layer, the layers split evenly from the coarsest level to the finest:
-    6 layers over 3 levels -> [2, 2, 1, 1, 0, 0], the official multi-scale schedule."""
-    return [num_levels - 1 - i * num_levels // num_layers for i in range(num_layers)]

@@ -1,0 +1,1 @@
+"""Evaluation beyond d2's evaluators: batch-size invariance of the detections."""
