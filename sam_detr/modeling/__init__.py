@@ -3,6 +3,7 @@ from .backbone import (
     SwinTransformerV2, UpsampleBackbone, build_resnet_backbone, build_swinv2_backbone,
 )
 from .criterion import LossGroup, SetCriterion
+from .denoising import ContrastiveDenoising, DenoisingMatcher
 from .matcher import HungarianMatcher
 from .o2m_matcher import OneToManyMatcher
 from .meta_arch import DETR, SAMDETR, ConditionalDETR, DETRBase, DeformableDETR, PlainDETR

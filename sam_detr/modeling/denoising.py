@@ -20,6 +20,7 @@ from .query_groups import QueryGroup, QueryGroups
 
 __all__ = [
     "ContrastiveDenoising",
+    "DenoisingMatcher",
     "DenoisingQueries",
     "denoising_indices",
     "noise_boxes",
@@ -128,11 +129,6 @@ class DenoisingQueries(NamedTuple):
         dn = QueryGroup(self.num_queries, key=key, blocks=self.num_groups, sees=(None,))
         return QueryGroups([dn, QueryGroup(num_queries)])
 
-    def indices(self, targets: List[Dict[str, torch.Tensor]]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        """Per image, the positive queries and the targets they reconstruct (`denoising_indices`)."""
-        return denoising_indices([len(t["labels"]) for t in targets], self.num_groups, self.group_size,
-                                 self.content.device)
-
 
 class ContrastiveDenoising(nn.Module):
     """Builds the denoising queries of a training batch from its targets (DINO's `prepare_for_cdn`).
@@ -206,3 +202,39 @@ class ContrastiveDenoising(nn.Module):
             f"dn_number={self.dn_number}, label_noise_ratio={self.label_noise_ratio}, "
             f"box_noise_scale={self.box_noise_scale}"
         )
+
+
+class DenoisingMatcher(nn.Module):
+    """The matcher of a denoising loss group: each positive query is matched to the target it was made from
+    (`denoising_indices`), no assignment. The layout is read from the shapes: P queries per image for targets
+    of at most m per image are P / (2m) groups of 2m.
+
+    Each target is matched once per group: `matches_per_target` tells the criterion, which scales the
+    group's normaliser by it (DINO divides the denoising losses by the number of targets times G).
+    """
+
+    @staticmethod
+    def _layout(outputs: Dict[str, torch.Tensor], targets: List[Dict[str, torch.Tensor]]) -> Tuple[int, int]:
+        """(G, group size) of the outputs' P queries."""
+        P = outputs["pred_logits"].shape[1]
+        m = max((len(t["labels"]) for t in targets), default=0)
+        if m == 0 or P % (2 * m):
+            raise ValueError(f"{P} denoising queries per image are not groups of 2 x {m} (the most targets of an image)")
+        return P // (2 * m), 2 * m
+
+    @torch.no_grad()
+    def forward(
+        self, outputs: Dict[str, torch.Tensor], targets: List[Dict[str, torch.Tensor]]
+    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """
+        Args:
+            outputs: "pred_logits" (B, P, K) of the denoising queries (see the module docstring for the layout).
+            targets: per image, "labels" (T_b,) the targets the queries were made from.
+        Returns:
+            per image, (query indices, target indices), int64 CPU tensors of length G * T_b.
+        """
+        return denoising_indices([len(t["labels"]) for t in targets], *self._layout(outputs, targets))
+
+    def matches_per_target(self, outputs: Dict[str, torch.Tensor], targets: List[Dict[str, torch.Tensor]]) -> int:
+        """G: how many queries reconstruct each target."""
+        return self._layout(outputs, targets)[0]

@@ -4,7 +4,7 @@ import torch
 
 from sam_detr.layers import box_cxcywh_to_xyxy
 from sam_detr.modeling.denoising import (
-    ContrastiveDenoising, DenoisingQueries, noise_boxes, noise_labels, num_denoising_groups,
+    ContrastiveDenoising, DenoisingMatcher, DenoisingQueries, noise_boxes, noise_labels, num_denoising_groups,
 )
 
 
@@ -107,7 +107,10 @@ def test_indices_reach_the_copies_of_their_targets():
     dn = ContrastiveDenoising(num_classes=7, d_model=6, dn_number=9, label_noise_ratio=0.0, box_noise_scale=0.5)
     targets = make_targets([2, 3, 0], seed=2)
     q = dn(targets, torch.Generator().manual_seed(0))
-    indices = q.indices(targets)
+    matcher = DenoisingMatcher()
+    outputs = {"pred_logits": torch.zeros(3, q.num_queries, 7)}
+    indices = matcher(outputs, targets)
+    assert matcher.matches_per_target(outputs, targets) == q.num_groups
     for t, content, (src, tgt) in zip(targets, q.content, indices):
         assert len(src) == q.num_groups * len(t["labels"])
         assert torch.equal(content[src], dn.label_enc(t["labels"][tgt]))
@@ -123,7 +126,8 @@ def test_a_batch_without_targets_has_no_queries():
     q = dn(make_targets([0, 0]))
     assert q.num_queries == 0 and q.content.shape == (2, 0, 4)
     assert q.query_groups(3).attention_mask() is None and q.query_groups(3).num_queries == 3
-    assert [len(s) for s, _ in q.indices(make_targets([0, 0]))] == [0, 0]
+    with pytest.raises(ValueError, match="0 denoising queries per image are not groups of 2 x 0"):
+        DenoisingMatcher()({"pred_logits": q.content}, make_targets([0, 0]))
 
 
 def test_label_embedding_stays_in_the_graph():
