@@ -203,3 +203,29 @@ def test_non_finite_predictions_give_non_finite_losses_not_an_error():
     outputs["pred_boxes"] = torch.full_like(outputs["pred_boxes"], float("nan"))
     losses = criterion(outputs, _targets())
     assert torch.isfinite(losses["loss_ce"]) and not torch.isfinite(losses["loss_bbox"])
+
+
+def test_denoising_group_is_matched_by_construction_and_normalised_per_copy():
+    """DINO's denoising group: queries matched to the targets they copy, the losses divided by the targets
+    times the number of copies (groups), named `<loss>_dn_{i}` for aux layers, and zeros (same keys) when a
+    batch without targets has no such group."""
+    from sam_detr.modeling import DenoisingMatcher
+
+    g = torch.Generator().manual_seed(7)
+    outputs = _outputs(2, 6, 4, g, aux=1)
+    outputs["dn_outputs"] = _outputs(2, 12, 4, g, aux=1)  # 3 groups of 2 x 2 (the most targets of an image)
+    dn = LossGroup(key="dn_outputs", suffix="_dn", matcher=DenoisingMatcher(), zeros_when_absent=True,
+                   index_after_suffix=True)
+    criterion = SetCriterion(4, HungarianMatcher(), WEIGHTS, groups=[LossGroup(), dn])
+    targets = _targets()
+    losses = criterion(outputs, targets)
+    assert set(losses) == {f"{k}{s}" for k in WEIGHTS for s in ("", "_0", "_dn", "_dn_0")}
+    # positives: queries 0, 1 of each group of 4 (g * 4 + j) reconstruct targets j; normaliser 2 targets x 3
+    indices = [(torch.tensor([0, 1, 4, 5, 8, 9]), torch.tensor([0, 1, 0, 1, 0, 1])), (torch.tensor([]).long(),) * 2]
+    expected = criterion.layer_losses(outputs["dn_outputs"], targets, 6.0, indices, WEIGHTS, "_dn")
+    for k, v in expected.items():
+        torch.testing.assert_close(losses[k], v)
+    del outputs["dn_outputs"]
+    zeros = {k: v for k, v in criterion(outputs, targets).items() if "_dn" in k}
+    assert set(zeros) == {f"{k}{s}" for k in WEIGHTS for s in ("_dn", "_dn_0")}
+    assert all(v == 0 for v in zeros.values())
