@@ -14,6 +14,8 @@
         --source ms_detr_pp_300.pth --output ms_detr_pp_r50_12ep.pth
     python tools/convert_official_weights.py --config-file configs/plain_detr_swinv2_small_sup_pt_boxrpe.py \
         --source plain_detr_checkpoint.pth --output plain_detr_swinv2_small_sup_pt_boxrpe.pth
+    python tools/convert_official_weights.py --config-file configs/dino_r50_4scale_12ep.py \
+        --source checkpoint0011_4scale.pth --output dino_r50_4scale_12ep.pth
 
 The conversion is strict: every official weight is used and every weight of the model filled, with equal
 shapes. When the model predicts the contiguous classes of `--dataset` (Detectron2's 80 COCO classes),
@@ -30,10 +32,10 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 
 from sam_detr.checkpoint import (
-    convert_conditional_detr, convert_deformable_detr, convert_detr, convert_ms_detr, convert_plain_detr,
+    convert_conditional_detr, convert_deformable_detr, convert_detr, convert_dino, convert_ms_detr, convert_plain_detr,
     convert_sam_detr, dataset_class_ids,
 )
-from sam_detr.modeling import DETR, SAMDETR, ConditionalDETR, DeformableDETR, PlainDETR
+from sam_detr.modeling import DETR, DINO, SAMDETR, ConditionalDETR, DeformableDETR, PlainDETR
 from sam_detr.modeling.transformer import MSDETRDecoderLayer
 from sam_detr.utils.cli import load_config, one_line_errors
 
@@ -46,6 +48,7 @@ CONVERTERS = {
     DETR: (convert_detr, "facebookresearch/detr"),
     MSDETRDecoderLayer: (convert_ms_detr, "Atten4Vis/MS-DETR"),
     PlainDETR: (convert_plain_detr, "impiga/Plain-DETR"),
+    DINO: (convert_dino, "IDEA-Research/DINO"),
 }
 
 

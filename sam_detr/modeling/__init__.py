@@ -6,4 +6,4 @@ from .criterion import LossGroup, SetCriterion
 from .denoising import ContrastiveDenoising, DenoisingMatcher
 from .matcher import HungarianMatcher
 from .o2m_matcher import OneToManyMatcher
-from .meta_arch import DETR, SAMDETR, ConditionalDETR, DETRBase, DeformableDETR, PlainDETR
+from .meta_arch import DETR, DINO, SAMDETR, ConditionalDETR, DETRBase, DeformableDETR, PlainDETR

@@ -3,35 +3,28 @@ built on CPU from IDEA-Research/DINO's config/DINO/DINO_{4,5}scale.py)."""
 import pytest
 import torch
 
-from official_listings import TIED_HEADS, assert_renamed, fake_official
+from conftest import DETECTRON2_MISSING
+from official_listings import (
+    CONVERTER_TEST_MARKS, TIED_HEADS, assert_renamed, convert_and_load_strictly, fake_official, meta_model,
+)
 
-from sam_detr.checkpoint.dino import convert_dino, dino_key
+pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
-LISTINGS = ("dino_4scale", "dino_5scale")
+from sam_detr.checkpoint.dino import convert_dino, dino_key  # noqa: E402
 
-
-def renamed_shapes(official, num_classes=None):
-    """The target a converter must fill, from the listing itself: every kept key under its new name, the class
-    heads cut to `num_classes` rows (the label embedding to num_classes + 1)."""
-    target = {}
-    for key, value in official.items():
-        if key.startswith(TIED_HEADS):
-            continue
-        shape = tuple(value.shape)
-        if num_classes is not None and ("class_embed" in key or key == "label_enc.weight"):
-            shape = (num_classes + (key == "label_enc.weight"),) + shape[1:]
-        target[dino_key(key)] = torch.empty(shape, device="meta")
-    return target
+pytestmark = CONVERTER_TEST_MARKS
+# listing -> config of the same official model
+CONFIG_OF = {"dino_4scale": "dino_r50_4scale_12ep.py", "dino_5scale": "dino_r50_5scale_12ep.py"}
 
 
-@pytest.mark.parametrize("listing", LISTINGS)
-def test_every_official_key_has_its_own_name(listing):
+def model_for(listing: str, num_classes: int):
+    return meta_model(CONFIG_OF[listing], num_classes)
+
+
+@pytest.mark.parametrize("listing", sorted(CONFIG_OF))
+def test_official_listing_converts_and_loads_strictly(listing):
     official = fake_official(listing)
-    kept = [k for k in official if not k.startswith(TIED_HEADS)]
-    names = [dino_key(k) for k in kept]
-    assert len(set(names)) == len(names)
-    converted = convert_dino(official, renamed_shapes(official))
-    assert len(converted) == len(kept)
+    converted = convert_and_load_strictly(convert_dino, official, model_for(listing, 91), dropped_prefixes=TIED_HEADS)
     expected = {
         "backbone.0.body.layer3.5.conv2.weight": "backbone.res4.5.conv2.weight",
         "transformer.level_embed": "transformer.level_embed",
@@ -58,10 +51,16 @@ def test_every_official_key_has_its_own_name(listing):
     assert official["input_proj.0.0.weight"].shape[1] == (512 if listing == "dino_4scale" else 256)
 
 
+def test_shared_heads_stay_shared_and_the_proposal_heads_apart():
+    model = model_for("dino_4scale", 91)
+    assert model.class_embed[0] is model.class_embed[5] and model.bbox_embed[0] is model.bbox_embed[5]
+    assert model.class_embed[6] is not model.class_embed[0] and model.bbox_embed[6] is not model.bbox_embed[0]
+
+
 def test_class_heads_and_label_embedding_keep_the_dataset_rows():
     official = fake_official("dino_4scale")
     ids = [1, 2, 3, 90, 7]  # any official class index per contiguous class
-    converted = convert_dino(official, renamed_shapes(official, num_classes=len(ids)), class_ids=ids)
+    converted = convert_dino(official, model_for("dino_4scale", len(ids)).state_dict(), class_ids=ids)
     for i in range(6):
         assert torch.equal(converted[f"class_embed.{i}.weight"], official[f"class_embed.{i}.weight"][ids])
     # the proposals' head is class-aware in DINO (top-k over its best class): the same rows
@@ -72,13 +71,13 @@ def test_class_heads_and_label_embedding_keep_the_dataset_rows():
 
 def test_errors_name_the_first_offending_key():
     official = fake_official("dino_4scale")
-    target = renamed_shapes(official)
+    target = model_for("dino_4scale", 91).state_dict()
     untied = {**official, "transformer.decoder.bbox_embed.3.layers.0.bias": torch.zeros(256)}
     with pytest.raises(ValueError, match="'transformer.decoder.bbox_embed.3.layers.0.bias' differs"):
         convert_dino(untied, target)
     # a 4-scale checkpoint into a 5-scale model
     with pytest.raises(ValueError, match=r"'transformer.level_embed'.*shape \(4, 256\).*\(5, 256\)"):
-        convert_dino(official, renamed_shapes(fake_official("dino_5scale")))
+        convert_dino(official, model_for("dino_5scale", 91).state_dict())
     with pytest.raises(KeyError, match="not a DINO checkpoint"):
         convert_dino({"class_embed.0.weight": torch.zeros(2, 2)}, target)
 

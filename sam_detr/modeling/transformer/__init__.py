@@ -5,6 +5,8 @@ from .conditional_detr_decoder import (
 from .deformable_decoder import DecoderOutput, DeformableTransformerDecoder, DeformableTransformerDecoderLayer
 from .deformable_encoder import DeformableTransformerEncoder, DeformableTransformerEncoderLayer
 from .deformable_transformer import DeformableTransformer, reset_deformable_parameters
+from .dino_decoder import DINODecoder
+from .dino_transformer import DINOProposals, DINOTransformer
 from .ms_detr_decoder import MSDETRDecoderLayer, one_to_many_predictions
 from .levels import FlattenedLevels, flatten_levels, valid_ratios
 from .detr_transformer import DetrTransformer, TransformerEncoder, TransformerEncoderLayer

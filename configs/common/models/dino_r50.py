@@ -1,0 +1,62 @@
+# DINO-R50 4-scale as IDEA-Research/DINO (config/DINO/DINO_4scale.py with its scripts' dn_box_noise_scale=1.0):
+# C3-C5 (strides 8/16/32) and a stride-64 level from C5, each projected with GroupNorm; 6 + 6 deformable
+# layers (8 heads, 4 points, FFN 2048, no dropout); 900 queries positioned by the encoder's best proposals,
+# with learned content (mixed query selection); look-forward-twice; contrastive denoising with up to 100
+# positive and 100 negative queries per image; focal classes; 300 detections kept per image. The 5-scale
+# model (configs/dino_r50_5scale_*.py) adds C2 (stride 4).
+from detectron2.config import LazyCall as L
+
+from sam_detr.modeling import (
+    DINO, ContrastiveDenoising, DenoisingMatcher, HungarianMatcher, LossGroup, SetCriterion, build_resnet_backbone,
+)
+from sam_detr.modeling.transformer import (
+    DeformableTransformerDecoderLayer,
+    DeformableTransformerEncoder,
+    DeformableTransformerEncoderLayer,
+    DINODecoder,
+    DINOProposals,
+    DINOTransformer,
+)
+
+model = L(DINO)(
+    backbone=L(build_resnet_backbone)(
+        depth=50, out_features=["res3", "res4", "res5"], freeze_at=2, norm="FrozenBN", dc5=False
+    ),
+    in_features=["res3", "res4", "res5"],
+    transformer=L(DINOTransformer)(
+        encoder=L(DeformableTransformerEncoder)(
+            layer=L(DeformableTransformerEncoderLayer)(
+                d_model=256, d_ffn=2048, dropout=0.0, n_levels=4, n_heads=8, n_points=4
+            ),
+            num_layers=6,
+        ),
+        decoder=L(DINODecoder)(
+            layer=L(DeformableTransformerDecoderLayer)(
+                d_model=256, d_ffn=2048, dropout=0.0, n_levels=4, n_heads=8, n_points=4
+            ),
+            num_layers=6,
+        ),
+        proposals=L(DINOProposals)(d_model=256),
+        num_queries=900,
+    ),
+    denoising=L(ContrastiveDenoising)(
+        num_classes="${..criterion.num_classes}", d_model=256, dn_number=100, label_noise_ratio=0.5, box_noise_scale=1.0
+    ),
+    num_select=300,
+    criterion=L(SetCriterion)(
+        num_classes=80,
+        matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost_type="focal"),
+        weight_dict={"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0},
+        class_loss_type="focal",
+        groups=[
+            L(LossGroup)(),
+            # the denoising queries, matched by construction; zero losses in a batch without targets
+            L(LossGroup)(
+                key="dn_outputs", suffix="_dn", matcher=L(DenoisingMatcher)(), zeros_when_absent=True,
+                index_after_suffix=True,
+            ),
+            # the selected proposals, Hungarian-matched against the targets with their classes
+            L(LossGroup)(key="interm_outputs", suffix="_interm"),
+        ],
+    ),
+)
