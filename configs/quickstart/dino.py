@@ -5,15 +5,14 @@
 # Its levels: res4 (stride 16) and one stride-2 level on it. Contrastive denoising as DINO's (label flips 0.5,
 # box noise 1.0), with dn_number 10: below 50 the official rule takes it as 20 groups whatever the targets
 # (1 to 6 per image here: up to 240 denoising queries besides the 10 matching ones).
-from sam_detr.config.quickstart import DEFORMABLE_LAYER_ARGS, like_quickstart_detr
+from sam_detr.config.quickstart import like_quickstart_detr
 
 from ..common.models.dino_r50 import model
 from .detr import dataloader, lr_multiplier, optimizer, train
 from .detr import model as detr
 
 like_quickstart_detr(
-    model, detr, model.transformer.encoder, model.transformer.decoder, names=DEFORMABLE_LAYER_ARGS,
-    n_levels=len(detr.in_features) + 1,
+    model, detr, model.transformer.encoder, model.transformer.decoder, n_levels=len(detr.in_features) + 1
 )
 model.transformer.num_queries = model.pop("num_queries")  # DINO's queries are its transformer's
 for part in (model.transformer.proposals, model.denoising):

@@ -2,8 +2,11 @@
 from .backbone import (
     SwinTransformerV2, UpsampleBackbone, build_resnet_backbone, build_swinv2_backbone,
 )
+from .box_coder import BoxCoder, SigmoidBoxCoder
 from .criterion import LossGroup, SetCriterion
 from .denoising import ContrastiveDenoising, DenoisingMatcher
 from .matcher import HungarianMatcher
 from .o2m_matcher import OneToManyMatcher
-from .meta_arch import DETR, DINO, SAMDETR, ConditionalDETR, DETRBase, DeformableDETR, PlainDETR
+from .meta_arch import DETR, DINO, MSDETR, SAMDETR, ConditionalDETR, DETRBase, DeformableDETR, PlainDETR
+from .pixel_box_coder import PixelDeltaBoxCoder
+from .query_groups import QueryGroup, QueryGroups

@@ -44,7 +44,7 @@ class BoxCoder:
     def anchors(
         self, mask: torch.Tensor, spatial_shapes: torch.Tensor, strides: Optional[Sequence[int]] = None
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """One fixed proposal box per encoder token, in the form `proposal_boxes` takes.
+        """One fixed proposal box per encoder token, unactivated (see `activate`).
 
         Args:
             mask: (B, S) bool, True on padding; spatial_shapes: (L, 2) (H_l, W_l) of the token levels;
@@ -55,12 +55,13 @@ class BoxCoder:
         """
         raise NotImplementedError
 
-    def proposal_boxes(self, anchors: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """(B, S, 4) anchors (`anchors`'s form), (B, S, 4) deltas -> (B, S, 4) proposal boxes."""
+    def propose(self, anchors: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """(B, S, 4) anchors, (B, S, 4) deltas -> (B, S, 4) proposal boxes, unactivated."""
         raise NotImplementedError
 
-    def anchor_boxes(self, anchors: torch.Tensor) -> torch.Tensor:
-        """(B, S, 4) anchors (`anchors`'s form) -> boxes."""
+    def activate(self, boxes: torch.Tensor) -> torch.Tensor:
+        """Unactivated anchors or proposals -> boxes (the two-stage selection gathers before it activates,
+        as the official code: an elementwise op may round differently at another memory position)."""
         raise NotImplementedError
 
     def regression_outputs(self, reference: torch.Tensor, delta: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -154,11 +155,11 @@ class SigmoidBoxCoder(BoxCoder):
     def anchors(self, mask, spatial_shapes, strides=None):
         return encoder_anchors(mask, spatial_shapes)
 
-    def proposal_boxes(self, anchors: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        return (delta + anchors).sigmoid()
+    def propose(self, anchors: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        return delta + anchors
 
-    def anchor_boxes(self, anchors: torch.Tensor) -> torch.Tensor:
-        return anchors.sigmoid()
+    def activate(self, boxes: torch.Tensor) -> torch.Tensor:
+        return boxes.sigmoid()
 
     def l1_cost(self, outputs, b, target_boxes):
         return torch.cdist(outputs["pred_boxes"][b], target_boxes, p=1)

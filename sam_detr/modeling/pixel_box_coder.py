@@ -46,11 +46,11 @@ class PixelDeltaBoxCoder(BoxCoder):
             raise ValueError("pixel anchors need the strides of the token levels")
         return pixel_anchors(mask, spatial_shapes, strides)
 
-    def proposal_boxes(self, anchors: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    def propose(self, anchors: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         return self.decode(anchors, delta)
 
-    def anchor_boxes(self, anchors: torch.Tensor) -> torch.Tensor:
-        return anchors
+    def activate(self, boxes: torch.Tensor) -> torch.Tensor:
+        return boxes
 
     def regression_outputs(self, reference: torch.Tensor, delta: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {"pred_deltas": delta, "pred_boxes_old": reference}

@@ -94,17 +94,17 @@ class QueryGroups:
                 blocked[s, spans[key]] = False
         return blocked
 
-    def outputs(self, predictions: Mapping[str, torch.Tensor]) -> Dict:
-        """Every layer's predictions of the whole query set, name -> (L, B, Q, ...) -> the outputs: the
-        `layer_outputs` of the top-level group, with each other group's under its key."""
+    def select(self, predictions: Mapping[str, torch.Tensor], key: Optional[str] = None) -> Dict:
+        """Every layer's predictions of the whole query set, name -> (L, B, Q, ...) -> the `layer_outputs` of
+        group `key`'s queries."""
         Q = next(iter(predictions.values())).shape[2]
         if Q != self.num_queries:
             raise ValueError(f"predictions for {Q} queries, the query groups have {self.num_queries}")
-        outputs, others = {}, {}
-        for g, s in self.slices():
-            group = layer_outputs({k: v[:, :, s] for k, v in predictions.items()})
-            if g.key is None:
-                outputs.update(group)
-            else:
-                others[g.key] = group
-        return {**outputs, **others}
+        group = next(s for g, s in self.slices() if g.key == key)
+        return layer_outputs({k: v[:, :, group] for k, v in predictions.items()})
+
+    def outputs(self, predictions: Mapping[str, torch.Tensor]) -> Dict:
+        """Every layer's predictions of the whole query set, name -> (L, B, Q, ...) -> the outputs: the
+        `layer_outputs` of the top-level group, with each other group's under its key."""
+        others = {g.key: self.select(predictions, g.key) for g in self.groups if g.key is not None}
+        return {**self.select(predictions), **others}

@@ -12,8 +12,9 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 from model_inputs import model_and_optimizer, train_step_and_inference, two_images  # noqa: E402
 
 from sam_detr.layers import anchor_sine_embed, inverse_sigmoid  # noqa: E402
+from sam_detr.modeling.box_coder import SigmoidBoxCoder  # noqa: E402
 from sam_detr.modeling.transformer import (  # noqa: E402
-    DeformableTransformerDecoderLayer, DINODecoder, flatten_levels,
+    BoxRefinement, DeformableTransformerDecoderLayer, DINODecoder, Reference, flatten_levels,
 )
 
 CONFIGS = REPO_ROOT / "configs"
@@ -95,7 +96,7 @@ def direct_decoder(decoder, tgt, anchors, memory, heads):
     for layer, head in zip(decoder.layers, heads):
         ref_in = ref[:, :, None] * ratios
         pos = decoder.ref_point_head(anchor_sine_embed(ref_in[:, :, 0], decoder.d_model // 2))
-        tgt = layer(tgt, pos, ref_in, memory)
+        tgt = layer(tgt, pos, Reference(ref, ref, SigmoidBoxCoder(1e-3)), memory)
         new_ref = (head(tgt) + inverse_sigmoid(ref, 1e-3)).sigmoid()
         refs.append(new_ref)
         ref = new_ref.detach()
@@ -106,7 +107,8 @@ def direct_decoder(decoder, tgt, anchors, memory, heads):
 def test_decoder_is_the_official_loop_and_looks_forward_twice():
     torch.manual_seed(0)
     d, levels = 16, 2
-    decoder = DINODecoder(DeformableTransformerDecoderLayer(d, 32, 0.0, levels, 4, 2), 3).double()
+    layer = DeformableTransformerDecoderLayer(d, 4, 32, 0.0, n_levels=levels, n_points=2)
+    decoder = DINODecoder(layer, 3).double()
     heads = [torch.nn.Linear(d, 4).double() for _ in range(3)]
     srcs = [torch.randn(2, d, 5, 7, dtype=torch.float64), torch.randn(2, d, 3, 4, dtype=torch.float64)]
     masks = [torch.zeros(2, 5, 7, dtype=torch.bool), torch.zeros(2, 3, 4, dtype=torch.bool)]
@@ -115,12 +117,12 @@ def test_decoder_is_the_official_loop_and_looks_forward_twice():
     memory = flatten_levels(srcs, masks, [torch.randn_like(s) for s in srcs])
     tgt = torch.randn(2, 6, d, dtype=torch.float64)
     anchors = torch.rand(2, 6, 4, dtype=torch.float64) * 0.5 + 0.2
-    out = decoder(tgt, anchors, memory, heads)
+    refinement, coder = BoxRefinement(look_forward_twice=True), SigmoidBoxCoder(1e-3)
+    out = decoder(tgt, None, refinement.start(anchors, coder), memory, heads, refinement)
     torch.testing.assert_close(out.boxes, direct_decoder(decoder, tgt, anchors, memory, heads), rtol=0, atol=1e-12)
     assert out.hs.shape == (3, 2, 6, d)
     # layer 1's boxes train layer 0's box head (look-forward-twice), through its not-detached anchors
-    grads = torch.autograd.grad(out.boxes[1].sum(), [heads[0].weight, decoder.layers[0].ffn.linear1.weight],
-                                allow_unused=True)
+    grads = torch.autograd.grad(out.boxes[1].sum(), [heads[0].weight, decoder.layers[0].ffn.linear1.weight])
     assert grads[0].abs().sum() > 0 and grads[1].abs().sum() > 0
 
 
@@ -129,9 +131,9 @@ def test_selection_takes_the_best_class_and_gives_the_decoder_its_anchors():
     seen = {}
     real = model.transformer.decoder.forward
 
-    def record(tgt, anchors, *args, **kwargs):
-        seen["anchors"] = anchors
-        return real(tgt, anchors, *args, **kwargs)
+    def record(tgt, query_pos, reference, *args, **kwargs):
+        seen["anchors"] = reference.boxes
+        return real(tgt, query_pos, reference, *args, **kwargs)
 
     model.transformer.decoder.forward = record
     with torch.no_grad():

@@ -78,19 +78,44 @@ def hidden_group_is_unseen(run, Q=5, seen=2, d=16):
     assert not torch.allclose(out[:, seen:], out_other[:, seen:], atol=1e-6)
 
 
-@pytest.mark.parametrize("layer_type", ["deformable", "ms_detr"])
-def test_deformable_decoder_layers_honour_the_mask(layer_type):
-    from sam_detr.modeling.transformer import DeformableTransformerDecoderLayer, MSDETRDecoderLayer, flatten_levels
+def refining_layers(d=16):
+    """Every refining decoder layer (the common call), tiny."""
+    from sam_detr.modeling.transformer import (
+        DeformableTransformerDecoderLayer, GlobalDecoderLayer, MSDETRDecoderLayer, SAMDETRDecoderLayer,
+    )
+
+    return {
+        "deformable": DeformableTransformerDecoderLayer(d, 2, 32, 0.0, n_levels=1, n_points=2),
+        "ms_detr": MSDETRDecoderLayer(d, 2, 32, 0.0, n_levels=1, n_points=2),
+        "plain_detr": GlobalDecoderLayer(d, 2, 32, 0.0, rpe_hidden_dim=8, feature_stride=4),
+        "sam_detr": SAMDETRDecoderLayer(d, 2, 32, 0.0, smca=True),
+    }
+
+
+@pytest.mark.parametrize("name", ["deformable", "ms_detr", "plain_detr", "sam_detr"])
+def test_refining_decoder_layers_honour_the_mask(name):
+    from sam_detr.modeling.box_coder import SigmoidBoxCoder
+    from sam_detr.modeling.transformer import BoxRefinement, flatten_levels
 
     torch.manual_seed(0)
-    cls = DeformableTransformerDecoderLayer if layer_type == "deformable" else MSDETRDecoderLayer
-    layer = cls(16, 32, 0.0, 1, 2, 2).eval()
-    memory = flatten_levels([torch.randn(1, 16, 3, 4)], [torch.zeros(1, 3, 4, dtype=torch.bool)],
-                            [torch.randn(1, 16, 3, 4)])
-    pos, ref = torch.randn(1, 5, 16), torch.rand(1, 5, 1, 2)
+    layer = refining_layers()[name].eval()
+    mask = torch.zeros(1, 3, 4, dtype=torch.bool)
+    mask[:, :, 3] = True
+    memory = flatten_levels([torch.randn(1, 16, 3, 4)], [mask], [torch.randn(1, 16, 3, 4)])
+    pos = torch.randn(1, 5, 16)
+    reference = BoxRefinement().start(torch.rand(1, 5, 4) * 0.5 + 0.25, SigmoidBoxCoder())
+    hidden_group_is_unseen(lambda tgt, attn_mask: layer(tgt, pos, reference, memory, attn_mask))
 
-    def run(tgt, mask):
-        out = layer(tgt, pos, ref, memory, mask)
-        return out[0] if isinstance(out, tuple) else out
 
-    hidden_group_is_unseen(run)
+def test_detr_and_conditional_detr_decoder_layers_honour_the_mask():
+    from sam_detr.modeling.transformer import ConditionalDETRDecoderLayer
+    from sam_detr.modeling.transformer.detr_transformer import TransformerDecoderLayer
+
+    torch.manual_seed(0)
+    memory, memory_pos, pos = torch.randn(1, 12, 16), torch.randn(1, 12, 16), torch.randn(1, 5, 16)
+    padding = torch.zeros(1, 12, dtype=torch.bool)
+    conditional = ConditionalDETRDecoderLayer(16, 2, 32, 0.0).eval()
+    sine = torch.randn(1, 5, 16)
+    hidden_group_is_unseen(lambda tgt, m: conditional(tgt, memory, padding, memory_pos, pos, sine, m))
+    detr = TransformerDecoderLayer(16, 2, 32, 0.0).eval()
+    hidden_group_is_unseen(lambda tgt, m: detr(tgt, memory, padding, memory_pos, pos, self_attn_mask=m))

@@ -41,7 +41,7 @@ def tiny_sam_detr(smca=False, multiscale=False, num_classes=5):
         layer_levels=[2, 1, 0] if multiscale else None,
     )
     if multiscale:
-        encoder = DeformableTransformerEncoder(DeformableTransformerEncoderLayer(d, 64, 0.0, 3, 4, 2), 1)
+        encoder = DeformableTransformerEncoder(DeformableTransformerEncoderLayer(d, 4, 64, 0.0, n_levels=3, n_points=2), 1)
         transformer = SAMDETRMultiScaleTransformer(encoder, decoder)
         features = ["res3", "res4", "res5"]
     else:
@@ -120,7 +120,7 @@ def test_each_layer_refines_the_previous_prediction():
     model = tiny_sam_detr(multiscale=True).eval()
     seen = []
     for layer in model.transformer.decoder.layers:
-        layer.register_forward_pre_hook(lambda m, args: seen.append((args[1].memory_2d.shape[-2:], args[2])))
+        layer.register_forward_pre_hook(lambda m, args: seen.append((args[3].as_map().shape[-2:], args[2].boxes)))
     with torch.no_grad():
         out = _head_outputs(model)
     boxes = [o["pred_boxes"] for o in out["aux_outputs"]]

@@ -9,6 +9,7 @@ from detectron2.config import LazyCall as L
 from sam_detr.modeling import (
     DINO, ContrastiveDenoising, DenoisingMatcher, HungarianMatcher, LossGroup, SetCriterion, build_resnet_backbone,
 )
+from sam_detr.modeling.box_coder import SigmoidBoxCoder
 from sam_detr.modeling.transformer import (
     DeformableTransformerDecoderLayer,
     DeformableTransformerEncoder,
@@ -26,13 +27,13 @@ model = L(DINO)(
     transformer=L(DINOTransformer)(
         encoder=L(DeformableTransformerEncoder)(
             layer=L(DeformableTransformerEncoderLayer)(
-                d_model=256, d_ffn=2048, dropout=0.0, n_levels=4, n_heads=8, n_points=4
+                d_model=256, nhead=8, dim_feedforward=2048, dropout=0.0, n_levels=4, n_points=4
             ),
             num_layers=6,
         ),
         decoder=L(DINODecoder)(
             layer=L(DeformableTransformerDecoderLayer)(
-                d_model=256, d_ffn=2048, dropout=0.0, n_levels=4, n_heads=8, n_points=4
+                d_model=256, nhead=8, dim_feedforward=2048, dropout=0.0, n_levels=4, n_points=4
             ),
             num_layers=6,
         ),
@@ -43,9 +44,13 @@ model = L(DINO)(
         num_classes="${..criterion.num_classes}", d_model=256, dn_number=100, label_noise_ratio=0.5, box_noise_scale=1.0
     ),
     num_select=300,
+    # DINO's inverse_sigmoid clamps at 1e-3 (the others' at 1e-5); the criterion and its matcher code alike
+    box_coder=L(SigmoidBoxCoder)(eps=1e-3),
     criterion=L(SetCriterion)(
         num_classes=80,
-        matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost_type="focal"),
+        matcher=L(HungarianMatcher)(
+            cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost_type="focal", box_coder="${..box_coder}"
+        ),
         weight_dict={"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0},
         class_loss_type="focal",
         groups=[
@@ -58,5 +63,6 @@ model = L(DINO)(
             # the selected proposals, Hungarian-matched against the targets with their classes
             L(LossGroup)(key="interm_outputs", suffix="_interm"),
         ],
+        box_coder="${..box_coder}",
     ),
 )

@@ -1,5 +1,4 @@
 """Conditional DETR (Meng et al., ICCV 2021), as Atten4Vis/ConditionalDETR: the conditional spatial query."""
-import math
 from typing import Dict, List, Optional
 
 import torch
@@ -7,7 +6,9 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from ...layers import MLP, InputProjection, PositionEmbeddingSine, inverse_sigmoid
+from ...layers import InputProjection, PositionEmbeddingSine
+from ..heads import box_head, class_head
+from ..transformer import ConditionalDETRTransformer
 from ..query_groups import layer_outputs
 from ..transformer import ConditionalDETRTransformer
 from .detr_base import DETRBase
@@ -41,11 +42,8 @@ class ConditionalDETR(DETRBase):
         self.position_embedding = PositionEmbeddingSine(hidden // 2, normalize=True)
         self.input_proj = InputProjection(self.in_channels, hidden, norm=False)
         self.query_embed = nn.Embedding(num_queries, hidden)
-        self.class_embed = nn.Linear(hidden, self.num_classes)
-        nn.init.constant_(self.class_embed.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
-        self.bbox_embed = MLP(hidden, hidden, 4, 3)
-        nn.init.zeros_(self.bbox_embed.layers[-1].weight)
-        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+        self.class_embed = class_head(hidden, self.num_classes)
+        self.bbox_embed = box_head(hidden)
 
 
     def forward_head(
@@ -54,7 +52,5 @@ class ConditionalDETR(DETRBase):
         src, mask = features[-1], masks[-1]
         pos = self.position_embedding(mask).to(src.dtype)
         hs, reference = self.transformer(src, mask, self.query_embed.weight, pos)  # (L, B, Q, C), (B, Q, 2)
-        deltas = self.bbox_embed(hs)
-        centres = deltas[..., :2] + inverse_sigmoid(reference)
-        boxes = torch.cat([centres, deltas[..., 2:]], dim=-1).sigmoid()
+        boxes = self.box_coder.decode(reference, self.bbox_embed(hs))  # the centre refined, the size predicted
         return layer_outputs({"pred_logits": self.class_embed(hs), "pred_boxes": boxes})

@@ -6,7 +6,8 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from ...layers import MLP, InputProjection, PositionEmbeddingSine
+from ...layers import InputProjection, PositionEmbeddingSine
+from ..heads import box_head, class_head
 from ..transformer import DetrTransformer
 from ..query_groups import layer_outputs
 from .detr_base import DETRBase
@@ -34,8 +35,8 @@ class DETR(DETRBase):
         self.position_embedding = PositionEmbeddingSine(hidden // 2, normalize=True)
         self.input_proj = InputProjection(self.in_channels, hidden, norm=False)
         self.query_embed = nn.Embedding(num_queries, hidden)
-        self.class_embed = nn.Linear(hidden, self.num_classes + 1)
-        self.bbox_embed = MLP(hidden, hidden, 4, 3)
+        self.class_embed = class_head(hidden, self.num_classes + 1, prior_prob=None)
+        self.bbox_embed = box_head(hidden, zero_last=False)
 
 
     def forward_head(

@@ -7,7 +7,7 @@ from detectron2.structures import ImageList, Instances
 from torch import nn
 
 from ...config import lazy_model_arguments
-from ...layers.box_ops import box_xyxy_to_cxcywh
+from ..box_coder import BoxCoder, SigmoidBoxCoder, check_same_coder
 from ..criterion import SetCriterion
 from ..postprocess import softmax_postprocess, topk_postprocess
 from ..transformer.levels import pad_levels, resize_mask
@@ -47,6 +47,8 @@ class DETRBase(nn.Module):
         num_select: detections kept per image by the top-k post-processing.
         batch_invariant: compute the backbone and the input projection per image (see above), in
             training and inference.
+        box_coder: the space boxes are predicted and supervised in (`sam_detr.modeling.box_coder`); the
+            criterion must code alike.
     """
 
     def __init__(
@@ -60,8 +62,10 @@ class DETRBase(nn.Module):
         size_divisibility: int = 0,
         num_select: int = 100,
         batch_invariant: bool = False,
+        box_coder: BoxCoder = SigmoidBoxCoder(),
     ):
         super().__init__()
+        check_same_coder("the model", box_coder, [("its criterion", criterion.box_coder)])
         shapes = backbone.output_shape()
         missing = [f for f in in_features if f not in shapes]
         if missing:
@@ -73,6 +77,7 @@ class DETRBase(nn.Module):
         self.size_divisibility = size_divisibility
         self.num_select = num_select
         self.batch_invariant = batch_invariant
+        self.box_coder = box_coder
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -159,20 +164,19 @@ class DETRBase(nn.Module):
         return pad_levels(per_image)
 
     def prepare_targets(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
-        """Per image, "labels" (T,) and "boxes" (T, 4) in (cx, cy, w, h) normalised by the unpadded size."""
+        """Per image, "labels" (T,) and "boxes" (T, 4) (cx, cy, w, h) in the box coder's space (normalised by
+        the unpadded size, by default)."""
         targets = []
         for i, x in enumerate(batched_inputs):
             if "instances" not in x:
                 raise KeyError(f"training input {i} (image_id {x.get('image_id', '?')}) has no 'instances'")
             instances: Instances = x["instances"].to(self.device)
-            h, w = instances.image_size
-            scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
-            boxes = box_xyxy_to_cxcywh(instances.gt_boxes.tensor / scale)
+            boxes = self.box_coder.target_boxes(instances.gt_boxes.tensor, instances.image_size)
             targets.append({"labels": instances.gt_classes, "boxes": boxes})
         return targets
 
     def inference(self, outputs: Dict, image_sizes: List[Tuple[int, int]]) -> List[Instances]:
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        logits, boxes = outputs["pred_logits"], self.box_coder.normalised(outputs["pred_boxes"], image_sizes)
         if self.criterion.class_loss_type == "softmax":
             return softmax_postprocess(logits, boxes, image_sizes, self.num_select)
         return topk_postprocess(logits, boxes, image_sizes, self.num_select)

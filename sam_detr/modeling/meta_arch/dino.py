@@ -1,6 +1,5 @@
 """DINO (Zhang et al., ICLR 2023), as IDEA-Research/DINO: DETR with improved denoising anchor boxes."""
 import copy
-import math
 from typing import Dict, List, Optional
 
 import torch
@@ -8,8 +7,12 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from ...layers import MLP, InputProjection, PositionEmbeddingSine
+from ...layers import InputProjection, PositionEmbeddingSine
+from ..box_coder import SigmoidBoxCoder
 from ..denoising import ContrastiveDenoising
+from ..heads import box_head, class_head
+from ..query_groups import QueryGroups
+from ..transformer import BoxRefinement
 from ..transformer.dino_transformer import DINOTransformer
 from .detr_base import DETRBase
 
@@ -22,11 +25,12 @@ class DINO(DETRBase):
 
     The encoder's best proposals (by their best class) give the decoder's anchor boxes, learned embeddings
     its content (`DINOTransformer`); every decoder layer positions its queries by their anchors and refines
-    them (`DINODecoder`). One class head and one box head serve every decoder layer; the proposals have
-    their own (copies of the same initialisation), the last index of `class_embed` / `bbox_embed`. In
-    training, `denoising` adds noised copies of the ground truth as extra queries before the matching ones
-    ("dn_outputs", supervised by construction: `DenoisingMatcher`); the selected proposals' predictions are
-    "interm_outputs". The position embedding is DETR's sine rule at DINO's temperature 20.
+    them (`DINODecoder`, look-forward-twice). One class head and one box head serve every decoder layer; the
+    proposals have their own (copies of the same initialisation), the last index of `class_embed` /
+    `bbox_embed`. In training, `denoising` adds noised copies of the ground truth as extra queries before the
+    matching ones ("dn_outputs", supervised by construction: `DenoisingMatcher`); the selected proposals'
+    predictions are "interm_outputs". The position embedding is DETR's sine rule at DINO's temperature 20;
+    boxes are coded with DINO's inverse_sigmoid clamp (`box_coder=SigmoidBoxCoder(eps=1e-3)`).
 
     Args:
         transformer: the encoder-decoder; its levels are the `in_features` then extra ones, its `num_queries`
@@ -40,6 +44,8 @@ class DINO(DETRBase):
         super().__init__(**kwargs)
         if self.criterion.class_loss_type != "focal":
             raise ValueError("DINO has no 'no object' class: its criterion needs class_loss_type='focal'")
+        if not isinstance(self.box_coder, SigmoidBoxCoder):
+            raise ValueError(f"DINO codes boxes with a SigmoidBoxCoder, got {self.box_coder!r}")
         extra_levels = transformer.num_feature_levels - len(self.in_features)
         if extra_levels < 0:
             raise ValueError(
@@ -52,15 +58,12 @@ class DINO(DETRBase):
         self.denoising = denoising
         self.position_embedding = PositionEmbeddingSine(hidden // 2, temperature=20, normalize=True)
         self.input_proj = InputProjection(self.in_channels, hidden, extra_levels, norm=True, xavier_init=True)
-        class_embed = nn.Linear(hidden, self.num_classes)
-        nn.init.constant_(class_embed.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
-        bbox_embed = MLP(hidden, hidden, 4, 3)
-        nn.init.zeros_(bbox_embed.layers[-1].weight)
-        nn.init.zeros_(bbox_embed.layers[-1].bias)
+        self.refinement = BoxRefinement(look_forward_twice=True)
+        classes, boxes = class_head(hidden, self.num_classes), box_head(hidden)
         num_layers = len(transformer.decoder.layers)
         # the decoder's heads: one module under every layer index; the proposals': a copy, last
-        self.class_embed = nn.ModuleList([class_embed] * num_layers + [copy.deepcopy(class_embed)])
-        self.bbox_embed = nn.ModuleList([bbox_embed] * num_layers + [copy.deepcopy(bbox_embed)])
+        self.class_embed = nn.ModuleList([classes] * num_layers + [copy.deepcopy(classes)])
+        self.bbox_embed = nn.ModuleList([boxes] * num_layers + [copy.deepcopy(boxes)])
 
     @property
     def num_queries(self) -> int:
@@ -70,14 +73,27 @@ class DINO(DETRBase):
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
     ) -> Dict:
         pos = [self.position_embedding(m).to(f.dtype) for m, f in zip(masks, features)]
-        denoising = None
+        memory = self.transformer.encode(features, masks, pos)
+        L, Q = len(self.transformer.decoder.layers), self.num_queries
+        selected = self.transformer.proposals(
+            memory, self.class_embed[L], self.bbox_embed[L], Q, self.box_coder, self.batch_invariant
+        )
+        tgt = self.transformer.tgt_embed.weight[None].expand(memory.src.shape[0], -1, -1)
+        reference, groups = selected.reference, QueryGroups.single(Q)
         if self.training and self.denoising is not None:
             denoising = self.denoising(targets)
-        out, selected, groups = self.transformer(
-            features, masks, pos, self.class_embed, self.bbox_embed, denoising, exclude_padding=self.batch_invariant
+            if denoising.num_queries:
+                tgt = torch.cat([denoising.content, tgt], 1)
+                reference = torch.cat([self.box_coder.activate(denoising.boxes), reference], 1)
+                groups = denoising.query_groups(Q)
+        decoder = self.transformer.decoder
+        decoder.batch_invariant = self.batch_invariant
+        out = decoder(
+            tgt, None, self.refinement.start(reference, self.box_coder), memory, self.bbox_embed[:L],
+            self.refinement, groups.attention_mask(tgt.device),
         )
-        hs = out.hs if self.denoising is None or not self.training else self.denoising.keep_in_graph(out.hs)
-        logits = torch.stack([head(h) for head, h in zip(self.class_embed, hs)])
-        outputs = groups.outputs({"pred_logits": logits, "pred_boxes": out.boxes})
+        if self.training and self.denoising is not None:
+            out.hs = self.denoising.keep_in_graph(out.hs)
+        outputs = groups.outputs(out.predictions(self.class_embed, self.box_coder))
         outputs["interm_outputs"] = {"pred_logits": selected.logits, "pred_boxes": selected.boxes}
         return outputs
