@@ -15,8 +15,8 @@ from sam_detr.modeling.transformer import (
     DeformableTransformerEncoder,
     DeformableTransformerEncoderLayer,
     DINODecoder,
-    DINOProposals,
     DINOTransformer,
+    TwoStageProposals,
 )
 
 model = L(DINO)(
@@ -37,7 +37,7 @@ model = L(DINO)(
             ),
             num_layers=6,
         ),
-        proposals=L(DINOProposals)(d_model=256),
+        proposals=L(TwoStageProposals)(d_model=256, position_queries=False, select_by="best_class"),
         num_queries=900,
     ),
     denoising=L(ContrastiveDenoising)(

@@ -1,16 +1,14 @@
 """DINO (Zhang et al., ICLR 2023), as IDEA-Research/DINO: DETR with improved denoising anchor boxes."""
-import copy
 from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
-from torch import nn
 
 from ...layers import InputProjection, PositionEmbeddingSine
 from ..box_coder import SigmoidBoxCoder
 from ..denoising import ContrastiveDenoising
-from ..heads import box_head, class_head
+from ..heads import prediction_heads
 from ..query_groups import QueryGroups
 from ..transformer import BoxRefinement
 from ..transformer.dino_transformer import DINOTransformer
@@ -59,11 +57,10 @@ class DINO(DETRBase):
         self.position_embedding = PositionEmbeddingSine(hidden // 2, temperature=20, normalize=True)
         self.input_proj = InputProjection(self.in_channels, hidden, extra_levels, norm=True, xavier_init=True)
         self.refinement = BoxRefinement(look_forward_twice=True)
-        classes, boxes = class_head(hidden, self.num_classes), box_head(hidden)
-        num_layers = len(transformer.decoder.layers)
         # the decoder's heads: one module under every layer index; the proposals': a copy, last
-        self.class_embed = nn.ModuleList([classes] * num_layers + [copy.deepcopy(classes)])
-        self.bbox_embed = nn.ModuleList([boxes] * num_layers + [copy.deepcopy(boxes)])
+        self.class_embed, self.bbox_embed = prediction_heads(
+            hidden, self.num_classes, len(transformer.decoder.layers), shared=True, proposal_heads=True
+        )
 
     @property
     def num_queries(self) -> int:
@@ -75,11 +72,11 @@ class DINO(DETRBase):
         pos = [self.position_embedding(m).to(f.dtype) for m, f in zip(masks, features)]
         memory = self.transformer.encode(features, masks, pos)
         L, Q = len(self.transformer.decoder.layers), self.num_queries
-        selected = self.transformer.proposals(
-            memory, self.class_embed[L], self.bbox_embed[L], Q, self.box_coder, self.batch_invariant
+        tgt, _, reference, proposals = self.transformer.queries(
+            memory, self.transformer.tgt_embed.weight, Q, (self.class_embed[L], self.bbox_embed[L]), self.box_coder,
+            self.batch_invariant,
         )
-        tgt = self.transformer.tgt_embed.weight[None].expand(memory.src.shape[0], -1, -1)
-        reference, groups = selected.reference, QueryGroups.single(Q)
+        groups = QueryGroups.single(Q)
         if self.training and self.denoising is not None:
             denoising = self.denoising(targets)
             if denoising.num_queries:
@@ -95,5 +92,5 @@ class DINO(DETRBase):
         if self.training and self.denoising is not None:
             out.hs = self.denoising.keep_in_graph(out.hs)
         outputs = groups.outputs(out.predictions(self.class_embed, self.box_coder))
-        outputs["interm_outputs"] = {"pred_logits": selected.logits, "pred_boxes": selected.boxes}
+        outputs["interm_outputs"] = proposals.selected()
         return outputs
