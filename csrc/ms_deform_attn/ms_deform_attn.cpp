@@ -15,6 +15,32 @@ void check_tensor(const at::Tensor& t, const char* name, const at::Tensor& value
   TORCH_CHECK(t.is_contiguous(), "ms_deform_attn: ", name, " must be contiguous");
 }
 
+// CPU always; CUDA where sam_detr._C was built with its CUDA kernels.
+void check_device(const at::Tensor& value) {
+  if (value.is_cpu()) return;
+#ifdef WITH_CUDA
+  TORCH_CHECK(value.is_cuda(), "ms_deform_attn: no kernel for device ", value.device(), " (CPU and CUDA only)");
+#else
+  TORCH_CHECK(false, "ms_deform_attn: no kernel for device ", value.device(),
+              ": sam_detr._C was built without CUDA kernels. Rebuild it with the CUDA toolkit: "
+              "FORCE_CUDA=1 pip install --no-build-isolation -e . (README, Compiled ops)");
+#endif
+}
+
+// The kernels index value with the level table, so every level must fit in value's S. The table is read
+// on the host: for CUDA tensors that is a copy of 3 * L int64 to the host, which waits for the stream to
+// reach it (one synchronisation per call; it also rules out capturing the op in a CUDA graph).
+void check_levels(const at::Tensor& spatial_shapes, const at::Tensor& level_start_index, int64_t S) {
+  const at::Tensor shapes_host = spatial_shapes.cpu(), starts_host = level_start_index.cpu();
+  const int64_t* shapes = shapes_host.data_ptr<int64_t>();
+  const int64_t* starts = starts_host.data_ptr<int64_t>();
+  for (int64_t l = 0; l < shapes_host.size(0); ++l) {
+    const int64_t H = shapes[2 * l], W = shapes[2 * l + 1], start = starts[l];
+    TORCH_CHECK(H >= 0 && W >= 0 && start >= 0 && start <= S && H * W <= S - start, "ms_deform_attn: level ", l,
+                " with spatial shape (", H, ", ", W, ") and start ", start, " does not fit in value's S = ", S);
+  }
+}
+
 // Checks every input against value (N, S, M, D); grad_output is checked when defined.
 void check_inputs(
     const at::Tensor& value,
@@ -24,6 +50,7 @@ void check_inputs(
     const at::Tensor& attn_weight,
     const at::Tensor& grad_output) {
   TORCH_CHECK(value.defined(), "ms_deform_attn: value is undefined");
+  check_device(value);
   check_tensor(value, "value", value);
   TORCH_CHECK(value.dim() == 4, "ms_deform_attn: value must be 4-D (N, S, M, D), got shape ", value.sizes());
   const auto dtype = value.scalar_type();
@@ -43,6 +70,7 @@ void check_inputs(
               "ms_deform_attn: level_start_index must have shape (L,) = (", L, ",), got ", level_start_index.sizes());
   TORCH_CHECK(level_start_index.scalar_type() == at::kLong, "ms_deform_attn: level_start_index must be int64, got ",
               level_start_index.scalar_type());
+  check_levels(spatial_shapes, level_start_index, value.size(1));
 
   const auto loc_dtype = at::toOpMathType(dtype);
   check_tensor(sampling_loc, "sampling_loc", value);
@@ -71,15 +99,6 @@ void check_inputs(
   }
 }
 
-[[noreturn]] void unsupported_device(const at::Tensor& value) {
-#ifdef WITH_CUDA
-  TORCH_CHECK(false, "ms_deform_attn: no kernel for device ", value.device(), " (CPU and CUDA only)");
-#else
-  TORCH_CHECK(false, "ms_deform_attn: no kernel for device ", value.device(),
-              ": sam_detr._C was built without CUDA (rebuild with CUDA available or FORCE_CUDA=1)");
-#endif
-}
-
 }  // namespace
 
 at::Tensor ms_deform_attn_forward(
@@ -89,17 +108,12 @@ at::Tensor ms_deform_attn_forward(
     const at::Tensor& sampling_loc,
     const at::Tensor& attn_weight) {
   check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight, at::Tensor());
-  if (value.is_cuda()) {
 #ifdef WITH_CUDA
+  if (value.is_cuda()) {
     return ms_deform_attn_forward_cuda(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
-#else
-    unsupported_device(value);
+  }
 #endif
-  }
-  if (value.is_cpu()) {
-    return ms_deform_attn_forward_cpu(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
-  }
-  unsupported_device(value);
+  return ms_deform_attn_forward_cpu(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
 }
 
 std::vector<at::Tensor> ms_deform_attn_backward(
@@ -111,19 +125,13 @@ std::vector<at::Tensor> ms_deform_attn_backward(
     const at::Tensor& grad_output) {
   TORCH_CHECK(grad_output.defined(), "ms_deform_attn: grad_output is undefined");
   check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight, grad_output);
-  if (value.is_cuda()) {
 #ifdef WITH_CUDA
+  if (value.is_cuda()) {
     return ms_deform_attn_backward_cuda(
         value, spatial_shapes, level_start_index, sampling_loc, attn_weight, grad_output);
-#else
-    unsupported_device(value);
+  }
 #endif
-  }
-  if (value.is_cpu()) {
-    return ms_deform_attn_backward_cpu(
-        value, spatial_shapes, level_start_index, sampling_loc, attn_weight, grad_output);
-  }
-  unsupported_device(value);
+  return ms_deform_attn_backward_cpu(value, spatial_shapes, level_start_index, sampling_loc, attn_weight, grad_output);
 }
 
 }  // namespace sam_detr

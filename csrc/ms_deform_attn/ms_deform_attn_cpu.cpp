@@ -52,23 +52,11 @@ Kernels<T> select_kernels() {
   return ms_deform_attn_cpu::kernels<CpuIsa::kDefault, T>();
 }
 
-// The kernels index value with the level shapes, so unlike on CUDA (where reading them would
-// synchronise) they are checked against S here.
-void check_levels(const at::Tensor& spatial_shapes, const at::Tensor& level_start_index, int64_t S) {
-  const int64_t* shapes = spatial_shapes.data_ptr<int64_t>();
-  const int64_t* starts = level_start_index.data_ptr<int64_t>();
-  for (int64_t l = 0; l < spatial_shapes.size(0); ++l) {
-    const int64_t H = shapes[2 * l], W = shapes[2 * l + 1], start = starts[l];
-    TORCH_CHECK(H >= 0 && W >= 0 && start >= 0 && start <= S && H * W <= S - start, "ms_deform_attn: level ", l,
-                " with spatial shape (", H, ", ", W, ") and start ", start, " does not fit in value's S = ", S);
-  }
-}
-
-void check_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index) {
+// (the level table is checked against S for every device in ms_deform_attn.cpp)
+void check_cpu(const at::Tensor& value) {
   TORCH_CHECK(value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble,
               "ms_deform_attn: the CPU kernels take float32 or float64 values, got ", value.scalar_type(),
               " (sam_detr.layers.ms_deform_attn computes float16 / bfloat16 CPU inputs in float32)");
-  check_levels(spatial_shapes, level_start_index, value.size(1));
 }
 
 Sizes sizes_of(const at::Tensor& value, const at::Tensor& sampling_loc) {
@@ -84,7 +72,7 @@ at::Tensor ms_deform_attn_forward_cpu(
     const at::Tensor& level_start_index,
     const at::Tensor& sampling_loc,
     const at::Tensor& attn_weight) {
-  check_cpu(value, spatial_shapes, level_start_index);
+  check_cpu(value);
   const Sizes sz = sizes_of(value, sampling_loc);
   // every element is written by the kernel
   at::Tensor output = at::empty({sz.N, sz.Lq, sz.M * sz.D}, value.options());
@@ -115,7 +103,7 @@ std::vector<at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& sampling_loc,
     const at::Tensor& attn_weight,
     const at::Tensor& grad_output) {
-  check_cpu(value, spatial_shapes, level_start_index);
+  check_cpu(value);
   const Sizes sz = sizes_of(value, sampling_loc);
   // all three are fully written by the tasks (grad_value zeroed slice by slice by its owner)
   at::Tensor grad_value = at::empty_like(value);

@@ -143,21 +143,30 @@ __global__ void __launch_bounds__(kThreads) ms_deform_attn_forward_kernel(
   }
 }
 
+// p[0..3] += (a, b, c, d) atomically per element, p 16-byte aligned: one vector atomic (red.v4.f32) where
+// the architecture has it (sm_90+), else four scalar ones. The preprocessor, not `if constexpr`, picks
+// the branch: below sm_90 the float4 overload of atomicAdd is not declared at all, and a call that does
+// not depend on a template parameter is resolved even in a discarded branch.
+__device__ __forceinline__ void atomic_add4(float* p, float a, float b, float c, float d) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float4*>(p), make_float4(a, b, c, d));
+#else
+  atomicAdd(p, a);
+  atomicAdd(p + 1, b);
+  atomicAdd(p + 2, c);
+  atomicAdd(p + 3, d);
+#endif
+}
+
 // grad[j] += scale * g[j] for j < kVec, atomically per element.
 template <int kVec>
 __device__ __forceinline__ void atomic_add_scaled(float* grad, float scale, const float* g) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  constexpr bool kFloat4Atomics = kVec % 4 == 0;
-#else
-  constexpr bool kFloat4Atomics = false;
-#endif
-  if constexpr (kFloat4Atomics) {
-    // one red.v4 per 4 channels; 16-byte aligned because kVec % 4 == 0 only on the vector path, whose
-    // offsets are multiples of kVec in a 16-byte aligned buffer
+  if constexpr (kVec % 4 == 0) {
+    // 16-byte aligned: kVec % 4 == 0 only on the vector path, whose offsets are multiples of kVec in a
+    // 16-byte aligned buffer
 #pragma unroll
     for (int j = 0; j < kVec; j += 4) {
-      atomicAdd(reinterpret_cast<float4*>(grad + j),
-                make_float4(scale * g[j], scale * g[j + 1], scale * g[j + 2], scale * g[j + 3]));
+      atomic_add4(grad + j, scale * g[j], scale * g[j + 1], scale * g[j + 2], scale * g[j + 3]);
     }
   } else {
 #pragma unroll

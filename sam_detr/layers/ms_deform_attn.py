@@ -109,10 +109,12 @@ def ms_deform_attn(
     softmax weights float32) nothing is lost. The CPU kernels take float32 / float64 only, so on CPU
     float16 / bfloat16 values are computed in float32 and the output is cast back. Gradients come back
     in each input's own dtype.
-    Where `sam_detr._C` is missing or lacks the device, warns once and uses `ms_deform_attn_pytorch`.
+    Where `sam_detr._C` lacks the CUDA kernels, CUDA inputs raise an error saying how to rebuild it
+    (SAM_DETR_PYTORCH_FALLBACK=1 takes `ms_deform_attn_pytorch` instead, with a warning); where it is missing,
+    CPU inputs warn once and take `ms_deform_attn_pytorch`.
     """
     if not _ext.kernel_available("ms_deform_attn", value.device):
-        _ext.warn_fallback("ms_deform_attn", value.device)
+        _ext.fall_back("ms_deform_attn", value.device)
         return ms_deform_attn_pytorch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     out_dtype = value.dtype
     if value.device.type == "cpu" and value.dtype in (torch.float16, torch.bfloat16):

@@ -13,7 +13,9 @@ Shapes, with N images, C channels, K boxes and output_size (PH, PW):
     output   (K, C, PH, PW)
 
 Boxes are in the coordinates of the image the features come from: spatial_scale maps them onto
-the feature map. They receive no gradient.
+the feature map. They receive no gradient. Dtypes as torchvision's autocast kernel and detectron2's
+ROIAlign: under autocast the op computes in float32 and returns input's dtype; otherwise the boxes are
+cast to input's dtype.
 """
 
 from typing import Sequence, Tuple, Union
@@ -97,8 +99,6 @@ def _boxes_to_rois(boxes: BoxesType, input: torch.Tensor) -> torch.Tensor:
             rois = torch.cat([torch.cat(ids), torch.cat(list(boxes))], dim=1)
     else:
         raise TypeError(f"boxes must be a Tensor (K, 5) or a list of Tensors (L, 4), got {type(boxes).__name__}")
-    if rois.dtype != input.dtype:
-        raise TypeError(f"boxes ({rois.dtype}) must have the dtype of input ({input.dtype})")
     if rois.device != input.device:
         raise ValueError(f"boxes ({rois.device}) must be on the device of input ({input.device})")
     return rois
@@ -117,7 +117,9 @@ def roi_align(
     Args:
         input: (N, C, H, W) features, any memory layout.
         boxes: (K, 5) tensor with the batch index first, or a list of N tensors (L_i, 4), in
-            (x1, y1, x2, y2) image coordinates; same dtype and device as input.
+            (x1, y1, x2, y2) image coordinates; on input's device. They are cast to input's dtype (as
+            detectron2's ROIAlign does); under autocast for input's device both are cast to float32 (unless
+            input is float64) and the output back to input's dtype, as torchvision's autocast kernel does.
         output_size: (PH, PW) bins, or one int for both.
         spatial_scale: feature-map coordinate = spatial_scale * image coordinate.
         sampling_ratio: samples per bin along each axis; <= 0 picks ceil(roi size / bins) per RoI.
@@ -132,9 +134,15 @@ def roi_align(
         raise TypeError(f"input must be a floating-point tensor, got {input.dtype}")
     size = _output_size(output_size)
     rois = _boxes_to_rois(boxes, input)
+    out_dtype = input.dtype
+    if torch.is_autocast_enabled(input.device.type) and input.dtype != torch.float64:
+        input = input.float()
+    rois = rois.to(input.dtype)
     if input.device.type != "cpu" or input.dtype not in (torch.float32, torch.float64):
-        return torchvision.ops.roi_align(input, rois, size, spatial_scale, sampling_ratio, aligned)
-    if not _ext.kernel_available("roi_align", input.device):
-        _ext.warn_fallback("roi_align", input.device)
-        return torchvision.ops.roi_align(input, rois, size, spatial_scale, sampling_ratio, aligned)
-    return RoIAlignFunction.apply(input, rois, size, float(spatial_scale), int(sampling_ratio), bool(aligned))
+        output = torchvision.ops.roi_align(input, rois, size, spatial_scale, sampling_ratio, aligned)
+    elif not _ext.kernel_available("roi_align", input.device):
+        _ext.fall_back("roi_align", input.device)
+        output = torchvision.ops.roi_align(input, rois, size, spatial_scale, sampling_ratio, aligned)
+    else:
+        output = RoIAlignFunction.apply(input, rois, size, float(spatial_scale), int(sampling_ratio), bool(aligned))
+    return output.to(out_dtype)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..layers.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid
 
-__all__ = ["BoxCoder", "SigmoidBoxCoder", "encoder_anchors"]
+__all__ = ["BoxCoder", "SigmoidBoxCoder", "encoder_anchors", "check_same_coder"]
 
 # the window a proposal anchor must lie in, in each coordinate, and the anchor side at level 0
 VALID_RANGE = (0.01, 0.99)
@@ -23,6 +23,9 @@ BASE_SIZE = 0.05
 
 class BoxCoder:
     """What a box space provides. Shapes: B images, Q queries, S encoder tokens, T targets, N matched pairs."""
+
+    # boxes in input pixels (else normalised to the unpadded image, what a sigmoid head predicts)
+    pixels: bool = False
 
     def for_batch(self, image_extent: Optional[torch.Tensor]) -> "BoxCoder":
         """The coder for one batch whose images span `image_extent` ((B, 1, 2) (W, H) in input pixels, or

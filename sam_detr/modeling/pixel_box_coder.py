@@ -26,6 +26,7 @@ class PixelDeltaBoxCoder(BoxCoder):
     """
 
     image_extent: Optional[torch.Tensor] = field(default=None, compare=False, repr=False)
+    pixels = True
 
     def for_batch(self, image_extent: Optional[torch.Tensor]) -> "PixelDeltaBoxCoder":
         return PixelDeltaBoxCoder(image_extent)

@@ -1,6 +1,7 @@
 """Multi-scale deformable attention: the compiled kernels against the PyTorch path `ms_deform_attn_pytorch`.
 
-CPU cases run everywhere `sam_detr._C` is built; `cuda` cases need a GPU and an extension built with CUDA.
+CPU cases run everywhere `sam_detr._C` is built; `cuda` cases run where a GPU is visible, and fail (not skip)
+there when `sam_detr._C` lacks the CUDA kernels.
 """
 import importlib
 import types
@@ -8,25 +9,21 @@ import types
 import pytest
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from sam_detr.layers import _ext
 from sam_detr.layers.ms_deform_attn import (
     FLOP_HANDLES,
     MSDeformAttn,
-    MSDeformAttnFunction,
     ms_deform_attn,
     ms_deform_attn_pytorch,
 )
-
-from conftest import HAS_CUDA
 
 # the package re-exports the function under the submodule's name
 msda_module = importlib.import_module("sam_detr.layers.ms_deform_attn")
 _C = _ext.get_extension()
 HAS_OP = _C is not None and hasattr(_C, "ms_deform_attn_forward")
-HAS_CUDA_OP = HAS_OP and HAS_CUDA and _C.with_cuda()
 needs_op = pytest.mark.skipif(not HAS_OP, reason="sam_detr._C is not built (python setup.py build_ext --inplace)")
-needs_cuda_op = pytest.mark.skipif(HAS_CUDA and not HAS_CUDA_OP, reason="sam_detr._C was built without CUDA")
 
 # (N, M, D, level shapes (H, W), Lq, P): odd and tiny channel counts, 1 to 4 levels, non-square and
 # 1-pixel-wide levels, batch 1 and 3, and D = 256 with N * M < 16, where the CPU backward splits the
@@ -274,6 +271,44 @@ def test_fallback_warns_once(ext, monkeypatch):
     assert torch.equal(first, expected) and torch.equal(second, expected)
 
 
+def _fake_cuda_inputs():
+    """make_inputs on a fake CUDA device (no GPU needed), the level table on the CPU."""
+    value, ss, lsi, loc, attn = make_inputs(2, 2, 4, [(3, 4), (2, 2)], 3, 2, dtype=torch.float32)
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with mode:
+        value, loc, attn = (t.to("cuda") for t in (value, loc, attn))
+    return mode, (value, ss, lsi, loc, attn)
+
+
+@pytest.mark.parametrize("ext", [None, types.SimpleNamespace(ms_deform_attn_forward=None, with_cuda=lambda: False)],
+                         ids=["missing", "without-cuda"])
+def test_cuda_without_kernels_is_an_error(ext, monkeypatch):
+    """A CUDA tensor meeting an extension without CUDA kernels raises, saying how to rebuild, instead of
+    silently taking the PyTorch path (far slower, many times the memory)."""
+    _hide_extension(monkeypatch, ext)
+    monkeypatch.delenv(_ext.FALLBACK_ENV, raising=False)
+    mode, inputs = _fake_cuda_inputs()
+    reason = "could not be imported" if ext is None else "was built without cuda kernels"
+    with mode, pytest.raises(RuntimeError, match=f"ms_deform_attn: sam_detr._C {reason}.*FORCE_CUDA=1 pip install"):
+        ms_deform_attn(*inputs)
+
+
+def test_cuda_fallback_is_opt_in(monkeypatch):
+    """SAM_DETR_PYTORCH_FALLBACK=1 takes the PyTorch path for CUDA tensors, with a warning naming the rebuild."""
+    _hide_extension(monkeypatch, types.SimpleNamespace(ms_deform_attn_forward=None, with_cuda=lambda: False))
+    monkeypatch.setenv(_ext.FALLBACK_ENV, "1")
+    mode, inputs = _fake_cuda_inputs()
+    with mode, pytest.warns(RuntimeWarning, match="without cuda kernels; using the slower PyTorch .*FORCE_CUDA=1"):
+        out = ms_deform_attn(*inputs)
+    assert out.device.type == "cuda" and out.shape == (2, 3, 8)
+
+
+@pytest.mark.cuda
+def test_cuda_kernels_are_built():
+    """With a GPU visible, sam_detr._C must hold the CUDA kernels: this fails (not skips) otherwise."""
+    assert HAS_OP and _C.with_cuda(), _ext.missing_kernel_message("ms_deform_attn", torch.device("cuda"))
+
+
 class _OpOnly(nn.Module):
     def __init__(self, spatial_shapes, level_start_index):
         super().__init__()
@@ -307,7 +342,6 @@ def test_flop_handle():
     flops.unsupported_ops_warnings(False)
     # the op's share: 5 * L * P * (N * Lq * C), next to the four linears
     assert flops.by_operator()["PythonOp.MSDeformAttnFunction"] == 5 * 3 * 2 * 2 * 7 * 32
-    assert MSDeformAttnFunction.__name__ == "MSDeformAttnFunction"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -322,7 +356,6 @@ CUDA_CASE_IDS = CASE_IDS + ["D1025", "D2048", "N64"]
 
 
 @pytest.mark.cuda
-@needs_cuda_op
 @pytest.mark.parametrize("case", CUDA_CASES, ids=CUDA_CASE_IDS)
 @pytest.mark.parametrize("dtype, fwd_tol, bwd_tol", [(torch.float64, 1e-10, 1e-10), (torch.float32, 1e-5, 2e-5)])
 def test_cuda_matches_pytorch(case, dtype, fwd_tol, bwd_tol):
@@ -330,7 +363,16 @@ def test_cuda_matches_pytorch(case, dtype, fwd_tol, bwd_tol):
 
 
 @pytest.mark.cuda
-@needs_cuda_op
+def test_cuda_level_table_is_checked():
+    """Levels that do not fit in value are refused on CUDA as on the CPU (the kernels would read past it)."""
+    value, ss, lsi, loc, attn = make_inputs(1, 2, 4, [(3, 4), (1, 2)], 2, 2, dtype=torch.float32, device="cuda")
+    with pytest.raises(RuntimeError, match=r"level 0 with spatial shape \(6, 8\) .* does not fit"):
+        _C.ms_deform_attn_forward(value, ss * 2, lsi, loc, attn)
+    with pytest.raises(RuntimeError, match="level 1 .* and start 13 does not fit in value's S = 14"):
+        _C.ms_deform_attn_backward(value, ss, lsi + 1, loc, attn, torch.zeros(1, 2, 8, device="cuda"))
+
+
+@pytest.mark.cuda
 def test_cuda_matches_cpu_kernel():
     inputs = make_inputs(2, 3, 32, [(8, 9), (4, 5)], 10, 4, dtype=torch.float64)
     grad_output = torch.randn(2, 10, 96, dtype=torch.float64)
@@ -342,7 +384,6 @@ def test_cuda_matches_cpu_kernel():
 
 
 @pytest.mark.cuda
-@needs_cuda_op
 def test_cuda_gradcheck():
     value, ss, lsi, loc, attn = make_inputs(2, 2, 6, [(4, 3), (2, 5)], 3, 2, device="cuda")
     for t in (value, loc, attn):
@@ -353,7 +394,6 @@ def test_cuda_gradcheck():
 
 
 @pytest.mark.cuda
-@needs_cuda_op
 @pytest.mark.parametrize("D", [32, 30])
 def test_cuda_unaligned_and_zero_sizes(D):
     """The scalar path (value not 16-byte aligned, or D not a multiple of the vector) equals the vector
@@ -376,7 +416,6 @@ def test_cuda_unaligned_and_zero_sizes(D):
 
 
 @pytest.mark.cuda
-@needs_cuda_op
 @pytest.mark.parametrize("dtype, tol", [(torch.float16, 4e-3), (torch.bfloat16, 3e-2)])
 @pytest.mark.parametrize("D", [32, 30])
 def test_cuda_half_precision(dtype, tol, D):
@@ -398,7 +437,6 @@ def test_cuda_half_precision(dtype, tol, D):
 
 
 @pytest.mark.cuda
-@needs_cuda_op
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_autocast_module(dtype):
     """Under autocast the value projection gives half values and the locations / softmax weights stay
@@ -416,7 +454,6 @@ def test_cuda_autocast_module(dtype):
 
 
 @pytest.mark.cuda
-@needs_cuda_op
 def test_cuda_side_stream_and_determinism_alert():
     inputs = make_inputs(2, 2, 32, [(5, 6)], 4, 2, dtype=torch.float32, device="cuda")
     expected = ms_deform_attn(*inputs)
@@ -437,7 +474,6 @@ def test_cuda_side_stream_and_determinism_alert():
 
 
 @pytest.mark.cuda
-@needs_cuda_op
 def test_cuda_second_device():
     if torch.cuda.device_count() < 2:
         pytest.skip("one CUDA device")

@@ -307,13 +307,6 @@ def test_backward_is_deterministic():
         (torch.zeros(1, 3, 4, 5), torch.zeros(1, 4), 2, r"boxes as a tensor must have shape \(K, 5\)", ValueError),
         (torch.zeros(1, 3, 4, 5), [torch.zeros(2, 5)], 2, r"boxes\[0\] must be a tensor of shape \(L, 4\)", ValueError),
         (torch.zeros(1, 3, 4, 5), "boxes", 2, "boxes must be a Tensor", TypeError),
-        (
-            torch.zeros(1, 3, 4, 5),
-            torch.zeros(1, 5, dtype=torch.float64),
-            2,
-            "boxes .* must have the dtype of input",
-            TypeError,
-        ),
         (torch.zeros(1, 3, 4, 5), torch.zeros(1, 5), (2, 0), "output_size must be a positive", ValueError),
         (torch.zeros(1, 3, 4, 5), torch.zeros(1, 5), (2, 2, 2), "output_size must be a positive", ValueError),
     ],
@@ -321,6 +314,40 @@ def test_backward_is_deterministic():
 def test_argument_errors(input, boxes, output_size, match, error):
     with pytest.raises(error, match=match):
         roi_align(input, boxes, output_size)
+
+
+@pytest.mark.parametrize("boxes_dtype", [torch.float64, torch.bfloat16])
+def test_boxes_take_the_dtype_of_input(boxes_dtype):
+    """Outside autocast the boxes are cast to input's dtype (detectron2's ROIAlign does so), not refused."""
+    x = torch.randn(2, 3, 9, 11, generator=torch.Generator().manual_seed(0))
+    rois = torch.tensor([[0.0, 0.5, 1.0, 6.0, 7.5], [1.0, 2.0, 0.0, 10.0, 4.0]])
+    out = roi_align(x, rois.to(boxes_dtype), 3, 1.0, -1, True)
+    assert out.dtype == torch.float32
+    expected = torchvision.ops.roi_align(x, rois.to(boxes_dtype).float(), 3, 1.0, -1, True)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("input_dtype, boxes_dtype", [(torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16),
+                                                      (torch.bfloat16, torch.bfloat16)])
+def test_autocast_computes_in_float32(input_dtype, boxes_dtype):
+    """Under CPU bfloat16 autocast (features from an autocast conv are bfloat16, boxes often float32) the
+    output and input gradient equal torchvision's under the same autocast: both cast to float32, the
+    output in input's dtype."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 12, 10, generator=gen).to(input_dtype)
+    rois = torch.tensor([[0.0, 0.5, 1.0, 6.0, 7.5], [1.0, 2.0, 0.0, 9.0, 11.0]]).to(boxes_dtype)
+    grad = torch.randn(2, 5, 4, 4, generator=gen).to(input_dtype)
+    results = []
+    for fn in (roi_align, torchvision.ops.roi_align):
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(leaf, rois, 4, 1.0, 2, True)
+        out.backward(grad)
+        results.append((out, leaf.grad))
+    (out, grad_x), (expected, expected_grad) = results
+    assert out.dtype == input_dtype and grad_x.dtype == input_dtype
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(grad_x, expected_grad, rtol=0, atol=0)
 
 
 @needs_kernel

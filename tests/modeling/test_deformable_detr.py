@@ -26,6 +26,7 @@ ROWS = sorted(p.name for p in CONFIGS.glob("deformable_detr_r50_*50ep.py"))  # t
 LOSSES = ("loss_ce", "loss_bbox", "loss_giou")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", sorted(ROWS))
 def test_every_row_trains_a_step_and_infers(config):
     cfg = LazyConfig.load(str(CONFIGS / config))

@@ -30,6 +30,7 @@ ROW_CONFIGS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, cls", ROW_CONFIGS)
 def test_config_trains_and_infers(name, cls):
     cfg = LazyConfig.load(str(CONFIGS / name))

@@ -161,6 +161,7 @@ def test_encoder_proposals_are_matched_on_their_anchors():
     assert torch.isclose(losses["loss_bbox"], torch.tensor(0.0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ROWS)
 def test_every_row_trains_a_step_and_infers(config):
     cfg = LazyConfig.load(str(CONFIGS / config))

@@ -208,6 +208,7 @@ def larger_images():
     return [a, b]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ROWS)
 def test_every_row_trains_a_step_and_infers(config):
     cfg = LazyConfig.load(str(CONFIGS / config))

@@ -38,12 +38,17 @@ def heads(n, d=8):
     return nn.ModuleList(nn.Linear(d, 4) for _ in range(n))
 
 
-def test_each_layer_refines_the_previous_layers_boxes():
+def run(decoder_type, num_layers=3):
+    """A seeded decoder of ToyLayers run on `inputs()` with plain refinement: (decoder, inputs, output)."""
     torch.manual_seed(0)
-    decoder = RefiningDecoder(ToyLayer(), 3)
+    decoder = decoder_type(ToyLayer(), num_layers)
     tgt, pos, ref = inputs()
     refinement = BoxRefinement()
-    out = decoder(tgt, pos, refinement.start(ref, CODER), None, heads(3), refinement)
+    return decoder, (tgt, pos, ref), decoder(tgt, pos, refinement.start(ref, CODER), None, heads(num_layers), refinement)
+
+
+def test_each_layer_refines_the_previous_layers_boxes():
+    decoder, (tgt, pos, ref), out = run(RefiningDecoder)
     assert isinstance(out, DecoderOutput) and out.hs.shape == (3, 2, 3, 8) and out.boxes.shape == (3, 2, 3, 4)
     layers = decoder.layers
     assert torch.equal(layers[0].calls[0][1], ref)
@@ -51,6 +56,7 @@ def test_each_layer_refines_the_previous_layers_boxes():
         assert torch.equal(layers[l].calls[0][1], out.boxes[l - 1].detach())
         assert torch.equal(out.references[l], out.boxes[l - 1].detach())
         assert torch.allclose(out.boxes[l], CODER.decode(out.boxes[l - 1], out.deltas[l]))
+    refinement = BoxRefinement()
     with pytest.raises(ValueError, match="got 2 box heads for 3 decoder layers"):
         decoder(tgt, pos, refinement.start(ref, CODER), None, heads(2), refinement)
 
@@ -110,11 +116,7 @@ class ExtraDecoder(RefiningDecoder):
 
 
 def test_per_layer_extras_are_stacked_into_the_output_type():
-    torch.manual_seed(0)
-    decoder = ExtraDecoder(ToyLayer(), 3)
-    tgt, pos, ref = inputs()
-    refinement = BoxRefinement()
-    out = decoder(tgt, pos, refinement.start(ref, CODER), None, heads(3), refinement)
+    _, _, out = run(ExtraDecoder)
     assert isinstance(out, ExtraOutput) and out.side.shape == (3, 2, 3, 8)
     assert torch.equal(out.side[2], out.hs[2] * 2)
     predictions = out.predictions([nn.Linear(8, 5)] * 3, CODER)

@@ -58,6 +58,7 @@ def reference_losses(output_dir) -> dict:
     return {int(i): terms for i, terms in json.loads((output_dir / "losses.json").read_text()).items()}
 
 
+@pytest.mark.slow
 def test_resume_gives_the_weights_of_the_uninterrupted_run(uninterrupted, tmp_path, monkeypatch):
     out = tmp_path / "run"
     step = trainers.SimpleTrainer.run_step

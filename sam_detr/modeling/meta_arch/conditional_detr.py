@@ -8,7 +8,6 @@ from torch import nn
 
 from ...layers import InputProjection, PositionEmbeddingSine
 from ..heads import box_head, class_head
-from ..transformer import ConditionalDETRTransformer
 from ..query_groups import layer_outputs
 from ..transformer import ConditionalDETRTransformer
 from .detr_base import DETRBase
@@ -33,6 +32,8 @@ class ConditionalDETR(DETRBase):
     @configurable
     def __init__(self, *, transformer: ConditionalDETRTransformer, num_queries: int = 300, **kwargs):
         super().__init__(**kwargs)
+        if self.box_coder.pixels:
+            raise ValueError(f"Conditional DETR predicts normalised boxes, not pixels: got box_coder {self.box_coder!r}")
         if self.criterion.class_loss_type != "focal":
             raise ValueError("Conditional DETR has no 'no object' class: its criterion needs class_loss_type='focal'")
         if len(self.in_features) != 1:
@@ -44,7 +45,6 @@ class ConditionalDETR(DETRBase):
         self.query_embed = nn.Embedding(num_queries, hidden)
         self.class_embed = class_head(hidden, self.num_classes)
         self.bbox_embed = box_head(hidden)
-
 
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None

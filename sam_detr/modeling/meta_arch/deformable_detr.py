@@ -82,7 +82,6 @@ class DeformableDETR(DETRBase):
             # boxes start 0.12 wide and high (the copies of refinement were made before: bias 0)
             nn.init.constant_(self.bbox_embed[0].layers[-1].bias[2:], -2.0)
 
-
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
     ) -> Dict:

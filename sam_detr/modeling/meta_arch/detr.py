@@ -28,6 +28,8 @@ class DETR(DETRBase):
     @configurable
     def __init__(self, *, transformer: DetrTransformer, num_queries: int = 100, **kwargs):
         super().__init__(**kwargs)
+        if self.box_coder.pixels:
+            raise ValueError(f"DETR predicts normalised boxes, not pixels: got box_coder {self.box_coder!r}")
         if self.criterion.class_loss_type != "softmax":
             raise ValueError("DETR predicts a 'no object' class: its criterion needs class_loss_type='softmax'")
         hidden = transformer.d_model
@@ -37,7 +39,6 @@ class DETR(DETRBase):
         self.query_embed = nn.Embedding(num_queries, hidden)
         self.class_embed = class_head(hidden, self.num_classes + 1, prior_prob=None)
         self.bbox_embed = box_head(hidden, zero_last=False)
-
 
     def forward_head(
         self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None

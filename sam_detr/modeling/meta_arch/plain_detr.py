@@ -8,7 +8,6 @@ from torch import nn
 
 from ...layers import InputProjection, PositionEmbeddingSine
 from ..heads import prediction_heads
-from ..pixel_box_coder import PixelDeltaBoxCoder
 from ..query_groups import QueryGroup, QueryGroups
 from ..transformer import BoxRefinement, TwoStageProposals, flatten_levels, reset_deformable_parameters
 from ..transformer.plain_detr_decoder import GlobalDecoder
@@ -79,7 +78,6 @@ class PlainDETR(DETRBase):
         self.class_embed, self.bbox_embed = prediction_heads(
             hidden, self.num_classes, len(decoder.layers), proposal_heads=True
         )
-
 
     def query_groups(self) -> QueryGroups:
         """The one-to-one queries, and in training the hybrid (one-to-many) ones, which neither see."""

@@ -36,6 +36,8 @@ class SAMDETR(DETRBase):
     @configurable
     def __init__(self, *, transformer: SAMDETRTransformer, input_proj_norm: bool, num_queries: int = 300, **kwargs):
         super().__init__(**kwargs)
+        if self.box_coder.pixels:
+            raise ValueError(f"SAM-DETR predicts normalised boxes, not pixels: got box_coder {self.box_coder!r}")
         if self.criterion.class_loss_type != "focal":
             raise ValueError("SAM-DETR has no 'no object' class: its criterion needs class_loss_type='focal'")
         if len(self.in_features) != transformer.num_feature_levels:
@@ -69,3 +71,4 @@ class SAMDETR(DETRBase):
             self.refinement, groups.attention_mask(ref_logits.device),
         )
         return groups.outputs(out.predictions(self.class_embed, self.box_coder))
+
