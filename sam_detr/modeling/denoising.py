@@ -16,10 +16,13 @@ import torch
 from torch import nn
 
 from ..layers.box_ops import inverse_sigmoid
+from .box_coder import BoxCoder
 from .query_groups import QueryGroup, QueryGroups
+from .transformer.box_refinement import BoxRefinement
 
 __all__ = [
     "ContrastiveDenoising",
+    "check_denoising",
     "DenoisingMatcher",
     "DenoisingQueries",
     "denoising_indices",
@@ -119,15 +122,47 @@ class DenoisingQueries(NamedTuple):
         """P = G * group_size (0 for a batch without targets)."""
         return self.content.shape[1]
 
-    def query_groups(self, num_queries: int, key: str = "dn_outputs") -> QueryGroups:
-        """These queries followed by `num_queries` matching queries (which feed the top-level outputs), theirs
-        under `key`: each denoising group sees itself and the matching queries; the matching queries see no
-        denoising query (they must not learn from the answers). Without denoising queries (a batch without
-        targets), the matching queries alone."""
+    def query_groups(self, groups: QueryGroups, key: str = "dn_outputs") -> QueryGroups:
+        """These queries placed before the decoder's `groups`, their predictions under `key`: each denoising
+        group sees itself and the queries that feed the top-level outputs (the matching queries); no other
+        query sees a denoising one (they must not learn from the answers). Without denoising queries (a batch
+        without targets), `groups` as they are."""
         if self.num_queries == 0:
-            return QueryGroups.single(num_queries)
+            return groups
         dn = QueryGroup(self.num_queries, key=key, blocks=self.num_groups, sees=(None,))
-        return QueryGroups([dn, QueryGroup(num_queries)])
+        return QueryGroups([dn, *groups.groups])
+
+    def prepend(
+        self,
+        tgt: torch.Tensor,
+        query_pos: Optional[torch.Tensor],
+        reference: torch.Tensor,
+        groups: QueryGroups,
+        refinement: BoxRefinement,
+        coder: BoxCoder,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, QueryGroups]:
+        """The decoder's inputs with these queries before the method's own: what a method feeds its
+        `RefiningDecoder` (its `tgt`, `query_pos`, the input of `refinement.start`, and its query groups).
+
+        The denoising queries' content is the noised labels' embedding, their reference the noised boxes
+        (`refinement.from_logits`; their centres where the method's first references are points) and their
+        position zeros (where the method gives positions; a decoder that positions queries from their
+        reference, `query_pos` None, positions them alike).
+        Args:
+            tgt, query_pos: (B, Q, C) the method's content and position queries (query_pos may be None).
+            reference: (B, Q, 2|4) what the method passes to `refinement.start`.
+        Returns:
+            (tgt, query_pos, reference, groups) over P + Q queries.
+        """
+        if self.num_queries == 0:
+            return tgt, query_pos, reference, groups
+        B = tgt.shape[0]
+        dn_reference = refinement.from_logits(self.boxes, coder)[..., : reference.shape[-1]]
+        tgt = torch.cat([self.content.to(tgt.dtype), tgt.expand(B, -1, -1)], 1)
+        if query_pos is not None:
+            query_pos = torch.cat([query_pos.new_zeros(self.content.shape), query_pos.expand(B, -1, -1)], 1)
+        reference = torch.cat([dn_reference.to(reference.dtype), reference.expand(B, -1, -1)], 1)
+        return tgt, query_pos, reference, self.query_groups(groups)
 
 
 class ContrastiveDenoising(nn.Module):
@@ -201,6 +236,24 @@ class ContrastiveDenoising(nn.Module):
         return (
             f"dn_number={self.dn_number}, label_noise_ratio={self.label_noise_ratio}, "
             f"box_noise_scale={self.box_noise_scale}"
+        )
+
+
+def check_denoising(
+    denoising: ContrastiveDenoising, criterion: nn.Module, box_coder: BoxCoder, key: str = "dn_outputs"
+):
+    """A model's denoising fits its criterion and its box coding, or a ValueError saying what does not."""
+    if denoising.num_classes != criterion.num_classes:
+        raise ValueError(f"denoising has {denoising.num_classes} classes, the criterion {criterion.num_classes}")
+    if box_coder.pixels:
+        raise ValueError(
+            f"denoising noises boxes normalised to the image; the model codes boxes in pixels ({box_coder!r})"
+        )
+    groups = [g for g in criterion.groups if g.key == key]
+    if not groups or not isinstance(groups[0].matcher, DenoisingMatcher):
+        raise ValueError(
+            f"the model has denoising queries but its criterion has no loss group for {key!r} matched by a "
+            "DenoisingMatcher (add_denoising in configs/common/denoising.py adds both)"
         )
 
 

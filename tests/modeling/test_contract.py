@@ -10,6 +10,10 @@ published models' parameter counts.
   with scores in [0, 1] and classes of the model.
 * An image's detections do not change when a larger image joins its batch, where the model promises it
   (`batch_invariant`); the official semantics (the backbone sees the batch's padding) are marked.
+* The denoising switch (`sam_detr.config.denoising.add_denoising`; DINO has it on): in training it adds the
+  "dn_outputs" losses of every layer, trains the label embedding, and leaves the matching queries' predictions
+  as they are without it (they never see the denoising queries); a model whose queries cannot take it
+  (`CANNOT_TAKE_DENOISING`) refuses it, saying why.
 * The ResNet's fast path (`build_resnet_backbone(fast=True)`, the default: frozen BN folded into the
   convolutions, channels-last) gives the plain path's predictions, up to rounding.
 
@@ -29,6 +33,8 @@ from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 from model_inputs import two_images  # noqa: E402
+
+from sam_detr.config.denoising import add_denoising  # noqa: E402
 
 QUICKSTART_CONFIGS = sorted(p.name for p in (REPO_ROOT / "configs" / "quickstart").glob("*.py"))
 
@@ -162,6 +168,44 @@ def test_inference(name, num_select):
         assert (boxes[:, 2:] >= boxes[:, :2]).all()
         assert ((instances.scores >= 0) & (instances.scores <= 1)).all()
         assert ((instances.pred_classes >= 0) & (instances.pred_classes < model.num_classes)).all()
+
+
+# quickstart configs whose queries cannot take denoising queries (the reasons: their models' errors)
+CANNOT_TAKE_DENOISING = {"detr.py", "conditional_detr.py"}
+
+
+def with_denoising(name: str):
+    cfg = load(name)
+    if "denoising" not in cfg.model:
+        add_denoising(cfg.model, d_model=load("detr.py").model.transformer.d_model, dn_number=3)
+    return cfg
+
+
+@pytest.mark.parametrize("name", QUICKSTART_CONFIGS)
+def test_denoising_switch(name):
+    if name in CANNOT_TAKE_DENOISING:
+        with pytest.raises(ValueError, match="queries cannot take denoising queries"):
+            build(with_denoising(name))
+        return
+    model = build(with_denoising(name)).train()  # the quickstart models have no dropout
+    seen, inputs = [], two_images()
+    model.criterion.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    with EventStorage():
+        losses = model(inputs)
+        sum(losses.values()).backward()
+        model.denoising, denoising = None, model.denoising
+        with torch.no_grad():
+            model(inputs)
+    with_dn, without = seen
+    layers = len(with_dn["aux_outputs"]) + 1
+    expected = {f"loss_ce_dn_{i}" for i in range(layers - 1)} | {"loss_ce_dn", "loss_bbox_dn", "loss_giou_dn"}
+    assert expected <= set(losses)
+    assert all(losses[k] > 0 for k in losses if "_dn" in k)
+    assert with_dn["dn_outputs"]["pred_logits"].shape[1] > 0
+    assert denoising.label_enc.weight.grad.abs().sum() > 0
+    for a, b in zip([with_dn] + with_dn["aux_outputs"], [without] + without["aux_outputs"]):
+        torch.testing.assert_close(a["pred_logits"], b["pred_logits"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a["pred_boxes"], b["pred_boxes"], rtol=1e-4, atol=1e-5)
 
 
 def promises_batch_invariance(cls) -> bool:

@@ -3,8 +3,14 @@ import pytest
 import torch
 
 from sam_detr.layers import box_cxcywh_to_xyxy
+from sam_detr.modeling import HungarianMatcher, LossGroup, SetCriterion
+from sam_detr.modeling.box_coder import SigmoidBoxCoder
+from sam_detr.modeling.pixel_box_coder import PixelDeltaBoxCoder
+from sam_detr.modeling.query_groups import QueryGroup, QueryGroups
+from sam_detr.modeling.transformer.box_refinement import BoxRefinement
 from sam_detr.modeling.denoising import (
-    ContrastiveDenoising, DenoisingMatcher, DenoisingQueries, noise_boxes, noise_labels, num_denoising_groups,
+    ContrastiveDenoising, DenoisingMatcher, DenoisingQueries, check_denoising, noise_boxes, noise_labels,
+    num_denoising_groups,
 )
 
 
@@ -88,7 +94,7 @@ def test_same_generator_same_queries():
 
 def test_attention_mask_hides_the_answers_from_the_matching_queries():
     q = DenoisingQueries(torch.zeros(2, 6, 4), torch.zeros(2, 6, 4), num_groups=3, group_size=2)
-    groups = q.query_groups(num_queries=4)
+    groups = q.query_groups(QueryGroups.single(4))
     mask = groups.attention_mask()
     assert mask.shape == (10, 10)
     group = torch.tensor([0, 0, 1, 1, 2, 2])
@@ -125,7 +131,8 @@ def test_a_batch_without_targets_has_no_queries():
     dn = ContrastiveDenoising(num_classes=7, d_model=4)
     q = dn(make_targets([0, 0]))
     assert q.num_queries == 0 and q.content.shape == (2, 0, 4)
-    assert q.query_groups(3).attention_mask() is None and q.query_groups(3).num_queries == 3
+    groups = q.query_groups(QueryGroups.single(3))
+    assert groups.attention_mask() is None and groups.num_queries == 3
     with pytest.raises(ValueError, match="0 denoising queries per image are not groups of 2 x 0"):
         DenoisingMatcher()({"pred_logits": q.content}, make_targets([0, 0]))
 
@@ -138,3 +145,58 @@ def test_label_embedding_stays_in_the_graph():
     y.sum().backward()
     assert dn.label_enc.weight.grad is not None and not dn.label_enc.weight.grad.any()
     assert dn.label_enc.weight.shape == (4, 4)  # num_classes + 1 rows, as the official label_enc
+
+
+def test_prepended_queries_see_the_matching_queries_and_no_other_group():
+    """Before a method's own groups (here matching queries and hybrid ones that see nothing else): the denoising
+    groups see the matching queries only; neither the matching nor the hybrid queries see them."""
+    dn = ContrastiveDenoising(num_classes=7, d_model=4, dn_number=4)
+    q = dn(make_targets([1, 2], seed=3))  # m = 2: groups of 4
+    groups = QueryGroups([QueryGroup(3), QueryGroup(5, "hybrid_outputs")])
+    tgt, pos, ref = torch.randn(2, 8, 4), torch.randn(2, 8, 4), torch.rand(2, 8, 4)
+    tgt2, pos2, ref2, groups2 = q.prepend(tgt, pos, ref, groups, BoxRefinement(), SigmoidBoxCoder())
+    P = q.num_queries
+    assert P == q.num_groups * 4 and groups2.num_queries == P + 8
+    assert torch.equal(tgt2[:, P:], tgt) and torch.equal(pos2[:, P:], pos) and torch.equal(ref2[:, P:], ref)
+    assert torch.equal(tgt2[:, :P], q.content) and not pos2[:, :P].any()
+    torch.testing.assert_close(ref2[:, :P], q.boxes.sigmoid())
+    mask = groups2.attention_mask()
+    assert not mask[:P, P : P + 3].any() and mask[:P, P + 3 :].all()  # sees the matching queries only
+    assert mask[P:, :P].all()  # seen by no other group
+    outputs = groups2.outputs({"pred_logits": torch.randn(1, 2, P + 8, 7)})
+    assert outputs["dn_outputs"]["pred_logits"].shape == (2, P, 7)
+    assert outputs["hybrid_outputs"]["pred_logits"].shape == (2, 5, 7) and outputs["pred_logits"].shape == (2, 3, 7)
+
+
+def test_prepended_references_take_the_methods_form():
+    """Point references get the noised boxes' centres; the running-logit form gets the logits themselves;
+    a batch without targets leaves the inputs as they are."""
+    dn = ContrastiveDenoising(num_classes=7, d_model=4, dn_number=3)
+    q = dn(make_targets([2, 1], seed=4))
+    tgt = torch.zeros(1, 3, 4).expand(2, -1, -1)  # learned queries broadcast over the batch
+    one, coder = QueryGroups.single(3), SigmoidBoxCoder()
+    _, pos, points, _ = q.prepend(tgt, None, torch.rand(2, 3, 2), one, BoxRefinement(), coder)
+    assert pos is None and points.shape == (2, q.num_queries + 3, 2)
+    torch.testing.assert_close(points[:, : q.num_queries], q.boxes[..., :2].sigmoid())
+    _, _, logits, _ = q.prepend(tgt, None, torch.randn(2, 3, 4), one, BoxRefinement("logit"), coder)
+    assert torch.equal(logits[:, : q.num_queries], q.boxes)
+    empty = dn(make_targets([0, 0]))
+    ref = torch.rand(2, 3, 4)
+    out = empty.prepend(tgt, None, ref, QueryGroups.single(3), BoxRefinement(), SigmoidBoxCoder())
+    assert out[0] is tgt and out[2] is ref and out[3].num_queries == 3
+
+
+def test_a_model_refuses_denoising_it_cannot_supervise():
+    """Denoising needs normalised boxes, the criterion's classes and a loss group matched by construction."""
+    dn = ContrastiveDenoising(num_classes=7, d_model=4)
+    matcher = HungarianMatcher(class_cost_type="focal")
+    weights = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+    dn_group = LossGroup(key="dn_outputs", suffix="_dn", matcher=DenoisingMatcher())
+    with_dn = SetCriterion(7, matcher, weights, groups=[LossGroup(), dn_group])
+    check_denoising(dn, with_dn, SigmoidBoxCoder())
+    with pytest.raises(ValueError, match="no loss group for 'dn_outputs'"):
+        check_denoising(dn, SetCriterion(7, matcher, weights), SigmoidBoxCoder())
+    with pytest.raises(ValueError, match="denoising has 7 classes, the criterion 5"):
+        check_denoising(dn, SetCriterion(5, matcher, weights, groups=[LossGroup(), dn_group]), SigmoidBoxCoder())
+    with pytest.raises(ValueError, match="codes boxes in pixels"):
+        check_denoising(dn, with_dn, PixelDeltaBoxCoder())

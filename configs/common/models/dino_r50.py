@@ -6,9 +6,8 @@
 # model (configs/dino_r50_5scale_*.py) adds C2 (stride 4).
 from detectron2.config import LazyCall as L
 
-from sam_detr.modeling import (
-    DINO, ContrastiveDenoising, DenoisingMatcher, HungarianMatcher, LossGroup, SetCriterion, build_resnet_backbone,
-)
+from sam_detr.config.denoising import add_denoising
+from sam_detr.modeling import DINO, HungarianMatcher, LossGroup, SetCriterion, build_resnet_backbone
 from sam_detr.modeling.box_coder import SigmoidBoxCoder
 from sam_detr.modeling.transformer import (
     DeformableTransformerDecoderLayer,
@@ -40,9 +39,6 @@ model = L(DINO)(
         proposals=L(TwoStageProposals)(d_model=256, position_queries=False, select_by="best_class"),
         num_queries=900,
     ),
-    denoising=L(ContrastiveDenoising)(
-        num_classes="${..criterion.num_classes}", d_model=256, dn_number=100, label_noise_ratio=0.5, box_noise_scale=1.0
-    ),
     num_select=300,
     # DINO's inverse_sigmoid clamps at 1e-3 (the others' at 1e-5); the criterion and its matcher code alike
     box_coder=L(SigmoidBoxCoder)(eps=1e-3),
@@ -55,14 +51,12 @@ model = L(DINO)(
         class_loss_type="focal",
         groups=[
             L(LossGroup)(),
-            # the denoising queries, matched by construction; zero losses in a batch without targets
-            L(LossGroup)(
-                key="dn_outputs", suffix="_dn", matcher=L(DenoisingMatcher)(), zeros_when_absent=True,
-                index_after_suffix=True,
-            ),
             # the selected proposals, Hungarian-matched against the targets with their classes
             L(LossGroup)(key="interm_outputs", suffix="_interm"),
         ],
         box_coder="${..box_coder}",
     ),
 )
+# contrastive denoising: up to 100 positive and 100 negative queries per image (the "dn_outputs" group, matched
+# by construction; zero losses in a batch without targets)
+add_denoising(model, d_model=256, dn_number=100, label_noise_ratio=0.5, box_noise_scale=1.0)

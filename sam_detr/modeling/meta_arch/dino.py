@@ -7,7 +7,6 @@ from detectron2.modeling import META_ARCH_REGISTRY
 
 from ...layers import InputProjection, PositionEmbeddingSine
 from ..box_coder import SigmoidBoxCoder
-from ..denoising import ContrastiveDenoising
 from ..heads import prediction_heads
 from ..query_groups import QueryGroups
 from ..transformer import BoxRefinement
@@ -33,12 +32,11 @@ class DINO(DETRBase):
     Args:
         transformer: the encoder-decoder; its levels are the `in_features` then extra ones, its `num_queries`
             the matching queries.
-        denoising: the contrastive denoising queries of training (None: none).
         (the other arguments: see `DETRBase`; `criterion` must use the focal class loss.)
     """
 
     @configurable
-    def __init__(self, *, transformer: DINOTransformer, denoising: Optional[ContrastiveDenoising] = None, **kwargs):
+    def __init__(self, *, transformer: DINOTransformer, **kwargs):
         super().__init__(**kwargs)
         if self.criterion.class_loss_type != "focal":
             raise ValueError("DINO has no 'no object' class: its criterion needs class_loss_type='focal'")
@@ -49,11 +47,8 @@ class DINO(DETRBase):
             raise ValueError(
                 f"in_features {self.in_features} are more levels than the transformer's {transformer.num_feature_levels}"
             )
-        if denoising is not None and denoising.num_classes != self.num_classes:
-            raise ValueError(f"denoising has {denoising.num_classes} classes, the criterion {self.num_classes}")
         hidden = transformer.d_model
         self.transformer = transformer
-        self.denoising = denoising
         self.position_embedding = PositionEmbeddingSine(hidden // 2, temperature=20, normalize=True)
         self.input_proj = InputProjection(self.in_channels, hidden, extra_levels, norm=True, xavier_init=True)
         self.refinement = BoxRefinement(look_forward_twice=True)
@@ -76,21 +71,15 @@ class DINO(DETRBase):
             memory, self.transformer.tgt_embed.weight, Q, (self.class_embed[L], self.bbox_embed[L]), self.box_coder,
             self.batch_invariant,
         )
-        groups = QueryGroups.single(Q)
-        if self.training and self.denoising is not None:
-            denoising = self.denoising(targets)
-            if denoising.num_queries:
-                tgt = torch.cat([denoising.content, tgt], 1)
-                reference = torch.cat([self.box_coder.activate(denoising.boxes), reference], 1)
-                groups = denoising.query_groups(Q)
+        tgt, _, reference, groups = self.with_denoising(
+            targets, tgt, None, reference, QueryGroups.single(Q), self.refinement
+        )
         decoder = self.transformer.decoder
         decoder.batch_invariant = self.batch_invariant
         out = decoder(
             tgt, None, self.refinement.start(reference, self.box_coder), memory, self.bbox_embed[:L],
             self.refinement, groups.attention_mask(tgt.device),
         )
-        if self.training and self.denoising is not None:
-            out.hs = self.denoising.keep_in_graph(out.hs)
         outputs = groups.outputs(out.predictions(self.class_embed, self.box_coder))
         outputs["interm_outputs"] = proposals.selected()
         return outputs
