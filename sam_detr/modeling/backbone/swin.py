@@ -22,7 +22,7 @@ import torch.utils.checkpoint
 from torch import nn
 from torchvision.ops import stochastic_depth
 
-from .swin_v2 import PatchEmbed, StageWindows, SwinTrunk, _Mlp, relative_position_index, stage_windows
+from .swin_v2 import PatchEmbed, StageWindows, SwinTrunk, _Mlp, gather_2x2, relative_position_index, stage_windows
 
 __all__ = ["SwinTransformer", "WindowAttention"]
 
@@ -99,11 +99,7 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """(B, H*W, C) -> (B, ceil(H/2)*ceil(W/2), 2C)"""
-        h, w = size
-        b, _, c = x.shape
-        x = F.pad(x.view(b, h, w, c), (0, 0, 0, w % 2, 0, h % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.reduction(self.norm(x.view(b, -1, 4 * c)))
+        return self.reduction(self.norm(gather_2x2(x, size)))
 
 
 class SwinStage(nn.Module):

@@ -276,6 +276,16 @@ def shifted_window_mask(hp: int, wp: int, window_size: int, shift_size: int, dev
     return torch.zeros(differs.shape, device=device).masked_fill_(differs, -100.0)
 
 
+def gather_2x2(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(B, H*W, C) tokens of an (H, W) map -> (B, ceil(H/2)*ceil(W/2), 4C): each 2x2 patch's tokens side by side
+    (x0 y0, x0 y1, x1 y0, x1 y1; odd sizes zero-padded at the bottom/right), what patch merging projects."""
+    h, w = size
+    b, _, c = x.shape
+    x = F.pad(x.view(b, h, w, c), (0, 0, 0, w % 2, 0, h % 2))
+    x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+    return x.view(b, -1, 4 * c)
+
+
 class PatchMerging(nn.Module):
     """2x2 neighbours concatenated (x0, x1, x2, x3 = (0,0), (1,0), (0,1), (1,1) of (row, col)), reduced to
     2C by a linear layer, then normalised (SwinV2's post-norm merging). Odd sizes are zero-padded."""
@@ -287,11 +297,7 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """(B, H*W, C) -> (B, ceil(H/2)*ceil(W/2), 2C)"""
-        h, w = size
-        b, _, c = x.shape
-        x = F.pad(x.view(b, h, w, c), (0, 0, 0, w % 2, 0, h % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.norm(self.reduction(x.view(b, -1, 4 * c)))
+        return self.norm(self.reduction(gather_2x2(x, size)))
 
 
 class SwinV2Stage(nn.Module):
