@@ -126,6 +126,7 @@ class SetCriterion(nn.Module):
         eos_coef: weight of the no-object class in the softmax cross-entropy.
         box_coder: the box space of the predictions and targets, whose L1 loss is used (`BoxCoder.l1_loss`);
             the matchers must code alike.
+        giou_eps: added to the GIoU loss's denominators (DINO: 1e-6; the others: 0).
     """
 
     def __init__(
@@ -140,6 +141,7 @@ class SetCriterion(nn.Module):
         focal_gamma: float = 2.0,
         groups: Sequence[LossGroup] = DEFAULT_GROUPS,
         box_coder: BoxCoder = SigmoidBoxCoder(),
+        giou_eps: float = 0.0,
     ):
         super().__init__()
         # a LazyConfig list of LossGroups arrives as omegaconf's structured configs of them
@@ -165,6 +167,7 @@ class SetCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.groups = list(groups)
         self.box_coder = box_coder
+        self.giou_eps = giou_eps
         for group in self.groups:
             weights = self.weight_dict if group.weight_dict is None else group.weight_dict
             missing = [k for name in losses for k in LOSS_KEYS[name] if k not in weights]
@@ -196,7 +199,9 @@ class SetCriterion(nn.Module):
         src_boxes = outputs["pred_boxes"][batch_idx, src_idx]
         target_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)], dim=0)
         loss_bbox = self.box_coder.l1_loss(outputs, (batch_idx, src_idx), target_boxes).sum() / num_boxes
-        giou = paired_generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(target_boxes))
+        giou = paired_generalized_box_iou(
+            box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(target_boxes), self.giou_eps
+        )
         return {"loss_bbox": loss_bbox, "loss_giou": (1 - giou).sum() / num_boxes}
 
     def num_boxes(self, targets: List[Dict[str, torch.Tensor]], device: torch.device) -> float:

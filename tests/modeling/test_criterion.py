@@ -229,3 +229,25 @@ def test_denoising_group_is_matched_by_construction_and_normalised_per_copy():
     zeros = {k: v for k, v in criterion(outputs, targets).items() if "_dn" in k}
     assert set(zeros) == {f"{k}{s}" for k in WEIGHTS for s in ("_dn", "_dn_0")}
     assert all(v == 0 for v in zeros.values())
+
+
+def test_giou_eps_is_added_to_both_denominators_in_the_loss_and_the_cost():
+    """DINO's GIoU (util/box_ops.py): iou = inter / (union + 1e-6), giou = iou - (C - union) / (C + 1e-6)."""
+    pred = torch.tensor([[[0.30, 0.40, 0.20, 0.10], [0.50, 0.50, 0.02, 0.03]]], dtype=torch.float64)
+    gt = torch.tensor([[0.32, 0.41, 0.18, 0.12], [0.52, 0.49, 0.01, 0.02]], dtype=torch.float64)
+    a, b = box_cxcywh_to_xyxy(pred[0]), box_cxcywh_to_xyxy(gt)
+    inter = (torch.min(a[:, 2:], b[:, 2:]) - torch.max(a[:, :2], b[:, :2])).clamp(min=0).prod(-1)
+    union = (a[:, 2:] - a[:, :2]).prod(-1) + (b[:, 2:] - b[:, :2]).prod(-1) - inter
+    hull = (torch.max(a[:, 2:], b[:, 2:]) - torch.min(a[:, :2], b[:, :2])).prod(-1)
+    dino = inter / (union + 1e-6) - (hull - union) / (hull + 1e-6)
+    weights = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+    targets = [{"labels": torch.tensor([1, 2]), "boxes": gt}]
+    outputs = {"pred_logits": torch.zeros(1, 2, 3, dtype=torch.float64), "pred_boxes": pred}
+    indices = [(torch.tensor([0, 1]), torch.tensor([0, 1]))]
+    for eps, expected in ((1e-6, dino), (0.0, inter / union - (hull - union) / hull)):
+        criterion = SetCriterion(3, HungarianMatcher(giou_eps=eps), weights, giou_eps=eps)
+        loss = criterion.loss_boxes(outputs, targets, indices, num_boxes=2.0)["loss_giou"]
+        torch.testing.assert_close(loss, (1 - expected).sum() / 2, rtol=0, atol=1e-15)
+        assert not torch.isclose(loss, (1 - (dino if eps == 0 else inter / union - (hull - union) / hull)).sum() / 2)
+        cost = generalized_box_iou(a, b, eps).diagonal()
+        torch.testing.assert_close(cost, expected, rtol=0, atol=1e-15)

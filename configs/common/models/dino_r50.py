@@ -45,7 +45,8 @@ model = L(DINO)(
     criterion=L(SetCriterion)(
         num_classes=80,
         matcher=L(HungarianMatcher)(
-            cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost_type="focal", box_coder="${..box_coder}"
+            cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost_type="focal", box_coder="${..box_coder}",
+            giou_eps="${..giou_eps}",
         ),
         weight_dict={"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0},
         class_loss_type="focal",
@@ -55,6 +56,8 @@ model = L(DINO)(
             L(LossGroup)(key="interm_outputs", suffix="_interm"),
         ],
         box_coder="${..box_coder}",
+        # DINO's GIoU adds 1e-6 to its denominators (util/box_ops.py), in the loss and the matching cost
+        giou_eps=1e-6,
     ),
 )
 # contrastive denoising: up to 100 positive and 100 negative queries per image (the "dn_outputs" group, matched
