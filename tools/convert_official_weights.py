@@ -14,6 +14,8 @@
         --source ms_detr_pp_300.pth --output ms_detr_pp_r50_12ep.pth
     python tools/convert_official_weights.py --config-file configs/plain_detr_swinv2_small_sup_pt_boxrpe.py \
         --source plain_detr_checkpoint.pth --output plain_detr_swinv2_small_sup_pt_boxrpe.pth
+    python tools/convert_official_weights.py --config-file configs/dino_r50_4scale_12ep.py \
+        --source checkpoint0011_4scale.pth --output dino_r50_4scale_12ep.pth
 
 The conversion is strict: every official weight is used and every weight of the model filled, with equal
 shapes. When the model predicts the contiguous classes of `--dataset` (Detectron2's 80 COCO classes),

@@ -1,6 +1,7 @@
 """Converters from the official checkpoints to this package's names."""
 from .conditional_detr import conditional_detr_key, convert_conditional_detr, convert_detr
 from .deformable_detr import convert_deformable_detr, deformable_detr_key
+from .dino import convert_dino, dino_key
 from .ms_detr import convert_ms_detr, ms_detr_key
 from .plain_detr import convert_plain_detr, plain_detr_key
 from .resnet import convert_torchvision_resnet, torchvision_resnet_key

@@ -7,9 +7,10 @@ from typing import Callable, Dict, NamedTuple, Optional, Sequence
 import torch
 from torch import nn
 
-from ..modeling import DETR, MSDETR, SAMDETR, ConditionalDETR, DeformableDETR, PlainDETR
+from ..modeling import DETR, DINO, MSDETR, SAMDETR, ConditionalDETR, DeformableDETR, PlainDETR
 from .conditional_detr import convert_conditional_detr, convert_detr
 from .deformable_detr import convert_deformable_detr
+from .dino import convert_dino
 from .ms_detr import convert_ms_detr
 from .plain_detr import convert_plain_detr
 from .sam_detr import convert_sam_detr
@@ -32,6 +33,7 @@ OFFICIAL_CONVERTERS: Dict[type, OfficialConverter] = {
     DeformableDETR: OfficialConverter(convert_deformable_detr, "fundamentalvision/Deformable-DETR"),
     MSDETR: OfficialConverter(convert_ms_detr, "Atten4Vis/MS-DETR"),
     PlainDETR: OfficialConverter(convert_plain_detr, "impiga/Plain-DETR"),
+    DINO: OfficialConverter(convert_dino, "IDEA-Research/DINO"),
 }
 
 

@@ -8,5 +8,7 @@ from .ffn import FFN
 from .input_projection import InputProjection
 from .mlp import MLP
 from .ms_deform_attn import MSDeformAttn, ms_deform_attn, ms_deform_attn_pytorch
-from .position_encoding import PositionEmbeddingSine, boxes_sine_embed, points_sine_embed, sine_embed
+from .position_encoding import (
+    PositionEmbeddingSine, anchor_sine_embed, boxes_sine_embed, points_sine_embed, sine_embed,
+)
 from .roi_align import roi_align

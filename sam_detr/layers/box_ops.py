@@ -78,29 +78,31 @@ def _area(boxes: torch.Tensor) -> torch.Tensor:
     return wh[..., 0] * wh[..., 1]
 
 
-def _giou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """GIoU of broadcast (..., 4) xyxy boxes, with the guards of the module docstring."""
+def _giou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """GIoU of broadcast (..., 4) xyxy boxes, with the guards of the module docstring; `eps` is added to both
+    denominators (DINO's box_ops adds 1e-6)."""
     if boxes1.dtype in (torch.float16, torch.bfloat16):  # as torchvision: areas in float32
         boxes1, boxes2 = boxes1.float(), boxes2.float()
     tiny = torch.finfo(boxes1.dtype).tiny
     wh = (torch.min(boxes1[..., 2:], boxes2[..., 2:]) - torch.max(boxes1[..., :2], boxes2[..., :2])).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     union = (_area(boxes1) + _area(boxes2) - inter).clamp(min=tiny)
-    iou = inter / union
+    iou = inter / (union + eps)
     wh_c = (torch.max(boxes1[..., 2:], boxes2[..., 2:]) - torch.min(boxes1[..., :2], boxes2[..., :2])).clamp(min=0)
     area_c = (wh_c[..., 0] * wh_c[..., 1]).clamp(min=tiny)
-    return iou - (area_c - union) / area_c
+    return iou - (area_c - union) / (area_c + eps)
 
 
-def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """Pairwise GIoU: (N, 4), (M, 4) xyxy -> (N, M), as torchvision's, guarded (see the module docstring)."""
-    return _giou(boxes1[:, None, :], boxes2[None, :, :])
+def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Pairwise GIoU: (N, 4), (M, 4) xyxy -> (N, M), as torchvision's, guarded (see the module docstring);
+    `eps`: added to the denominators."""
+    return _giou(boxes1[:, None, :], boxes2[None, :, :], eps)
 
 
-def paired_generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+def paired_generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """GIoU of boxes1[i] with boxes2[i]: (N, 4), (N, 4) xyxy -> (N,).
 
-    The same arithmetic as the diagonal of `generalized_box_iou` (no epsilon, unlike
+    The same arithmetic as the diagonal of `generalized_box_iou` (by default no epsilon, unlike
     torchvision's `generalized_box_iou_loss`), without the N x N matrix.
     """
-    return _giou(boxes1, boxes2)
+    return _giou(boxes1, boxes2, eps)

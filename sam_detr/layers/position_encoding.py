@@ -4,7 +4,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["PositionEmbeddingSine", "sine_embed", "points_sine_embed", "boxes_sine_embed"]
+__all__ = ["PositionEmbeddingSine", "sine_embed", "points_sine_embed", "boxes_sine_embed", "anchor_sine_embed"]
 
 
 def _dim_t(num_feats: int, temperature: float, device) -> torch.Tensor:
@@ -109,3 +109,9 @@ def points_sine_embed(points: torch.Tensor, num_feats: int = 128, temperature: f
 def boxes_sine_embed(boxes: torch.Tensor, num_feats: int = 128, temperature: float = 10000) -> torch.Tensor:
     """(..., 4) boxes (cx, cy, w, h) -> (..., 4 * num_feats) in that order (Deformable DETR proposals)."""
     return sine_embed(boxes, num_feats, temperature)
+
+
+def anchor_sine_embed(boxes: torch.Tensor, num_feats: int = 128, temperature: float = 10000) -> torch.Tensor:
+    """(..., 4) boxes (cx, cy, w, h) -> (..., 4 * num_feats) as (cy, cx, w, h): Y first, as the points'
+    (DAB-DETR's and DINO's anchor boxes)."""
+    return sine_embed(boxes[..., [1, 0, 2, 3]], num_feats, temperature)

@@ -4,8 +4,9 @@ from .backbone import (
 )
 from .box_coder import BoxCoder, SigmoidBoxCoder
 from .criterion import LossGroup, SetCriterion
+from .denoising import ContrastiveDenoising, DenoisingMatcher
 from .matcher import HungarianMatcher
 from .o2m_matcher import OneToManyMatcher
-from .meta_arch import DETR, MSDETR, SAMDETR, ConditionalDETR, DETRBase, DeformableDETR, PlainDETR
+from .meta_arch import DETR, DINO, MSDETR, SAMDETR, ConditionalDETR, DETRBase, DeformableDETR, PlainDETR
 from .pixel_box_coder import PixelDeltaBoxCoder
 from .query_groups import QueryGroup, QueryGroups

@@ -16,6 +16,8 @@ from .matcher import HungarianMatcher
 __all__ = ["SetCriterion", "LossGroup", "hybrid_matching_groups", "sigmoid_focal_loss"]
 
 Indices = List[Tuple[torch.Tensor, torch.Tensor]]
+# the losses each loss function gives
+LOSS_KEYS = {"class": ("loss_ce",), "boxes": ("loss_bbox", "loss_giou")}
 
 
 def sigmoid_focal_loss(
@@ -51,7 +53,8 @@ class LossGroup:
 
     A group is the dict `outputs[key]` (the top-level outputs when `key` is None) with "pred_logits" and
     "pred_boxes" and optionally "aux_outputs" (one such dict per earlier decoder layer). Its losses are
-    named `<loss><suffix>` and `<loss>_{i}<suffix>` for aux layer i. A group absent from the outputs is
+    named `<loss><suffix>` and `<loss>_{i}<suffix>` for aux layer i (`<loss><suffix>_{i}` with
+    `index_after_suffix`, DINO's denoising names). A group absent from the outputs is
     skipped (e.g. "enc_outputs" of a one-stage model).
 
     Args:
@@ -63,7 +66,16 @@ class LossGroup:
         match_boxes: the key of the boxes the matcher compares with the targets ("pred_boxes"; MS-DETR
             matches its encoder's proposals on their fixed "anchors").
         weight_dict: the weight of each loss in this group (default: the criterion's).
+        zeros_when_absent: when the outputs have no such group, its losses are zeros (one per layer of the
+            top-level outputs) rather than left out, so that every step and every worker log the same keys
+            (DINO's denoising queries in a batch without targets).
+        index_after_suffix: aux layer i's losses are `<loss><suffix>_{i}` (see above).
     """
+
+    def layer_suffixes(self, num_aux: int) -> List[str]:
+        """The suffixes of the group's loss names: its last layer's, then each aux layer's."""
+        pattern = "{suffix}_{i}" if self.index_after_suffix else "_{i}{suffix}"
+        return [self.suffix] + [pattern.format(i=i, suffix=self.suffix) for i in range(num_aux)]
 
     key: Optional[str] = None
     suffix: str = ""
@@ -72,6 +84,8 @@ class LossGroup:
     matcher: Optional[nn.Module] = None
     match_boxes: str = "pred_boxes"
     weight_dict: Optional[Dict[str, float]] = None
+    zeros_when_absent: bool = False
+    index_after_suffix: bool = False
 
     def targets(self, targets: List[Dict[str, torch.Tensor]]) -> List[Dict[str, torch.Tensor]]:
         """The group's version of the targets: class-agnostic and/or repeated."""
@@ -99,7 +113,9 @@ class SetCriterion(nn.Module):
     Losses: "class" (`loss_ce`: sigmoid focal loss, or softmax cross-entropy with a down-weighted
     no-object class) and "boxes" (`loss_bbox`: the box coder's L1, on normalised (cx, cy, w, h) by default;
     `loss_giou`: 1 - GIoU),
-    each divided by the number of target boxes of its group averaged over all workers. The predictions
+    each divided by the number of target boxes of its group averaged over all workers (at least 1), times the
+    number of times each target is matched when the group's matcher says so (`matches_per_target(outputs,
+    targets)`: the denoising groups, `DenoisingMatcher`). The predictions
     supervised come in groups (`LossGroup`): by default the final decoder layer with its auxiliary layers
     (`<loss>`, `<loss>_{i}`) and a two-stage encoder's proposals (`enc_outputs`, matched against
     class-agnostic targets: `<loss>_enc`); one-to-many supervision adds a group of its own.
@@ -111,6 +127,7 @@ class SetCriterion(nn.Module):
         eos_coef: weight of the no-object class in the softmax cross-entropy.
         box_coder: the box space of the predictions and targets, whose L1 loss is used (`BoxCoder.l1_loss`);
             the matchers must code alike.
+        giou_eps: added to the GIoU loss's denominators (DINO: 1e-6; the others: 0).
     """
 
     def __init__(
@@ -125,6 +142,7 @@ class SetCriterion(nn.Module):
         focal_gamma: float = 2.0,
         groups: Sequence[LossGroup] = DEFAULT_GROUPS,
         box_coder: BoxCoder = SigmoidBoxCoder(),
+        giou_eps: float = 0.0,
     ):
         super().__init__()
         # a LazyConfig list of LossGroups arrives as omegaconf's structured configs of them
@@ -135,11 +153,10 @@ class SetCriterion(nn.Module):
             raise ValueError("the first loss group must be the top-level outputs (key=None)")
         if class_loss_type not in ("focal", "softmax"):
             raise ValueError(f"class_loss_type must be 'focal' or 'softmax', got {class_loss_type!r}")
-        loss_keys = {"class": ["loss_ce"], "boxes": ["loss_bbox", "loss_giou"]}
         for name in losses:
-            if name not in loss_keys:
-                raise ValueError(f"unknown loss {name!r}; choose from {sorted(loss_keys)}")
-            missing = [k for k in loss_keys[name] if k not in weight_dict]
+            if name not in LOSS_KEYS:
+                raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSS_KEYS)}")
+            missing = [k for k in LOSS_KEYS[name] if k not in weight_dict]
             if missing:
                 raise ValueError(f"weight_dict has no weight for {missing}")
         self.num_classes = num_classes
@@ -151,9 +168,10 @@ class SetCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.groups = list(groups)
         self.box_coder = box_coder
+        self.giou_eps = giou_eps
         for group in self.groups:
             weights = self.weight_dict if group.weight_dict is None else group.weight_dict
-            missing = [k for name in losses for k in loss_keys[name] if k not in weights]
+            missing = [k for name in losses for k in LOSS_KEYS[name] if k not in weights]
             if missing:
                 raise ValueError(f"the weights of loss group {group.key!r} have no weight for {missing}")
         if class_loss_type == "softmax":
@@ -182,7 +200,9 @@ class SetCriterion(nn.Module):
         src_boxes = outputs["pred_boxes"][batch_idx, src_idx]
         target_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)], dim=0)
         loss_bbox = self.box_coder.l1_loss(outputs, (batch_idx, src_idx), target_boxes).sum() / num_boxes
-        giou = paired_generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(target_boxes))
+        giou = paired_generalized_box_iou(
+            box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(target_boxes), self.giou_eps
+        )
         return {"loss_bbox": loss_bbox, "loss_giou": (1 - giou).sum() / num_boxes}
 
     def num_boxes(self, targets: List[Dict[str, torch.Tensor]], device: torch.device) -> float:
@@ -234,13 +254,17 @@ class SetCriterion(nn.Module):
         for group in self.groups:
             group_outputs = outputs if group.key is None else outputs.get(group.key)
             if group_outputs is None:
+                if group.zeros_when_absent:
+                    losses.update(self._zero_losses(group, outputs))
                 continue
             group_targets = group.targets(targets)
             num_boxes = self.num_boxes(group_targets, outputs["pred_logits"].device)
             matcher = self.matcher if group.matcher is None else group.matcher
+            if hasattr(matcher, "matches_per_target"):
+                num_boxes *= matcher.matches_per_target(group_outputs, group_targets)
             weights = self.weight_dict if group.weight_dict is None else group.weight_dict
-            layers = [(group.suffix, group_outputs)]
-            layers += [(f"_{i}{group.suffix}", aux) for i, aux in enumerate(group_outputs.get("aux_outputs", []))]
+            aux = group_outputs.get("aux_outputs", [])
+            layers = list(zip(group.layer_suffixes(len(aux)), [group_outputs, *aux]))
             for suffix, layer in layers:
                 if group.match_boxes not in layer:
                     raise KeyError(f"loss group {group.key!r}: outputs{suffix} have no {group.match_boxes!r} to match")
@@ -250,6 +274,12 @@ class SetCriterion(nn.Module):
                 if group.key is None and suffix == "":
                     self._log_metrics(layer, group_targets, indices)
         return losses
+
+    def _zero_losses(self, group: LossGroup, outputs: Dict) -> Dict[str, torch.Tensor]:
+        """Zero losses under the names of an absent group, for every layer of the top-level outputs."""
+        suffixes = group.layer_suffixes(len(outputs.get("aux_outputs", [])))
+        zero = outputs["pred_logits"].new_zeros(())
+        return {key + suffix: zero for suffix in suffixes for name in self.losses for key in LOSS_KEYS[name]}
 
     @torch.no_grad()
     def _log_metrics(self, outputs, targets, indices: Indices) -> None:

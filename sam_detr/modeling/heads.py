@@ -48,11 +48,17 @@ def prediction_heads(
 ) -> Tuple[nn.ModuleList, nn.ModuleList]:
     """The class heads and box heads of a refining decoder (`class_head`, `box_head`, `per_layer`): one pair
     per decoder layer, and with `proposal_heads` one more, last, that scores and refines a two-stage
-    encoder's proposals. Names: `class_embed.{i}`, `bbox_embed.{i}` under the model."""
-    num = num_layers + int(proposal_heads)
+    encoder's proposals: a copy of the same initialisation, also when the decoder's pair is `shared` (DINO).
+    Names: `class_embed.{i}`, `bbox_embed.{i}` under the model."""
     classes = class_head(d_model, num_classes, prior_prob)
     boxes = box_head(d_model)
-    return per_layer(classes, num, shared), per_layer(boxes, num, shared)
+    heads = []
+    for head in (classes, boxes):
+        layers = per_layer(head, num_layers, shared)
+        if proposal_heads:
+            layers.append(copy.deepcopy(head))
+        heads.append(layers)
+    return heads[0], heads[1]
 
 
 def proposal_object_rows(class_embed: nn.ModuleList, prefix: str = "class_embed") -> Dict[str, int]:

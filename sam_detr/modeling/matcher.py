@@ -22,6 +22,7 @@ class HungarianMatcher(nn.Module):
             the target classes) or "softmax" (DETR's `-p[target class]`).
         focal_alpha, focal_gamma: of the focal cost.
         box_coder: the box space, whose L1 cost is used (`BoxCoder.l1_cost`; the criterion's).
+        giou_eps: added to the GIoU's denominators (DINO: 1e-6; the others: 0).
     """
 
     def __init__(
@@ -33,6 +34,7 @@ class HungarianMatcher(nn.Module):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         box_coder: BoxCoder = SigmoidBoxCoder(),
+        giou_eps: float = 0.0,
     ):
         super().__init__()
         if class_cost_type not in ("focal", "softmax"):
@@ -46,6 +48,7 @@ class HungarianMatcher(nn.Module):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.box_coder = box_coder
+        self.giou_eps = giou_eps
 
     def class_cost(self, logits: torch.Tensor, tgt_ids: torch.Tensor) -> torch.Tensor:
         """(Q, K) logits, (T,) class ids -> (Q, T)"""
@@ -80,7 +83,8 @@ class HungarianMatcher(nn.Module):
             cost = (
                 self.cost_bbox * self.box_coder.l1_cost(outputs, b, tgt_boxes)
                 + self.cost_class * self.class_cost(outputs["pred_logits"][b], tgt_ids)
-                + self.cost_giou * -generalized_box_iou(box_cxcywh_to_xyxy(out_boxes), box_cxcywh_to_xyxy(tgt_boxes))
+                + self.cost_giou
+                * -generalized_box_iou(box_cxcywh_to_xyxy(out_boxes), box_cxcywh_to_xyxy(tgt_boxes), self.giou_eps)
             )
             # half precision to float32; a float64 model keeps its precision (near-equal costs of float64
             # predictions stay apart, as in the official code)

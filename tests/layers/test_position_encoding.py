@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from sam_detr.layers import PositionEmbeddingSine, boxes_sine_embed, points_sine_embed, sine_embed
+from sam_detr.layers import PositionEmbeddingSine, anchor_sine_embed, boxes_sine_embed, points_sine_embed, sine_embed
 
 
 def _reference_map(mask, num_feats, offset):
@@ -47,7 +47,7 @@ def test_offset_is_deformable_rule():
     torch.testing.assert_close(detr[0, 0, -1, 0], torch.tensor(math.sin(4 / (4 + 1e-6) * 2 * math.pi)))
 
 
-def test_points_put_y_first_and_boxes_keep_order():
+def test_points_and_anchors_put_y_first_and_boxes_keep_order():
     p = torch.tensor([[0.25, 0.75]])
     e = points_sine_embed(p, num_feats=4)
     torch.testing.assert_close(e[:, :4], sine_embed(p[:, 1:], 4))
@@ -57,6 +57,10 @@ def test_points_put_y_first_and_boxes_keep_order():
     assert eb.shape == (3, 2, 24)
     for k in range(4):
         torch.testing.assert_close(eb[..., 6 * k : 6 * (k + 1)], sine_embed(b[..., k : k + 1], 6))
+    # anchor boxes (DAB-DETR, DINO): Y before X, then w and h
+    ea = anchor_sine_embed(b, num_feats=6)
+    for k, coord in enumerate((1, 0, 2, 3)):
+        torch.testing.assert_close(ea[..., 6 * k : 6 * (k + 1)], sine_embed(b[..., coord : coord + 1], 6))
     # interleaved sin/cos of x * 2pi / 10000^(2*(i//2)/F)
     x = 0.3
     expected = [math.sin(x * 2 * math.pi), math.cos(x * 2 * math.pi)]

@@ -203,3 +203,51 @@ def test_non_finite_predictions_give_non_finite_losses_not_an_error():
     outputs["pred_boxes"] = torch.full_like(outputs["pred_boxes"], float("nan"))
     losses = criterion(outputs, _targets())
     assert torch.isfinite(losses["loss_ce"]) and not torch.isfinite(losses["loss_bbox"])
+
+
+def test_denoising_group_is_matched_by_construction_and_normalised_per_copy():
+    """DINO's denoising group: queries matched to the targets they copy, the losses divided by the targets
+    times the number of copies (groups), named `<loss>_dn_{i}` for aux layers, and zeros (same keys) when a
+    batch without targets has no such group."""
+    from sam_detr.modeling import DenoisingMatcher
+
+    g = torch.Generator().manual_seed(7)
+    outputs = _outputs(2, 6, 4, g, aux=1)
+    outputs["dn_outputs"] = _outputs(2, 12, 4, g, aux=1)  # 3 groups of 2 x 2 (the most targets of an image)
+    dn = LossGroup(key="dn_outputs", suffix="_dn", matcher=DenoisingMatcher(), zeros_when_absent=True,
+                   index_after_suffix=True)
+    criterion = SetCriterion(4, HungarianMatcher(), WEIGHTS, groups=[LossGroup(), dn])
+    targets = _targets()
+    losses = criterion(outputs, targets)
+    assert set(losses) == {f"{k}{s}" for k in WEIGHTS for s in ("", "_0", "_dn", "_dn_0")}
+    # positives: queries 0, 1 of each group of 4 (g * 4 + j) reconstruct targets j; normaliser 2 targets x 3
+    indices = [(torch.tensor([0, 1, 4, 5, 8, 9]), torch.tensor([0, 1, 0, 1, 0, 1])), (torch.tensor([]).long(),) * 2]
+    expected = criterion.layer_losses(outputs["dn_outputs"], targets, 6.0, indices, WEIGHTS, "_dn")
+    for k, v in expected.items():
+        torch.testing.assert_close(losses[k], v)
+    del outputs["dn_outputs"]
+    zeros = {k: v for k, v in criterion(outputs, targets).items() if "_dn" in k}
+    assert set(zeros) == {f"{k}{s}" for k in WEIGHTS for s in ("_dn", "_dn_0")}
+    assert all(v == 0 for v in zeros.values())
+
+
+def test_giou_eps_is_added_to_both_denominators_in_the_loss_and_the_cost():
+    """DINO's GIoU (util/box_ops.py): iou = inter / (union + 1e-6), giou = iou - (C - union) / (C + 1e-6)."""
+    pred = torch.tensor([[[0.30, 0.40, 0.20, 0.10], [0.50, 0.50, 0.02, 0.03]]], dtype=torch.float64)
+    gt = torch.tensor([[0.32, 0.41, 0.18, 0.12], [0.52, 0.49, 0.01, 0.02]], dtype=torch.float64)
+    a, b = box_cxcywh_to_xyxy(pred[0]), box_cxcywh_to_xyxy(gt)
+    inter = (torch.min(a[:, 2:], b[:, 2:]) - torch.max(a[:, :2], b[:, :2])).clamp(min=0).prod(-1)
+    union = (a[:, 2:] - a[:, :2]).prod(-1) + (b[:, 2:] - b[:, :2]).prod(-1) - inter
+    hull = (torch.max(a[:, 2:], b[:, 2:]) - torch.min(a[:, :2], b[:, :2])).prod(-1)
+    dino = inter / (union + 1e-6) - (hull - union) / (hull + 1e-6)
+    weights = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+    targets = [{"labels": torch.tensor([1, 2]), "boxes": gt}]
+    outputs = {"pred_logits": torch.zeros(1, 2, 3, dtype=torch.float64), "pred_boxes": pred}
+    indices = [(torch.tensor([0, 1]), torch.tensor([0, 1]))]
+    for eps, expected in ((1e-6, dino), (0.0, inter / union - (hull - union) / hull)):
+        criterion = SetCriterion(3, HungarianMatcher(giou_eps=eps), weights, giou_eps=eps)
+        loss = criterion.loss_boxes(outputs, targets, indices, num_boxes=2.0)["loss_giou"]
+        torch.testing.assert_close(loss, (1 - expected).sum() / 2, rtol=0, atol=1e-15)
+        assert not torch.isclose(loss, (1 - (dino if eps == 0 else inter / union - (hull - union) / hull)).sum() / 2)
+        cost = generalized_box_iou(a, b, eps).diagonal()
+        torch.testing.assert_close(cost, expected, rtol=0, atol=1e-15)

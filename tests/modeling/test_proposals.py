@@ -106,3 +106,39 @@ def test_position_queries_embed_the_selected_boxes():
         proposals.pos_trans.weight[:, 8:] = 0
     zeroed = proposals(levels, class_head, box_head, 6, CODER)
     assert torch.allclose(torch.cat([zeroed.query_pos, zeroed.tgt], -1), pos.detach(), atol=1e-6)
+
+
+def test_dino_selects_by_the_best_class_without_position_queries():
+    """DINO's selection: the tokens of highest logit over all classes, best first; no pos_trans, so the content
+    queries must be given; the selected tokens' predictions are kept for their loss, not detached."""
+    levels = two_levels()
+    torch.manual_seed(0)
+    proposals = TwoStageProposals(16, position_queries=False, select_by="best_class")
+    assert proposals.pos_trans is None and not any("pos_trans" in n for n, _ in proposals.named_parameters())
+    class_head, box_head = nn.Linear(16, 5), MLP(16, 16, 4, 3)
+    content = torch.randn(6, 16)
+    out = proposals(levels, class_head, box_head, 6, CODER, content=content)
+    assert out.query_pos is None and torch.equal(out.tgt, content[None].expand(2, -1, -1))
+    best = out.logits.max(-1).values
+    assert torch.equal(out.index, best.topk(6, dim=1).indices)
+    assert not torch.equal(out.index, out.logits[..., 0].topk(6, dim=1).indices)  # not by objectness
+    selected = out.selected()
+    assert torch.equal(selected["pred_logits"].max(-1).values, best.topk(6, dim=1).values)
+    torch.testing.assert_close(selected["pred_boxes"], out.reference)
+    assert selected["pred_boxes"].requires_grad and not out.reference.requires_grad
+    with pytest.raises(ValueError, match="give `content`"):
+        proposals(levels, class_head, box_head, 6, CODER)
+    with pytest.raises(ValueError, match="select_by must be 'objectness' or 'best_class'"):
+        TwoStageProposals(16, select_by="max")
+
+
+def test_batch_invariant_selection_orders_exact_ties_by_position():
+    """Tokens outside the window share one memory (zeroed), hence one score: batch-invariant selection takes
+    them in token order, whatever else the batch holds."""
+    levels = two_levels()
+    proposals, class_head, box_head = make_proposals()
+    with torch.no_grad():
+        class_head.weight.zero_()  # every token the same score
+        out = proposals(levels, class_head, box_head, 6, CODER, batch_invariant=True)
+    valid = [torch.nonzero(~levels.mask[b]).flatten()[:6] for b in range(2)]
+    assert torch.equal(out.index, torch.stack(valid))

@@ -17,6 +17,7 @@ computation has and this file reproduces:
 
 Tokens are batch-first, (B, H*W, C), row-major over (H, W), between the layers.
 """
+import functools
 import math
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -35,6 +36,8 @@ __all__ = [
     "SwinTransformerV2",
     "build_swinv2_backbone",
     "LayerNormFP32",
+    "PatchEmbed",
+    "SwinTrunk",
     "log_spaced_relative_coords",
     "relative_position_index",
     "stage_windows",
@@ -273,6 +276,16 @@ def shifted_window_mask(hp: int, wp: int, window_size: int, shift_size: int, dev
     return torch.zeros(differs.shape, device=device).masked_fill_(differs, -100.0)
 
 
+def gather_2x2(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(B, H*W, C) tokens of an (H, W) map -> (B, ceil(H/2)*ceil(W/2), 4C): each 2x2 patch's tokens side by side
+    (x0 y0, x0 y1, x1 y0, x1 y1; odd sizes zero-padded at the bottom/right), what patch merging projects."""
+    h, w = size
+    b, _, c = x.shape
+    x = F.pad(x.view(b, h, w, c), (0, 0, 0, w % 2, 0, h % 2))
+    x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+    return x.view(b, -1, 4 * c)
+
+
 class PatchMerging(nn.Module):
     """2x2 neighbours concatenated (x0, x1, x2, x3 = (0,0), (1,0), (0,1), (1,1) of (row, col)), reduced to
     2C by a linear layer, then normalised (SwinV2's post-norm merging). Odd sizes are zero-padded."""
@@ -284,11 +297,7 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """(B, H*W, C) -> (B, ceil(H/2)*ceil(W/2), 2C)"""
-        h, w = size
-        b, _, c = x.shape
-        x = F.pad(x.view(b, h, w, c), (0, 0, 0, w % 2, 0, h % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.norm(self.reduction(x.view(b, -1, 4 * c)))
+        return self.norm(self.reduction(gather_2x2(x, size)))
 
 
 class SwinV2Stage(nn.Module):
@@ -343,13 +352,14 @@ class SwinV2Stage(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Image -> patch tokens: zero padding to a multiple of the patch, a strided conv, a LayerNorm."""
+    """Image -> patch tokens: zero padding to a multiple of the patch, a strided conv, a LayerNorm (computed
+    in float32 at least, at `eps`: SwinV2's 1e-6; Swin's is nn.LayerNorm's 1e-5)."""
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, eps: float = NORM_EPS):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = LayerNormFP32(embed_dim, eps=NORM_EPS)
+        self.norm = LayerNormFP32(embed_dim, eps=eps)
 
     def forward(self, x: torch.Tensor):
         """(B, 3, H, W) -> (B, h*w, C) and (h, w), h = ceil(H / patch)."""
@@ -359,7 +369,48 @@ class PatchEmbed(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2)), size
 
 
-class SwinTransformerV2(Backbone):
+class SwinTrunk(Backbone):
+    """What the Swin trunks (v1 and v2) share: `patch_embed`, then the `layers` (stages returning their output,
+    the next stage's input and its size), each output stage normalised by its `norm{i}`.
+
+    Outputs "res2".."res5" (strides patch * 1, 2, 4, 8; embed_dim * 1, 2, 4, 8 channels), (B, C, H_s, W_s).
+    A subclass builds `patch_embed` and `layers`, then calls `_add_outputs`.
+    """
+
+    def _add_outputs(self, num_stages: int, embed_dim: int, patch_size: int, out_features: Sequence[str], norm) -> None:
+        """Checks `out_features` and adds `norm(channels)` as `norm{i}` for each output stage i."""
+        names = [f"res{i + 2}" for i in range(num_stages)]
+        unknown = [f for f in out_features if f not in names]
+        if unknown or not out_features:
+            raise ValueError(f"out_features {list(out_features)}: choose among {names}")
+        self._out_features = [f for f in names if f in out_features]
+        self._out_feature_strides = {f: patch_size * 2**i for i, f in enumerate(names)}
+        self._out_feature_channels = {f: embed_dim * 2**i for i, f in enumerate(names)}
+        for i, f in enumerate(names):
+            if f in self._out_features:
+                self.add_module(f"norm{i}", norm(embed_dim * 2**i))
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """(B, 3, H, W) -> {"res{i+2}": (B, C_i, H_i, W_i)} for the out_features."""
+        x, size = self.patch_embed(x)
+        outputs = {}
+        for i, stage in enumerate(self.layers):
+            y, x, next_size = stage(x, size)
+            name = f"res{i + 2}"
+            if name in self._out_features:
+                y = getattr(self, f"norm{i}")(y)
+                outputs[name] = y.view(y.shape[0], *size, -1).permute(0, 3, 1, 2).contiguous()
+            size = next_size
+        return outputs
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return {
+            f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])
+            for f in self._out_features
+        }
+
+
+class SwinTransformerV2(SwinTrunk):
     """SwinV2 trunk with the official parameter names (`patch_embed`, `layers.i.blocks.j`, `layers.i.downsample`,
     `norm{i}` for each output stage).
 
@@ -403,10 +454,6 @@ class SwinTransformerV2(Backbone):
         for stage, (blocks, depth) in enumerate(zip(global_blocks, depths)):
             if any(not 0 <= i < depth for i in blocks):
                 raise ValueError(f"global_blocks[{stage}] = {list(blocks)}: stage {stage} has {depth} blocks")
-        names = [f"res{i + 2}" for i in range(n)]
-        unknown = [f for f in out_features if f not in names]
-        if unknown or not out_features:
-            raise ValueError(f"out_features {list(out_features)}: choose among {names}")
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.layers = nn.ModuleList()
@@ -426,37 +473,13 @@ class SwinTransformerV2(Backbone):
                     use_checkpoint=use_checkpoint,
                 )
             )
-        self._out_features = [f for f in names if f in out_features]
-        self._out_feature_strides = {f: patch_size * 2**i for i, f in enumerate(names)}
-        self._out_feature_channels = {f: embed_dim * 2**i for i, f in enumerate(names)}
-        for i, f in enumerate(names):
-            if f in self._out_features:
-                self.add_module(f"norm{i}", LayerNormFP32(embed_dim * 2**i, eps=NORM_EPS))
+        self._add_outputs(n, embed_dim, patch_size, out_features, functools.partial(LayerNormFP32, eps=NORM_EPS))
         self.apply(trunc_normal_init_)
         for stage in self.layers:  # res-post-norm: every block starts as the identity
             for blk in stage.blocks:
                 for norm in (blk.norm1, blk.norm2):
                     nn.init.zeros_(norm.weight)
                     nn.init.zeros_(norm.bias)
-
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """(B, 3, H, W) -> {"res{i+2}": (B, C_i, H_i, W_i)} for the out_features."""
-        x, size = self.patch_embed(x)
-        outputs = {}
-        for i, stage in enumerate(self.layers):
-            y, x, next_size = stage(x, size)
-            name = f"res{i + 2}"
-            if name in self._out_features:
-                y = getattr(self, f"norm{i}")(y)
-                outputs[name] = y.view(y.shape[0], *size, -1).permute(0, 3, 1, 2).contiguous()
-            size = next_size
-        return outputs
-
-    def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {
-            f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])
-            for f in self._out_features
-        }
 
 
 def build_swinv2_backbone(

@@ -36,6 +36,13 @@ class ConditionalDETR(DETRBase):
             raise ValueError(f"Conditional DETR predicts normalised boxes, not pixels: got box_coder {self.box_coder!r}")
         if self.criterion.class_loss_type != "focal":
             raise ValueError("Conditional DETR has no 'no object' class: its criterion needs class_loss_type='focal'")
+        if self.denoising is not None:
+            raise ValueError(
+                "Conditional DETR's queries cannot take denoising queries: its reference is a 2-D point that its "
+                "transformer computes from each learned position embedding (no box a noised ground truth could be; "
+                "widths and heights are predicted from nothing), and a noised query would need a position "
+                "embedding the model has no way to make"
+            )
         if len(self.in_features) != 1:
             raise ValueError(f"Conditional DETR runs on one feature level; in_features is {self.in_features}")
         hidden = transformer.d_model

@@ -96,7 +96,9 @@ class DeformableDETR(DETRBase):
         tgt, query_pos, reference, proposals = self.transformer.queries(
             memory, query_embed, self.num_queries, proposal_heads, self.box_coder, self.batch_invariant
         )
-        groups = QueryGroups.single(self.num_queries)
+        tgt, query_pos, reference, groups = self.with_denoising(
+            targets, tgt, query_pos, reference, QueryGroups.single(self.num_queries), self.refinement
+        )
         out = self.transformer.decoder(
             tgt, query_pos, self.refinement.start(reference, self.box_coder), memory, self.bbox_embed[:L],
             self.refinement, groups.attention_mask(tgt.device),

@@ -32,6 +32,12 @@ class DETR(DETRBase):
             raise ValueError(f"DETR predicts normalised boxes, not pixels: got box_coder {self.box_coder!r}")
         if self.criterion.class_loss_type != "softmax":
             raise ValueError("DETR predicts a 'no object' class: its criterion needs class_loss_type='softmax'")
+        if self.denoising is not None:
+            # a noised box needs a query that starts from a box (DN-DETR moved to DAB-DETR's anchors for it)
+            raise ValueError(
+                "DETR's queries cannot take denoising queries: they are learned position embeddings with zero "
+                "content and predict boxes from nothing, with no reference box a noised ground truth could be"
+            )
         hidden = transformer.d_model
         self.transformer = transformer
         self.position_embedding = PositionEmbeddingSine(hidden // 2, normalize=True)

@@ -10,6 +10,9 @@ from ...config import lazy_model_arguments
 from ...utils.precision import at_least_float32, half_dtype
 from ..box_coder import BoxCoder, SigmoidBoxCoder, check_same_coder
 from ..criterion import SetCriterion
+from ..denoising import ContrastiveDenoising, check_denoising
+from ..query_groups import QueryGroups
+from ..transformer.box_refinement import BoxRefinement
 from ..postprocess import softmax_postprocess, topk_postprocess
 from ..transformer.levels import pad_levels, resize_mask
 
@@ -54,6 +57,9 @@ class DETRBase(nn.Module):
         inference_dtype: None (float32), or "bfloat16" / "float16": inference autocasts the backbone and the
             head to it on the model's device (the post-processing stays in float32); training is not affected
             (train.amp is the training's).
+        denoising: contrastive denoising queries added in training (DINO's CDN, any method whose
+            `forward_head` passes its decoder inputs through `with_denoising`); the criterion needs a loss
+            group for their outputs (key "dn_outputs", matched by `DenoisingMatcher`). None: none.
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class DETRBase(nn.Module):
         batch_invariant: bool = False,
         box_coder: BoxCoder = SigmoidBoxCoder(),
         inference_dtype: Optional[str] = None,
+        denoising: Optional[ContrastiveDenoising] = None,
     ):
         super().__init__()
         check_same_coder("the model", box_coder, [("its criterion", criterion.box_coder)])
@@ -86,6 +93,9 @@ class DETRBase(nn.Module):
         self.box_coder = box_coder
         self.inference_dtype = inference_dtype
         half_dtype(inference_dtype)  # checks the name
+        if denoising is not None:
+            check_denoising(denoising, criterion, box_coder)
+        self.denoising = denoising
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -127,6 +137,37 @@ class DETRBase(nn.Module):
             else the method's criterion reads (e.g. "enc_outputs").
         """
         raise NotImplementedError
+
+    def with_denoising(
+        self,
+        targets: Optional[List[Dict]],
+        tgt: torch.Tensor,
+        query_pos: Optional[torch.Tensor],
+        reference: torch.Tensor,
+        groups: QueryGroups,
+        refinement: BoxRefinement,
+        coder: Optional[BoxCoder] = None,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, QueryGroups]:
+        """The decoder's inputs, with the denoising queries of `targets` before them in training when the model
+        has `denoising` (`DenoisingQueries.prepend`); as they are otherwise.
+
+        Args:
+            targets: `forward_head`'s.
+            tgt, query_pos: (B, Q, C) content and position queries (query_pos may be None).
+            reference: (B, Q, 2|4) what the method passes to `refinement.start`.
+            groups: the method's query groups.
+            refinement: the method's box refinement.
+            coder: the batch's box coder (default: the model's).
+        Returns:
+            (tgt, query_pos, reference, groups).
+        """
+        if not self.training or self.denoising is None:
+            return tgt, query_pos, reference, groups
+        # the label embedding takes part in every training graph, even of a batch without targets (DDP)
+        tgt = self.denoising.keep_in_graph(tgt)
+        return self.denoising(targets).prepend(
+            tgt, query_pos, reference, groups, refinement, coder or self.box_coder
+        )
 
     def forward(self, batched_inputs: List[Dict]):
         """

@@ -106,9 +106,12 @@ class PlainDETR(DETRBase):
             content=self.query_embed.weight[: groups.num_queries], batch_invariant=self.batch_invariant,
             strides=self.proposal_strides,
         )
+        tgt, query_pos, reference, groups = self.with_denoising(
+            targets, proposals.tgt, proposals.query_pos, proposals.reference, groups, self.refinement, coder
+        )
         out = self.decoder(
-            proposals.tgt, proposals.query_pos, self.refinement.start(proposals.reference, coder), memory,
-            self.bbox_embed[:L], self.refinement, groups.attention_mask(src.device),
+            tgt, query_pos, self.refinement.start(reference, coder), memory, self.bbox_embed[:L], self.refinement,
+            groups.attention_mask(src.device),
         )
         outputs = groups.outputs(out.predictions(self.class_embed, coder))
         outputs["enc_outputs"] = proposals.outputs(coder)

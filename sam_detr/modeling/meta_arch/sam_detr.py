@@ -64,11 +64,12 @@ class SAMDETR(DETRBase):
         memory = self.transformer.encode(features, masks, pos)._replace(batch_invariant=self.batch_invariant)
         ref_logits = self.query_embed.weight  # (Q, 4) unactivated (cx, cy, w, h)
         B, (Q, _) = memory.src.shape[0], ref_logits.shape
-        reference = self.refinement.start(ref_logits[None].expand(B, -1, -1), self.box_coder)
-        groups = QueryGroups.single(Q)
+        tgt, _, ref_logits, groups = self.with_denoising(
+            targets, ref_logits.new_zeros((B, Q, self.transformer.d_model)), None, ref_logits[None].expand(B, -1, -1),
+            QueryGroups.single(Q), self.refinement,
+        )
         out = self.transformer.decoder(
-            ref_logits.new_zeros((B, Q, self.transformer.d_model)), None, reference, memory, self.bbox_embed,
-            self.refinement, groups.attention_mask(ref_logits.device),
+            tgt, None, self.refinement.start(ref_logits, self.box_coder), memory, self.bbox_embed, self.refinement,
+            groups.attention_mask(tgt.device),
         )
         return groups.outputs(out.predictions(self.class_embed, self.box_coder))
-

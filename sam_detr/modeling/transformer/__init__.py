@@ -6,6 +6,8 @@ from .refining_decoder import DecoderOutput, RefiningDecoder
 from .deformable_decoder import DeformableTransformerDecoder, DeformableTransformerDecoderLayer
 from .deformable_encoder import DeformableTransformerEncoder, DeformableTransformerEncoderLayer
 from .deformable_transformer import DeformableTransformer, reset_deformable_parameters
+from .dino_decoder import DINODecoder
+from .dino_transformer import DINOTransformer
 from .ms_detr_decoder import MSDETRDecoder, MSDETRDecoderLayer, MSDETRDecoderOutput
 from .levels import FlattenedLevels, flatten_levels, valid_ratios
 from .detr_transformer import DetrTransformer, TransformerEncoder, TransformerEncoderLayer

@@ -71,6 +71,11 @@ class BoxRefinement:
             raise ValueError(f"references must end in 2 (points) or 4 (boxes), got {tuple(reference.shape)}")
         return Reference(reference, reference, coder)
 
+    def from_logits(self, logits: torch.Tensor, coder: BoxCoder) -> torch.Tensor:
+        """What `start` takes for boxes given as (B, Q, 4) logits (denoising queries): the logits in the
+        "logit" form, else the coder's boxes (`coder.activate`)."""
+        return logits if self.form == "logit" else coder.activate(logits)
+
     def step(
         self, reference: Reference, delta: torch.Tensor, next_delta: Optional[torch.Tensor] = None
     ) -> Tuple[torch.Tensor, Reference]:

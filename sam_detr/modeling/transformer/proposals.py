@@ -25,8 +25,18 @@ class Proposals(NamedTuple):
     anchors: torch.Tensor  # (B, S, 4) every token's fixed box (normalised: 1 at padding and outside the window)
     deltas: torch.Tensor  # (B, S, 4) every token's box-head output
     reference: torch.Tensor  # (B, Q, 4) the selected boxes, detached: the decoder's first reference
-    query_pos: torch.Tensor  # (B, Q, C) the position queries, from the selected boxes
+    query_pos: Optional[torch.Tensor]  # (B, Q, C) the position queries, from the selected boxes (None: none)
     tgt: torch.Tensor  # (B, Q, C) the content queries
+    index: torch.Tensor  # (B, Q) the selected tokens, best first
+
+    def selected(self) -> Dict[str, torch.Tensor]:
+        """The selected tokens' "pred_logits" (B, Q, K) and "pred_boxes" (B, Q, 4), not detached (DINO's
+        "interm_outputs")."""
+        index = self.index[..., None]
+        return {
+            "pred_logits": torch.gather(self.logits, 1, index.expand(-1, -1, self.logits.shape[-1])),
+            "pred_boxes": torch.gather(self.boxes, 1, index.expand(-1, -1, 4)),
+        }
 
     def outputs(self, coder: BoxCoder) -> Dict[str, torch.Tensor]:
         """The proposals as the criterion's "enc_outputs" group reads them: "pred_logits", "pred_boxes",
@@ -42,25 +52,35 @@ class TwoStageProposals(nn.Module):
 
     Each token's memory (zeroed at padding and outside the window) goes through `enc_output` + LayerNorm;
     the proposal heads (the model's extra class and box heads) score it and refine its anchor
-    (`coder.propose(anchor, box_head(memory))`). The Q tokens of highest class-0 logit are selected
-    (padding included, as the official code, unless `batch_invariant`); their boxes, detached, are the
-    decoder's first reference, and `LayerNorm(pos_trans(sine embedding of the box))` (2C channels) gives
-    the position queries (first half) and the content queries (second half), or, with mixed selection
-    (DINO, MS-DETR++, Plain-DETR), the position queries only, the content coming from a learned embedding.
+    (`coder.propose(anchor, box_head(memory))`). The Q tokens of highest class-0 logit (`select_by`
+    "objectness"; DINO: "best_class", their highest logit of any class) are selected (padding included, as
+    the official code, unless `batch_invariant`, which also orders exactly tied tokens by position); their
+    boxes, detached, are the decoder's first reference, and `LayerNorm(pos_trans(sine embedding of the
+    box))` (2C channels) gives the position queries (first half) and the content queries (second half), or,
+    with mixed selection (MS-DETR++, Plain-DETR), the position queries only, the content coming from a
+    learned embedding. Without `position_queries` (DINO, whose decoder positions its queries from their
+    boxes) there is no `pos_trans`.
 
     Official names: `enc_output`, `enc_output_norm`, `pos_trans`, `pos_trans_norm` (under `transformer.`).
 
     Args:
         d_model: C.
+        position_queries: give position (and content) queries from the selected boxes.
+        select_by: "objectness" (logit 0) or "best_class".
     """
 
-    def __init__(self, d_model: int = 256):
+    def __init__(self, d_model: int = 256, position_queries: bool = True, select_by: str = "objectness"):
         super().__init__()
+        if select_by not in ("objectness", "best_class"):
+            raise ValueError(f"select_by must be 'objectness' or 'best_class', got {select_by!r}")
         self.d_model = d_model
+        self.select_by = select_by
         self.enc_output = nn.Linear(d_model, d_model)
         self.enc_output_norm = nn.LayerNorm(d_model)
-        self.pos_trans = nn.Linear(d_model * 2, d_model * 2)
-        self.pos_trans_norm = nn.LayerNorm(d_model * 2)
+        self.pos_trans = self.pos_trans_norm = None
+        if position_queries:
+            self.pos_trans = nn.Linear(d_model * 2, d_model * 2)
+            self.pos_trans_norm = nn.LayerNorm(d_model * 2)
 
     def forward(
         self,
@@ -91,13 +111,25 @@ class TwoStageProposals(nn.Module):
         logits = class_head(out)
         deltas = box_head(out)
         boxes = coder.propose(anchors, deltas)
-        scores = logits[..., 0].masked_fill(memory.mask, float("-inf")) if batch_invariant else logits[..., 0]
-        index = torch.topk(scores, num_queries, dim=1)[1]
+        scores = logits[..., 0] if self.select_by == "objectness" else logits.max(-1).values
+        if batch_invariant:
+            # exact ties (tokens of equal memory, outside the window) in token order, which the batch's
+            # padding does not change; top-k orders them as it finds them
+            scores = scores.masked_fill(memory.mask, float("-inf"))
+            index = torch.sort(scores, dim=1, descending=True, stable=True)[1][:, :num_queries]
+        else:
+            index = torch.topk(scores, num_queries, dim=1)[1]
         reference = coder.activate(torch.gather(boxes, 1, index[..., None].expand(-1, -1, 4)).detach())
-        pos = self.pos_trans_norm(self.pos_trans(boxes_sine_embed(reference, self.d_model // 2)))
-        query_pos, tgt = pos.split(self.d_model, -1)
+        query_pos = tgt = None
+        if self.pos_trans is not None:
+            pos = self.pos_trans_norm(self.pos_trans(boxes_sine_embed(reference, self.d_model // 2)))
+            query_pos, tgt = pos.split(self.d_model, -1)
         if content is not None:
             if content.shape != (num_queries, self.d_model):
                 raise ValueError(f"content queries must be ({num_queries}, {self.d_model}), got {tuple(content.shape)}")
             tgt = content[None].expand(src.shape[0], -1, -1)
-        return Proposals(logits, coder.activate(boxes), coder.activate(anchors), deltas, reference, query_pos, tgt)
+        elif tgt is None:
+            raise ValueError("without position queries the proposals give no content queries: give `content`")
+        return Proposals(
+            logits, coder.activate(boxes), coder.activate(anchors), deltas, reference, query_pos, tgt, index
+        )
