@@ -8,7 +8,9 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FlattenedLevels", "flatten_levels", "pad_levels", "resize_mask", "valid_ratios"]
+from ...layers.level_shapes import level_shapes, shapes_tensor
+
+__all__ = ["FlattenedLevels", "flatten_levels", "pad_levels", "padding_mask", "resize_mask", "valid_ratios"]
 
 
 def valid_ratios(mask: torch.Tensor) -> torch.Tensor:
@@ -40,6 +42,15 @@ def pad_levels(per_image: Sequence[Sequence[torch.Tensor]]) -> Tuple[List[torch.
     return features, masks
 
 
+def padding_mask(image_sizes: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(B, 2) int64 (h, w) of images padded at the bottom/right to `size` (H, W) -> (B, H, W) bool, True on
+    padding. Tensor ops only, so that an exported graph builds the mask from its inputs."""
+    H, W = size
+    rows = torch.arange(H, device=image_sizes.device).view(1, H, 1)
+    cols = torch.arange(W, device=image_sizes.device).view(1, 1, W)
+    return (rows >= image_sizes[:, 0, None, None]) | (cols >= image_sizes[:, 1, None, None])
+
+
 def resize_mask(mask: torch.Tensor, size) -> torch.Tensor:
     """(B, H, W) image mask -> (B, h, w) mask of a feature level, by nearest sampling as the official code."""
     return F.interpolate(mask[None].float(), size=size).to(torch.bool)[0]
@@ -56,7 +67,7 @@ class FlattenedLevels(NamedTuple):
     valid_ratios: torch.Tensor  # (B, L, 2), (w, h)
 
     def level_sizes(self) -> List[int]:
-        return [h * w for h, w in self.spatial_shapes.tolist()]
+        return [h * w for h, w in level_shapes(self.spatial_shapes, self.src.shape[1])]
 
     def split(self, x: torch.Tensor) -> List[torch.Tensor]:
         """(B, S, ...) -> per level, (B, H_l * W_l, ...)."""
@@ -81,7 +92,7 @@ def flatten_levels(
     flat_pos = [p.flatten(2).transpose(1, 2) for p in pos]
     if level_embed is not None:
         flat_pos = [p + e.view(1, 1, -1) for p, e in zip(flat_pos, level_embed)]
-    spatial_shapes = torch.as_tensor([s.shape[-2:] for s in srcs], dtype=torch.long, device=srcs[0].device)
+    spatial_shapes = shapes_tensor(srcs)
     level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
     return FlattenedLevels(
         src=torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1),

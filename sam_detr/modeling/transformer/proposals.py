@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ...layers import boxes_sine_embed
+from ...layers.level_shapes import level_shapes
 from ..backbone.upsample import LayerNorm2d
 from .levels import pad_levels, resize_mask
 
@@ -38,15 +39,16 @@ def encoder_anchors(mask: torch.Tensor, spatial_shapes: torch.Tensor) -> Tuple[t
         official code builds them, whatever the model's dtype.
     """
     B = mask.shape[0]
-    anchors, start = [], 0
-    for lvl, (H, W) in enumerate(spatial_shapes.tolist()):
-        level_mask = mask[:, start : start + H * W].view(B, H, W)
-        start += H * W
+    anchors = []
+    shapes = level_shapes(spatial_shapes, mask.shape[1])
+    for lvl, ((H, W), level_mask) in enumerate(zip(shapes, mask.split([h * w for h, w in shapes], 1))):
+        level_mask = level_mask.view(B, H, W)
         valid_h = torch.sum(~level_mask[:, :, 0], 1)
         valid_w = torch.sum(~level_mask[:, 0, :], 1)
+        # arange: the official linspace(0, H - 1, H) exactly, without a float size (ONNX export)
         grid_y, grid_x = torch.meshgrid(
-            torch.linspace(0, H - 1, H, dtype=torch.float32, device=mask.device),
-            torch.linspace(0, W - 1, W, dtype=torch.float32, device=mask.device),
+            torch.arange(H, dtype=torch.float32, device=mask.device),
+            torch.arange(W, dtype=torch.float32, device=mask.device),
             indexing="ij",
         )
         grid = torch.stack([grid_x, grid_y], -1)
