@@ -7,6 +7,7 @@ tracing freezes every Python int; a size it would freeze anyway is an export err
 graph. While it traces, the layers take their standard-operator paths (`torch.compiler.is_exporting()`):
 multi-scale deformable attention through GridSample, RoIAlign through ONNX RoiAlign.
 """
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +32,40 @@ INPUT_DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
 # the exporter's warnings that say nothing about this graph: the batch axis named once for both inputs; the
 # adaptive RoIAlign sampling (torchvision's sampling_ratio -1) written as ONNX's 0, which is the same rule
 QUIET_WARNINGS = ("# The axis name: .* will not be used", "ONNX export for RoIAlign with a non-zero sampling_ratio")
+
+
+def _export_program(module, args, dynamic_shapes):
+    """`torch.export.export` with every dimension of `dynamic_shapes` kept dynamic. Where the model needs a
+    narrower range than declared (a larger minimum image side, so that its coarsest map has two pixels), the
+    ranges torch.export suggests are taken; a suggestion to fix a size to the example's is an error. Returns
+    the program and the dynamic shapes it was exported with."""
+    try:
+        return torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False), dynamic_shapes
+    except torch._dynamo.exc.UserError as e:
+        try:
+            refined = torch.export.dynamic_shapes.refine_dynamic_shapes_from_suggested_fixes(e.msg, dynamic_shapes)
+        except Exception:
+            raise e from None
+        dims = [d for shapes in refined.values() for d in shapes.values()]
+        if refined == dynamic_shapes or not all(isinstance(d, torch.export.Dim) for d in dims):
+            raise
+    return torch.export.export(module, args, dynamic_shapes=refined, strict=False), refined
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Without the exporter's QUIET_WARNINGS and the optimizer's log of every multi-output op it leaves alone
+    (the level splits)."""
+    optimizer_log = logging.getLogger("onnxscript.optimizer")
+    level = optimizer_log.level
+    with warnings.catch_warnings():
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        optimizer_log.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            optimizer_log.setLevel(level)
 
 
 def require_deploy_extra(*modules: str) -> None:
@@ -89,13 +124,15 @@ def export_onnx(
     height = torch.export.Dim("height", min=min_side, max=MAX_SIDE)
     width = torch.export.Dim("width", min=min_side, max=MAX_SIDE)
     dynamic_shapes = {"images": {0: batch, 2: height, 3: width}, "image_sizes": {0: batch}}
-    with torch.no_grad(), warnings.catch_warnings():
-        for message in QUIET_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
+    with torch.no_grad(), _quiet_exporter():
+        # torch.export first, on its own: torch.onnx.export would retry a failed capture with the sizes fixed
+        # to the example's where the error suggests so, which gives a graph of one image size only
+        exported, dynamic_shapes = _export_program(wrapper, (images, image_sizes), dynamic_shapes)
         program = torch.onnx.export(
-            wrapper, (images, image_sizes), dynamo=True, opset_version=opset, input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES), dynamic_shapes=dynamic_shapes, verbose=False,
+            exported, (images, image_sizes), dynamo=True, opset_version=opset, input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES), verbose=False,
         )
+    min_side = max(dynamic_shapes["images"][2].min, dynamic_shapes["images"][3].min)
     info = {"num_classes": model.num_classes, "min_side": min_side, "max_side": MAX_SIDE, **(metadata or {})}
     program.model.metadata_props.update({k: json.dumps(v) for k, v in info.items()})
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -11,6 +11,7 @@ from torch import nn
 
 from ...layers import MLP, InputProjection, PositionEmbeddingSine
 from ...layers.box_ops import box_xyxy_to_cxcywh, delta_to_box, pixel_boxes_normalised
+from ...layers.level_shapes import shapes_tensor
 from ..transformer import BoxRefinement, TwoStageProposals, reset_deformable_parameters, valid_ratios
 from ..transformer.plain_detr_decoder import GlobalDecoder, group_attention_mask
 from ..transformer.proposals import pixel_anchors, proposal_maps, proposal_projections
@@ -91,7 +92,7 @@ class PlainDETR(DETRBase):
         src, mask = features[0], masks[0]
         pos = self.position_embedding(mask).to(src.dtype).flatten(2).transpose(1, 2) + self.level_embed
         maps, map_masks = proposal_maps(self.proposal_proj, src, mask, per_image=self.batch_invariant)
-        shapes = torch.as_tensor([m.shape[-2:] for m in maps], dtype=torch.long, device=src.device)
+        shapes = shapes_tensor(maps)
         map_mask = torch.cat([m.flatten(1) for m in map_masks], 1)
         anchors, decode, max_size = None, None, None
         if self.reparam:

@@ -151,7 +151,7 @@ class GlobalDecoder(nn.Module):
         H, W = size
         # normalised to the padded map first (as the official code), then to input pixels
         ratios = valid_ratios[:, None].repeat(1, 1, 2)  # (B, 1, 4)
-        pixels = memory.new_tensor([W * stride, H * stride] * 2)
+        pixels = torch.tensor([W * stride, H * stride] * 2, dtype=memory.dtype, device=memory.device)
         decode = None if max_size is None else partial(delta_to_box, max_size=max_size)
         ref = refinement.start(reference)
         hs, boxes, references, deltas = [], [], [], []

@@ -69,7 +69,9 @@ class SemanticsAligner(nn.Module):
         M = self.nhead
         H, W = memory_2d.shape[-2:]
         # the boxes in feature pixels of the padded map
-        xyxy = box_cxcywh_to_xyxy(boxes) * boxes.new_tensor([W, H, W, H]) * valid_ratio.repeat(1, 2)[:, None]
+        # torch.tensor of the sizes, not new_tensor, which torch.export would freeze at the example's sizes
+        size = torch.tensor([W, H, W, H], dtype=boxes.dtype, device=boxes.device)
+        xyxy = box_cxcywh_to_xyxy(boxes) * size * valid_ratio.repeat(1, 2)[:, None]
         batch_idx = torch.arange(B, dtype=xyxy.dtype, device=xyxy.device).repeat_interleave(Q)[:, None]
         # RoIAlign passes no gradient to the boxes (neither torchvision's nor ours has one); detached so that
         # any RoIAlign implementation trains the same

@@ -28,7 +28,7 @@ def smca_gaussian_bias(
     """
     B, Q, M, _ = points.shape
     H, W = spatial_shape
-    centres = (points * points.new_tensor([W, H]) * valid_ratio[:, None, None, :]).permute(0, 2, 1, 3)
+    centres = (points * torch.tensor([W, H], dtype=points.dtype, device=points.device) * valid_ratio[:, None, None, :]).permute(0, 2, 1, 3)
     scales_sq = (scales * scales).permute(0, 2, 1, 3)  # (B, M, Q, 2)
     xs = torch.arange(W, dtype=points.dtype, device=points.device) + 0.5
     ys = torch.arange(H, dtype=points.dtype, device=points.device) + 0.5
