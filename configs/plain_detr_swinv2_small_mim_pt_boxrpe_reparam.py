@@ -4,10 +4,14 @@
 from detectron2.config import LazyCall as L
 
 from sam_detr.layers import PositionEmbeddingSine
+from sam_detr.modeling import PixelDeltaBoxCoder
 
 from .plain_detr_swinv2_small_mim_pt_boxrpe import dataloader, lr_multiplier, model, optimizer, train
 
-model.reparam = True
+# the model, the criterion and its matcher code boxes alike
+model.box_coder = L(PixelDeltaBoxCoder)()
+model.criterion.box_coder = L(PixelDeltaBoxCoder)()
+model.criterion.matcher.box_coder = L(PixelDeltaBoxCoder)()
 model.position_embedding = L(PositionEmbeddingSine)(
     num_pos_feats=128, normalize=False, offset=-0.5, scale_unnormalized=True
 )

@@ -6,9 +6,7 @@
 # model.batch_invariant = True masks padding exactly and computes the features per image.
 from detectron2.config import LazyCall as L
 
-from sam_detr.solver import (
-    PLAIN_DETR_NO_WEIGHT_DECAY, LRFactorByName, WeightDecayFactorByName, param_groups_by_name,
-)
+from sam_detr.solver import LRFactorByName, WeightDecayFactorByName, param_groups_by_name
 
 from .common.data.coco_detr import dataloader
 from .common.models.plain_detr_swinv2_small import model
@@ -16,11 +14,16 @@ from .common.optim import AdamW as optimizer
 from .common.schedule import warmup_step_lr_multiplier
 from .common.train import train
 
+# the official --wd_norm_names: parameters whose name contains one of these get no weight decay (--wd_norm_mult 0)
+NO_WEIGHT_DECAY = (
+    "norm", "bias", "rpb_mlp", "cpb_mlp", "logit_scale", "relative_position_bias_table", "level_embed",
+    "reference_points", "sampling_offsets", "rel_pos",
+)
 optimizer.params = L(param_groups_by_name)(
     base_lr="${..lr}",
     weight_decay="${..weight_decay}",
     lr_factor_func=L(LRFactorByName)(factors={"backbone.net.": 0.1}),
-    weight_decay_factor_func=L(WeightDecayFactorByName)(keys=PLAIN_DETR_NO_WEIGHT_DECAY, factor=0.0),
+    weight_decay_factor_func=L(WeightDecayFactorByName)(keys=NO_WEIGHT_DECAY, factor=0.0),
 )
 optimizer.lr = 2e-4
 optimizer.weight_decay = 0.05

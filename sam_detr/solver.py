@@ -8,26 +8,10 @@ __all__ = [
     "LRFactorByName",
     "SwinLayerDecayLRFactor",
     "WeightDecayFactorByName",
-    "PLAIN_DETR_NO_WEIGHT_DECAY",
     "param_groups_by_name",
     "iterations_per_epoch",
     "warmup_fraction",
 ]
-
-# Plain-DETR's --wd_norm_names: parameters whose name contains one of these get weight decay x --wd_norm_mult (0)
-PLAIN_DETR_NO_WEIGHT_DECAY = (
-    "norm",
-    "bias",
-    "rpb_mlp",
-    "cpb_mlp",
-    "logit_scale",
-    "relative_position_bias_table",
-    "level_embed",
-    "reference_points",
-    "sampling_offsets",
-    "rel_pos",
-)
-
 
 class LRFactorByName:
     """Learning-rate factor of a parameter, from substrings of its name (first match wins).
@@ -103,12 +87,12 @@ class SwinLayerDecayLRFactor:
 class WeightDecayFactorByName:
     """Weight-decay factor of a parameter: `factor` if its name contains one of `keys`, else 1.
 
-    `WeightDecayFactorByName(PLAIN_DETR_NO_WEIGHT_DECAY, 0.0)` is Plain-DETR's `--wd_norm_mult 0.0`: no decay
-    on norms, biases, position tables and logit scales. Note that the rule reads names: a module named
-    differently from the official one falls on the other side of it.
+    Plain-DETR's `--wd_norm_names` with `--wd_norm_mult 0.0` (no decay on norms, biases, position tables and
+    logit scales) is one, named in its config (configs/plain_detr_swinv2_small_sup_pt_boxrpe.py). Note that
+    the rule reads names: a module named differently from the official one falls on the other side of it.
     """
 
-    def __init__(self, keys: Sequence[str] = PLAIN_DETR_NO_WEIGHT_DECAY, factor: float = 0.0):
+    def __init__(self, keys: Sequence[str], factor: float = 0.0):
         self.keys = tuple(keys)
         self.factor = factor
 

@@ -13,6 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+# One intra-op and one inter-op thread in every test process and the processes it starts: the tiny test
+# models gain nothing from more, and more threads spin against any other busy process on the machine (a
+# test that needs several threads sets them itself and restores them, as the determinism tests of the
+# compiled ops do).
+torch.set_num_threads(1)
+torch.set_num_interop_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COCO_MINI = Path(os.environ.get("SAM_DETR_COCO_MINI", REPO_ROOT.parent / "shared" / "data" / "coco_val2017_mini"))
 

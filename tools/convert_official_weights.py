@@ -26,66 +26,12 @@ import logging
 import os
 
 import torch
-from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 
-from sam_detr.checkpoint import (
-    convert_conditional_detr, convert_deformable_detr, convert_detr, convert_ms_detr, convert_plain_detr,
-    convert_sam_detr, dataset_class_ids,
-)
-from sam_detr.modeling import DETR, SAMDETR, ConditionalDETR, DeformableDETR, PlainDETR
-from sam_detr.modeling.transformer import MSDETRDecoderLayer
+from sam_detr.checkpoint.official import convert_official
 from sam_detr.utils.cli import load_config, one_line_errors
 
-# meta-architecture, or decoder layer where a method is a meta-architecture with its own layers
-# -> (converter of its official checkpoints, official repository)
-CONVERTERS = {
-    SAMDETR: (convert_sam_detr, "ZhangGongjie/SAM-DETR"),
-    DeformableDETR: (convert_deformable_detr, "fundamentalvision/Deformable-DETR"),
-    ConditionalDETR: (convert_conditional_detr, "Atten4Vis/ConditionalDETR"),
-    DETR: (convert_detr, "facebookresearch/detr"),
-    MSDETRDecoderLayer: (convert_ms_detr, "Atten4Vis/MS-DETR"),
-    PlainDETR: (convert_plain_detr, "impiga/Plain-DETR"),
-}
-
-
-def converter_for(model):
-    """(converter, official repository) of the model: by its decoder layers' type first (MS-DETR is a
-    DeformableDETR with its own layers), then by its meta-architecture."""
-    layers = getattr(getattr(getattr(model, "transformer", None), "decoder", None), "layers", None)
-    for kind in ([type(layers[0])] if layers else []) + [type(model)]:
-        if kind in CONVERTERS:
-            return CONVERTERS[kind]
-    raise ValueError(f"no converter for {type(model).__name__}; known: {[c.__name__ for c in CONVERTERS]}")
-
 logger = logging.getLogger("convert_official_weights")
-
-
-def load_official(path: str) -> dict:
-    """The "model" dict of an official checkpoint (its "args" is an argparse.Namespace)."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load and pickle raise many types, none naming the file
-        raise ValueError(
-            f"--source {path} cannot be read (truncated, or not a checkpoint?): {type(e).__name__}: {e}"
-        ) from e
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"--source {path} holds a {type(checkpoint).__name__}, not a checkpoint's dict")
-    return checkpoint.get("model", checkpoint)
-
-
-def convert(config_file: str, source: str, dataset: str, opts=()) -> dict:
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
-    # only the names and shapes of the model are needed
-    with torch.device("meta"):
-        model = instantiate(cfg.model)
-    converter, origin = converter_for(model)
-    ids = dataset_class_ids(dataset)
-    class_ids = ids if model.num_classes == len(ids) else None
-    weights = converter(load_official(source), model.state_dict(), class_ids=class_ids)
-    logger.info(f"converted {len(weights)} tensors" + (f", class heads mapped to {dataset}" if class_ids else ""))
-    return {"model": weights, "__author__": f"{origin} (converted by sam_detr)", "matching_heuristics": False}
 
 
 def main(argv=None) -> None:
@@ -109,7 +55,8 @@ def main(argv=None) -> None:
     load_config(parser, args.config_file, args.opts)  # a missing file or a bad override: the parser's error
     logging.basicConfig(level=logging.INFO)
     with one_line_errors(parser):
-        torch.save(convert(args.config_file, args.source, args.dataset, args.opts), args.output)
+        checkpoint = convert_official(args.config_file, args.source, args.dataset, args.opts, log=logger.info)
+        torch.save(checkpoint, args.output)
     logger.info(f"wrote {args.output}")
 
 

@@ -5,7 +5,7 @@
 # Its levels: res4 (stride 16) and one stride-2 level on it; iterative box refinement and two-stage.
 from detectron2.config import LazyCall as L
 
-from sam_detr.config.quickstart import DEFORMABLE_LAYER_ARGS, like_quickstart_detr
+from sam_detr.config.quickstart import like_quickstart_detr
 from sam_detr.modeling.transformer import TwoStageProposals
 
 from ..common.models.deformable_detr_r50 import model
@@ -13,8 +13,7 @@ from .detr import dataloader, lr_multiplier, optimizer, train
 from .detr import model as detr
 
 like_quickstart_detr(
-    model, detr, model.transformer.encoder, model.transformer.decoder, names=DEFORMABLE_LAYER_ARGS,
-    n_levels=len(detr.in_features) + 1,
+    model, detr, model.transformer.encoder, model.transformer.decoder, n_levels=len(detr.in_features) + 1,
 )
 model.transformer.proposals = L(TwoStageProposals)(d_model=detr.transformer.d_model)
 model.with_box_refine = True

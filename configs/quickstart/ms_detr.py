@@ -11,7 +11,7 @@ for name in ("backbone", "in_features", "num_queries"):
 model.transformer.encoder = deformable.transformer.encoder
 model.transformer.decoder.num_layers = deformable.transformer.decoder.num_layers
 model.transformer.decoder.layer.update(
-    {k: deformable.transformer.decoder.layer[k] for k in ("d_model", "n_heads", "d_ffn", "dropout", "n_levels")}
+    {k: deformable.transformer.decoder.layer[k] for k in ("d_model", "nhead", "dim_feedforward", "dropout", "n_levels")}
 )
 model.transformer.proposals.d_model = deformable.transformer.proposals.d_model
 model.criterion.num_classes = deformable.criterion.num_classes

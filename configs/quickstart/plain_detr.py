@@ -8,10 +8,10 @@ from ..common.models.plain_detr_swinv2_small import model
 from .detr import dataloader, lr_multiplier, optimizer, train
 from .detr import model as detr
 
-from sam_detr.config.quickstart import DEFORMABLE_LAYER_ARGS, like_quickstart_detr
+from sam_detr.config.quickstart import like_quickstart_detr
 
-like_quickstart_detr(model, detr, decoder=model.decoder, names=DEFORMABLE_LAYER_ARGS, rpe_hidden_dim=128)
-model.num_queries_one2many = 5 * detr.num_queries
+like_quickstart_detr(model, detr, decoder=model.decoder, rpe_hidden_dim=128)
+model.num_hybrid_queries = 5 * detr.num_queries
 model.proposal_strides = (8, 16, 32)
 
 train.output_dir = "./output/quickstart_plain_detr"

@@ -10,3 +10,15 @@ from .swin_v2 import (
     PLAIN_DETR_BACKBONE_RULES, convert_plain_detr_backbone, convert_swinv2_pretrained, drop_geometry_buffers,
     swinv2_pretrained_key, unwrap_state_dict,
 )
+
+# the registry of each meta-architecture's converter (sam_detr/checkpoint/official.py) imports the models
+# (Detectron2): loaded on first use, so that the key mappings above need torch only
+_OFFICIAL = ("OFFICIAL_CONVERTERS", "OfficialConverter", "official_converter", "load_official", "convert_official")
+
+
+def __getattr__(name):
+    if name in _OFFICIAL:
+        from . import official
+
+        return getattr(official, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,9 @@ the resumable train loader and the embedded synthetic dataset. Importing this pa
 datasets of `sam_detr.data.datasets`."""
 from . import datasets  # noqa: F401  (registers the datasets)
 from .dataset_checks import check_dataset_dicts, checked_dataset_dicts
-from .detr_dataset_mapper import BadImageError, DetrDatasetMapper
+from .dataset_policies import DatasetError, Policies
+from .detr_dataset_mapper import DetrDatasetMapper
+from .image_checks import BadImageError
 from .train_loader import TrainLoader
 from .transforms import (
     DETR_CROP_SCALES,

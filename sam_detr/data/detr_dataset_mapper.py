@@ -14,7 +14,9 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.file_io import PathManager
 
-from .dataset_checks import InvalidAnnotation, annotation_box, describe_image
+from .dataset_checks import InvalidAnnotation, annotation_box, crowd_flag, describe_image
+from .dataset_policies import Policies
+from .image_checks import BadImageError, size_mismatch, unreadable
 from .transforms import DETR_CROP_SCALES, DetrResize, detr_train_augmentation
 
 __all__ = ["DetrDatasetMapper", "BadImageError"]
@@ -25,10 +27,6 @@ logger = logging.getLogger(__name__)
 _PLAIN_MODES = {"RGB": ("RGB", "BGR", "YUV-BT.601"), "L": ("L",)}
 # bad images skipped in a row before the mapper gives up: the dataset is then broken, not an image
 _MAX_SKIPPED_IN_A_ROW = 100
-
-
-class BadImageError(ValueError):
-    """An image that cannot be used: unreadable, corrupt, truncated, or not the size its dataset says."""
 
 
 class DetrDatasetMapper:
@@ -75,10 +73,7 @@ class DetrDatasetMapper:
             bad_images: "error" or, in training only, "skip" (see the class docstring). An evaluation
                 without some images would report a wrong AP: COCOEvaluator still counts their ground truth.
         """
-        if bad_images not in ("error", "skip"):
-            raise ValueError(f"bad_images must be 'error' or 'skip', got {bad_images!r}")
-        if bad_images == "skip" and not is_train:
-            raise ValueError("bad_images='skip' is for training: an evaluation without some images reports a wrong AP")
+        Policies(bad_images=bad_images, evaluation=not is_train)  # refuses a policy that is not one
         self.is_train = is_train
         self.bad_images = bad_images
         self._skipped = self._skipped_in_a_row = 0
@@ -157,17 +152,14 @@ class DetrDatasetMapper:
                 image = utils.convert_PIL_to_numpy(utils._apply_exif_orientation(pil), self.image_format)
         # PIL raises many types (OSError, SyntaxError, ValueError, struct.error, ...), none naming the file
         except Exception as e:
-            raise BadImageError(f"{where}: cannot read the image: {type(e).__name__}: {e}") from e
+            raise BadImageError(f"{where}: {unreadable(e)}") from e
         if self.image_format not in _PLAIN_MODES.get(mode, ()) and file_name not in self._converted:
             self._converted.add(file_name)
             logger.info(f"{where}: converted from PIL mode {mode!r} to {self.image_format}")
         h, w = image.shape[:2]
-        expected = (dataset_dict.get("width", w), dataset_dict.get("height", h))
-        if (w, h) != expected:
-            raise BadImageError(
-                f"{where}: the file is {w}x{h} (width x height), its dataset's width/height say "
-                f"{expected[0]}x{expected[1]}"
-            )
+        mismatch = size_mismatch(dataset_dict, w, h)
+        if mismatch:
+            raise BadImageError(f"{where}: {mismatch}")
         dataset_dict["width"], dataset_dict["height"] = w, h
         return image
 
@@ -193,9 +185,9 @@ def _read_annotations(dataset_dict, image_shape):
         )
     boxes, classes = [], []
     for index, anno in enumerate(dataset_dict["annotations"]):
-        if anno.get("iscrowd", 0):
-            continue
         try:
+            if crowd_flag(anno):
+                continue
             boxes.append(annotation_box(anno))
         except InvalidAnnotation as e:
             raise ValueError(f"{describe_image(dataset_dict)}, annotation {index}: {e}") from None

@@ -63,7 +63,7 @@ class DeployableDetector(nn.Module):
         mask = padding_mask(image_sizes, x.shape[-2:])
         x = ((x - m.pixel_mean) / m.pixel_std).masked_fill(mask[:, None], 0.0)
         features, masks = m.extract_batch_features(x, mask)
-        scores, labels, boxes = m.select_detections(m.forward_head(features, masks))
+        scores, labels, boxes = m.select_detections(m.forward_head(features, masks), image_sizes)
         boxes = boxes_to_pixels(boxes, image_sizes)
         # clipped to the image, as detector_postprocess clips (x to [0, w], y to [0, h])
         limits = image_sizes.flip(-1).repeat(1, 2).to(boxes.dtype)[:, None]

@@ -128,9 +128,12 @@ def export_onnx(
         # torch.export first, on its own: torch.onnx.export would retry a failed capture with the sizes fixed
         # to the example's where the error suggests so, which gives a graph of one image size only
         exported, dynamic_shapes = _export_program(wrapper, (images, image_sizes), dynamic_shapes)
+        # optimize=False: onnxscript's optimizer (0.7.2) drops the min/max inputs of some Clip nodes of
+        # Plain-DETR's graph, leaving a file ONNX Runtime refuses; ONNX Runtime optimises the graph when it
+        # loads it anyway
         program = torch.onnx.export(
             exported, (images, image_sizes), dynamo=True, opset_version=opset, input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES), verbose=False,
+            output_names=list(OUTPUT_NAMES), verbose=False, optimize=False,
         )
     min_side = max(dynamic_shapes["images"][2].min, dynamic_shapes["images"][3].min)
     info = {"num_classes": model.num_classes, "min_side": min_side, "max_side": MAX_SIDE, **(metadata or {})}

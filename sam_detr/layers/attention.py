@@ -14,7 +14,7 @@ class MultiheadAttentionNoProj(nn.Module):
     Queries and keys have `embed_dim` channels (`embed_dim // num_heads` per head) and values `vdim`
     (`vdim // num_heads` per head), so a head may match on more channels than it returns (SAM-DETR
     matches on 256 per head and returns 32). A key with only `embed_dim // num_heads` channels is shared
-    by all heads without being copied.
+    by all heads without being copied. Batch-first.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, vdim: Optional[int] = None):
@@ -40,28 +40,26 @@ class MultiheadAttentionNoProj(nn.Module):
     ) -> torch.Tensor:
         """
         Args:
-            query: (Lq, N, embed_dim).
-            key: (S, N, embed_dim), or (S, N, embed_dim // num_heads) for a key shared by all heads.
-            value: (S, N, vdim).
+            query: (N, Lq, embed_dim).
+            key: (N, S, embed_dim), or (N, S, embed_dim // num_heads) for a key shared by all heads.
+            value: (N, S, vdim).
             key_padding_mask: (N, S) bool, True where a key is padding.
             attn_mask: (Lq, S) or (N * num_heads, Lq, S); bool (True blocks) or float (added).
             attn_bias: (N * num_heads, Lq, S) float, added after the masks (SMCA's Gaussian).
         Returns:
-            (Lq, N, vdim)
+            (N, Lq, vdim)
         """
-        Lq, N, E = query.shape
-        S = key.shape[0]
+        N, Lq, E = query.shape
+        S = key.shape[1]
         H = self.num_heads
         head_dim = E // H
-        q = (query * float(head_dim) ** -0.5).reshape(Lq, N * H, head_dim).transpose(0, 1)
+        q = (query * float(head_dim) ** -0.5).reshape(N, Lq, H, head_dim).transpose(1, 2)  # (N, H, Lq, hd)
         if key.shape[-1] == head_dim and head_dim != E:
             # (N, H*Lq, hd) @ (N, hd, S): one product per image instead of one per head
-            q_shared = q.reshape(N, H * Lq, head_dim)
-            k = key.permute(1, 2, 0)
-            logits = torch.bmm(q_shared, k).view(N * H, Lq, S)
+            logits = torch.bmm(q.reshape(N, H * Lq, head_dim), key.transpose(1, 2)).view(N * H, Lq, S)
         else:
-            k = key.reshape(S, N * H, head_dim).permute(1, 2, 0)
-            logits = torch.bmm(q, k)
+            k = key.reshape(N, S, H, head_dim).permute(0, 2, 3, 1).reshape(N * H, head_dim, S)
+            logits = torch.bmm(q.reshape(N * H, Lq, head_dim), k)
         if attn_mask is not None:
             if attn_mask.dtype == torch.bool:
                 logits = logits.masked_fill(attn_mask, float("-inf"))
@@ -74,6 +72,6 @@ class MultiheadAttentionNoProj(nn.Module):
             logits = logits + attn_bias
         weights = F.softmax(logits, dim=-1)
         weights = F.dropout(weights, p=self.dropout, training=self.training)
-        v = value.reshape(S, N * H, self.vdim // H).transpose(0, 1)
-        out = torch.bmm(weights, v).transpose(0, 1).reshape(Lq, N, self.vdim)
+        v = value.reshape(N, S, H, self.vdim // H).transpose(1, 2).reshape(N * H, S, self.vdim // H)
+        out = torch.bmm(weights, v).view(N, H, Lq, self.vdim // H).transpose(1, 2).reshape(N, Lq, self.vdim)
         return self.out_proj(out)

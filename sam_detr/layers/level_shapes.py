@@ -23,6 +23,8 @@ def level_shapes(spatial_shapes: torch.Tensor, num_tokens: Optional[int] = None)
         num_tokens: S, the length of the flattened sequence, where known: sum_l H_l * W_l must equal it.
     """
     shapes = [(h, w) for h, w in spatial_shapes.tolist()]
+    if not torch.compiler.is_exporting():  # plain ints (the jit tracer's sizes would be tensors here)
+        return shapes
     for h, w in shapes:
         torch._check(h > 0)
         torch._check(w > 0)

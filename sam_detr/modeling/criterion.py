@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..layers.box_ops import box_cxcywh_to_xyxy, box_to_delta, paired_generalized_box_iou
+from ..layers.box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
+from .box_coder import BoxCoder, SigmoidBoxCoder, check_same_coder
 from .matcher import HungarianMatcher
 
-__all__ = ["SetCriterion", "LossGroup", "one_to_many_groups", "sigmoid_focal_loss"]
+__all__ = ["SetCriterion", "LossGroup", "hybrid_matching_groups", "sigmoid_focal_loss"]
 
 Indices = List[Tuple[torch.Tensor, torch.Tensor]]
 
@@ -56,7 +57,7 @@ class LossGroup:
         key: where the group's predictions are in the model's outputs.
         suffix: appended to the group's loss names.
         class_agnostic: every target gets label 0 (the two-stage encoder's proposals).
-        target_repeats: the targets of each image repeated this many times (H-DETR's one-to-many branch).
+        target_repeats: the targets of each image repeated this many times (H-DETR's hybrid queries).
         matcher: matches this group (default: the criterion's Hungarian matcher).
         match_boxes: the key of the boxes the matcher compares with the targets ("pred_boxes"; MS-DETR
             matches its encoder's proposals on their fixed "anchors").
@@ -84,20 +85,19 @@ class LossGroup:
 DEFAULT_GROUPS = (LossGroup(), LossGroup(key="enc_outputs", suffix="_enc", class_agnostic=True))
 
 
-def one_to_many_groups(k_one2many: int = 6) -> List[LossGroup]:
+def hybrid_matching_groups(target_repeats: int = 6) -> List[LossGroup]:
     """H-DETR's hybrid matching for a two-stage model (Plain-DETR): the one-to-one queries, the proposals,
-    and the one-to-many queries ("one2many_outputs") matched against every image's targets repeated
-    `k_one2many` times (`<loss>_one2many`)."""
-    return [*DEFAULT_GROUPS, LossGroup(key="one2many_outputs", suffix="_one2many", target_repeats=k_one2many)]
+    and the extra hybrid queries ("hybrid_outputs") matched one-to-one against every image's targets
+    repeated `target_repeats` times (the official `k_one2many`; `<loss>_hybrid`)."""
+    return [*DEFAULT_GROUPS, LossGroup(key="hybrid_outputs", suffix="_hybrid", target_repeats=target_repeats)]
 
 
 class SetCriterion(nn.Module):
     """Matches every decoder layer's predictions to the targets and computes the weighted losses.
 
     Losses: "class" (`loss_ce`: sigmoid focal loss, or softmax cross-entropy with a down-weighted
-    no-object class) and "boxes" (`loss_bbox`: L1 on normalised (cx, cy, w, h), or, for outputs with
-    "pred_deltas" (Plain-DETR's reparameterised boxes), on those deltas against the targets' deltas from
-    "pred_boxes_old"; `loss_giou`: 1 - GIoU),
+    no-object class) and "boxes" (`loss_bbox`: the box coder's L1, on normalised (cx, cy, w, h) by default;
+    `loss_giou`: 1 - GIoU),
     each divided by the number of target boxes of its group averaged over all workers. The predictions
     supervised come in groups (`LossGroup`): by default the final decoder layer with its auxiliary layers
     (`<loss>`, `<loss>_{i}`) and a two-stage encoder's proposals (`enc_outputs`, matched against
@@ -108,6 +108,8 @@ class SetCriterion(nn.Module):
         weight_dict: weight of each loss ("loss_ce", "loss_bbox", "loss_giou").
         class_loss_type: "focal" or "softmax".
         eos_coef: weight of the no-object class in the softmax cross-entropy.
+        box_coder: the box space of the predictions and targets, whose L1 loss is used (`BoxCoder.l1_loss`);
+            the matchers must code alike.
     """
 
     def __init__(
@@ -121,10 +123,13 @@ class SetCriterion(nn.Module):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         groups: Sequence[LossGroup] = DEFAULT_GROUPS,
+        box_coder: BoxCoder = SigmoidBoxCoder(),
     ):
         super().__init__()
         # a LazyConfig list of LossGroups arrives as omegaconf's structured configs of them
         groups = [OmegaConf.to_object(g) if isinstance(g, DictConfig) else g for g in groups]
+        matchers = [("its matcher", matcher)] + [(f"loss group {g.key!r}'s matcher", g.matcher) for g in groups]
+        check_same_coder("the criterion", box_coder, [(name, getattr(m, "box_coder", None)) for name, m in matchers])
         if not groups or groups[0].key is not None:
             raise ValueError("the first loss group must be the top-level outputs (key=None)")
         if class_loss_type not in ("focal", "softmax"):
@@ -144,6 +149,7 @@ class SetCriterion(nn.Module):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.groups = list(groups)
+        self.box_coder = box_coder
         for group in self.groups:
             weights = self.weight_dict if group.weight_dict is None else group.weight_dict
             missing = [k for name in losses for k in loss_keys[name] if k not in weights]
@@ -174,12 +180,7 @@ class SetCriterion(nn.Module):
         batch_idx, src_idx = _src_permutation_idx(indices)
         src_boxes = outputs["pred_boxes"][batch_idx, src_idx]
         target_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)], dim=0)
-        if "pred_deltas" in outputs:  # Plain-DETR's reparameterised boxes: L1 on the deltas
-            target_deltas = box_to_delta(outputs["pred_boxes_old"][batch_idx, src_idx], target_boxes)
-            loss_bbox = F.l1_loss(outputs["pred_deltas"][batch_idx, src_idx], target_deltas, reduction="none")
-        else:
-            loss_bbox = F.l1_loss(src_boxes, target_boxes, reduction="none")
-        loss_bbox = loss_bbox.sum() / num_boxes
+        loss_bbox = self.box_coder.l1_loss(outputs, (batch_idx, src_idx), target_boxes).sum() / num_boxes
         giou = paired_generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(target_boxes))
         return {"loss_bbox": loss_bbox, "loss_giou": (1 - giou).sum() / num_boxes}
 
@@ -214,7 +215,7 @@ class SetCriterion(nn.Module):
     ) -> Dict[str, torch.Tensor]:
         """
         Args:
-            outputs: "pred_logits" (B, Q, K[+1]), "pred_boxes" (B, Q, 4) normalised (cx, cy, w, h),
+            outputs: "pred_logits" (B, Q, K[+1]), "pred_boxes" (B, Q, 4) (cx, cy, w, h) in the coder's space,
                 "aux_outputs" (a list of such dicts, one per earlier decoder layer), and the dict of each
                 further loss group (e.g. "enc_outputs").
             targets: per image, "labels" (T,) int64 and "boxes" (T, 4) normalised (cx, cy, w, h).

@@ -5,7 +5,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from ..layers.box_ops import box_cxcywh_to_xyxy, box_to_delta, generalized_box_iou
+from ..layers.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from .box_coder import BoxCoder, SigmoidBoxCoder
 
 __all__ = ["HungarianMatcher"]
 
@@ -20,6 +21,7 @@ class HungarianMatcher(nn.Module):
         class_cost_type: "focal" (the focal-loss cost of Deformable DETR and its successors, evaluated at
             the target classes) or "softmax" (DETR's `-p[target class]`).
         focal_alpha, focal_gamma: of the focal cost.
+        box_coder: the box space, whose L1 cost is used (`BoxCoder.l1_cost`; the criterion's).
     """
 
     def __init__(
@@ -30,6 +32,7 @@ class HungarianMatcher(nn.Module):
         class_cost_type: str = "focal",
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        box_coder: BoxCoder = SigmoidBoxCoder(),
     ):
         super().__init__()
         if class_cost_type not in ("focal", "softmax"):
@@ -42,6 +45,7 @@ class HungarianMatcher(nn.Module):
         self.class_cost_type = class_cost_type
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
+        self.box_coder = box_coder
 
     def class_cost(self, logits: torch.Tensor, tgt_ids: torch.Tensor) -> torch.Tensor:
         """(Q, K) logits, (T,) class ids -> (Q, T)"""
@@ -59,10 +63,9 @@ class HungarianMatcher(nn.Module):
     ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """
         Args:
-            outputs: "pred_logits" (B, Q, K) and "pred_boxes" (B, Q, 4) normalised (cx, cy, w, h); with
-                reparameterised boxes (in pixels), "pred_deltas" (B, Q, 4) and the references they refine,
-                "pred_boxes_old" (B, Q, 4): the L1 cost is then between the deltas and the targets' deltas.
-            targets: per image, "labels" (T_b,) int64 and "boxes" (T_b, 4) normalised (cx, cy, w, h).
+            outputs: "pred_logits" (B, Q, K) and "pred_boxes" (B, Q, 4) (cx, cy, w, h) in the box coder's
+                space, and whatever else its L1 cost reads.
+            targets: per image, "labels" (T_b,) int64 and "boxes" (T_b, 4) (cx, cy, w, h), in that space.
         Returns:
             per image, (query indices, target indices): two int64 CPU tensors of length min(Q, T_b).
         """
@@ -74,13 +77,8 @@ class HungarianMatcher(nn.Module):
                 indices.append((empty, empty))
                 continue
             out_boxes = outputs["pred_boxes"][b]
-            if "pred_deltas" in outputs:  # Plain-DETR's reparameterised boxes: L1 on the deltas
-                target_deltas = box_to_delta(outputs["pred_boxes_old"][b][:, None], tgt_boxes[None])
-                cost_l1 = (outputs["pred_deltas"][b][:, None] - target_deltas).abs().sum(-1)
-            else:
-                cost_l1 = torch.cdist(out_boxes, tgt_boxes, p=1)
             cost = (
-                self.cost_bbox * cost_l1
+                self.cost_bbox * self.box_coder.l1_cost(outputs, b, tgt_boxes)
                 + self.cost_class * self.class_cost(outputs["pred_logits"][b], tgt_ids)
                 + self.cost_giou * -generalized_box_iou(box_cxcywh_to_xyxy(out_boxes), box_cxcywh_to_xyxy(tgt_boxes))
             )

@@ -1,7 +1,7 @@
 """From the last decoder layer's predictions to detections: batched tensors (`topk_detections`,
 `softmax_detections`, `boxes_to_pixels`: what an exported graph computes too), then Detectron2 `Instances`
 per image (before `detector_postprocess`)."""
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +10,7 @@ from detectron2.structures import Boxes, Instances
 from ..layers.box_ops import box_cxcywh_to_xyxy
 
 __all__ = [
-    "Detections", "topk_detections", "softmax_detections", "boxes_to_pixels", "detections_to_instances",
+    "Detections", "topk_detections", "softmax_detections", "boxes_to_pixels", "detections_to_instances", "image_sizes_tensor",
     "topk_postprocess", "softmax_postprocess",
 ]
 
@@ -59,13 +59,19 @@ def boxes_to_pixels(boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Ten
     return box_cxcywh_to_xyxy(boxes) * scale
 
 
-def detections_to_instances(detections: Detections, image_sizes: List[Tuple[int, int]]) -> List[Instances]:
-    """Batched detections (normalised boxes) -> per image, `Instances` in the pixels of its (h, w)."""
+def image_sizes_tensor(image_sizes: Sequence[Tuple[int, int]], device: torch.device) -> torch.Tensor:
+    """Per image (h, w) -> (B, 2) int64. The sizes may be 0-d tensors (Detectron2's `ImageList` while jit traces
+    it, the FLOP counter): read as ints."""
+    return torch.tensor([[int(h), int(w)] for h, w in image_sizes], dtype=torch.long, device=device).view(-1, 2)
+
+
+def detections_to_instances(detections: Detections, image_sizes: torch.Tensor) -> List[Instances]:
+    """Batched detections (normalised boxes) and (B, 2) int64 (h, w) -> per image, `Instances` in the pixels of
+    its (h, w)."""
     scores, labels, boxes = detections
-    sizes = torch.as_tensor(image_sizes, dtype=torch.long, device=boxes.device).view(-1, 2)
-    boxes = boxes_to_pixels(boxes, sizes)
+    boxes = boxes_to_pixels(boxes, image_sizes)
     results = []
-    for b, image_size in enumerate(image_sizes):
+    for b, image_size in enumerate(image_sizes.tolist()):
         result = Instances(tuple(image_size))
         result.pred_boxes = Boxes(boxes[b])
         result.scores = scores[b]
@@ -79,7 +85,8 @@ def topk_postprocess(
 ) -> List[Instances]:
     """`topk_detections` as `Instances` in input-image pixels, per image; image_sizes: (h, w) of each image as
     fed to the model, before padding."""
-    return detections_to_instances(topk_detections(logits, boxes, num_select), image_sizes)
+    sizes = image_sizes_tensor(image_sizes, boxes.device)
+    return detections_to_instances(topk_detections(logits, boxes, num_select), sizes)
 
 
 def softmax_postprocess(
@@ -87,4 +94,5 @@ def softmax_postprocess(
 ) -> List[Instances]:
     """`softmax_detections` as `Instances` in input-image pixels, per image; image_sizes: (h, w) of each image as
     fed to the model, before padding."""
-    return detections_to_instances(softmax_detections(logits, boxes, num_select), image_sizes)
+    sizes = image_sizes_tensor(image_sizes, boxes.device)
+    return detections_to_instances(softmax_detections(logits, boxes, num_select), sizes)

@@ -80,6 +80,8 @@ def compact_listing(lines: List[str]) -> List[str]:
                 block = lines[i : i + size]
                 if not block[-1].startswith(f"{prefix}{first}."):
                     break
+                if not lines[i + size : i + size + 1] or not lines[i + size].startswith(f"{prefix}{first + 1}."):
+                    continue  # the next layer does not start right after this block
                 repeats = 1
                 while [line.replace(f"{prefix}{first}.", f"{prefix}{first + repeats}.") for line in block] == \
                         lines[i + repeats * size : i + (repeats + 1) * size]:

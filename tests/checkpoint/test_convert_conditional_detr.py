@@ -1,5 +1,4 @@
 """The official Conditional DETR and DETR checkpoint converters, against the official key and shape listings."""
-import importlib.util
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from official_listings import (
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 
+from sam_detr.checkpoint.official import convert_official  # noqa: E402
 from sam_detr.checkpoint import (  # noqa: E402
     conditional_detr_key, convert_conditional_detr, convert_detr, dataset_class_ids,
 )
@@ -98,14 +98,10 @@ def test_errors_name_the_first_offending_key():
     ("detr_r50_500ep.py", "detr", "facebookresearch/detr"),
 ])
 def test_tool_converts_official_checkpoints(tmp_path, config, listing, origin):
-    path = REPO_ROOT / "tools" / "convert_official_weights.py"
-    spec = importlib.util.spec_from_file_location("convert_official_weights", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     official = fake_official(listing)
     source = tmp_path / "official.pth"
     torch.save({"model": official, "epoch": 49}, source)
-    out = tool.convert(str(CONFIGS / config), str(source), "coco_2017_val")
+    out = convert_official(str(CONFIGS / config), str(source), "coco_2017_val")
     assert origin in out["__author__"]
     assert out["model"]["class_embed.bias"].shape == (80 + (listing == "detr"),)
     assert torch.equal(out["model"]["input_proj.0.0.weight"], official["input_proj.weight"])

@@ -1,5 +1,4 @@
 """The official Deformable DETR checkpoint converter, against the official key and shape listings."""
-import importlib.util
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from official_listings import (
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 
+from sam_detr.checkpoint.official import convert_official  # noqa: E402
 from sam_detr.checkpoint import convert_deformable_detr, dataset_class_ids, deformable_detr_key  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
@@ -108,14 +108,10 @@ def test_errors_name_the_first_offending_key():
 
 
 def test_tool_converts_a_two_stage_checkpoint(tmp_path):
-    path = REPO_ROOT / "tools" / "convert_official_weights.py"
-    spec = importlib.util.spec_from_file_location("convert_official_weights", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     official = fake_official("ddetr_twostage")
     source = tmp_path / "official.pth"
     torch.save({"model": official, "epoch": 49}, source)
-    out = tool.convert(str(CONFIGS / "deformable_detr_r50_two_stage_50ep.py"), str(source), "coco_2017_val")
+    out = convert_official(str(CONFIGS / "deformable_detr_r50_two_stage_50ep.py"), str(source), "coco_2017_val")
     assert "Deformable-DETR" in out["__author__"]
     assert out["model"]["class_embed.6.bias"].shape == (80,)
     assert torch.equal(out["model"]["transformer.proposals.enc_output_norm.bias"],

@@ -1,5 +1,4 @@
 """The official MS-DETR checkpoint converter, against the official key and shape listings."""
-import importlib.util
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from official_listings import (
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 
+from sam_detr.checkpoint.official import convert_official  # noqa: E402
 from sam_detr.checkpoint import convert_deformable_detr, convert_ms_detr, dataset_class_ids, ms_detr_key  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
@@ -59,14 +59,10 @@ def test_deformable_detr_converter_refuses_the_auxiliary_ffn():
 
 
 def test_tool_picks_the_ms_detr_converter_and_keeps_the_coco_rows(tmp_path):
-    path = REPO_ROOT / "tools" / "convert_official_weights.py"
-    spec = importlib.util.spec_from_file_location("convert_official_weights", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     official = fake_official("msdetr_pp")
     source = tmp_path / "official.pth"
     torch.save({"model": official, "epoch": 11}, source)
-    out = tool.convert(str(CONFIGS / "ms_detr_pp_r50_12ep.py"), str(source), "coco_2017_val")
+    out = convert_official(str(CONFIGS / "ms_detr_pp_r50_12ep.py"), str(source), "coco_2017_val")
     assert "MS-DETR" in out["__author__"]
     ids = dataset_class_ids("coco_2017_val")
     weights = out["model"]

@@ -1,6 +1,5 @@
 """The official SAM-DETR checkpoint converter, against the official key and shape listings."""
 import argparse
-import importlib.util
 
 import official_listings
 import pytest
@@ -13,6 +12,7 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
+from sam_detr.checkpoint.official import convert_official  # noqa: E402
 from sam_detr.checkpoint import convert_sam_detr, dataset_class_ids, sam_detr_key  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
@@ -113,14 +113,10 @@ def test_errors_name_the_first_offending_key():
 
 
 def test_tool_converts_a_checkpoint_for_a_config(tmp_path):
-    path = REPO_ROOT / "tools" / "convert_official_weights.py"
-    spec = importlib.util.spec_from_file_location("convert_official_weights", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     official = fake_official("e50")
     source = tmp_path / "official.pth"
     torch.save({"model": official, "epoch": 49, "args": argparse.Namespace(epochs=50, lr=1e-4)}, source)
-    out = tool.convert(str(CONFIGS / "sam_detr_r50_50ep.py"), str(source), "coco_2017_val")
+    out = convert_official(str(CONFIGS / "sam_detr_r50_50ep.py"), str(source), "coco_2017_val")
     assert out["matching_heuristics"] is False and "SAM-DETR" in out["__author__"]
     assert out["model"]["class_embed.5.bias"].shape == (80,)
     assert torch.equal(out["model"]["transformer.decoder.layers.0.semantics_aligner.point1.0.bias"],

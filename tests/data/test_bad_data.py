@@ -19,6 +19,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 
 from sam_detr.data import (  # noqa: E402
     BadImageError,
+    DatasetError,
     DetrDatasetMapper,
     DetrResize,
     TrainLoader,
@@ -52,18 +53,23 @@ def where(image_id):
     return rf"image_id={image_id} \(.*{image_id:03d}\.png\)"
 
 
+def refused(name):
+    """The start of the error that refuses dataset `name`: it names the dataset and its json."""
+    return rf"dataset '{name}' \(json .*annotations\.json\): "
+
+
 # ---- the dataset checks: problems seen in the json and the file system
 
 def test_missing_image_file(coco, package_log):
     name, image_id = dataset_with(coco, None)
-    with pytest.raises(FileNotFoundError, match=rf"{name}: {where(image_id)}: the image file does not exist"):
+    with pytest.raises(DatasetError, match=rf"{refused(name)}{where(image_id)}: the image file does not exist"):
         checked_dataset_dicts(name)
     dicts = checked_dataset_dicts(name, missing_images="skip")
     assert [d["image_id"] for d in dicts] == [1]
     assert re.search(rf"skipped 1 missing image file\(s\) in {where(image_id)}", package_log.text)
     with pytest.raises(ValueError, match="missing_images='skip' is for training"):
         checked_dataset_dicts(name, missing_images="skip", evaluation=True)
-    with pytest.raises(FileNotFoundError, match=where(image_id)):
+    with pytest.raises(DatasetError, match=where(image_id)):
         checked_dataset_dicts(name, evaluation=True)
 
 
@@ -79,7 +85,7 @@ def test_missing_image_file(coco, package_log):
 )
 def test_annotation_that_cannot_be_right(coco, package_log, box, message):
     name, image_id = dataset_with(coco, png(W, H, seed=2), boxes=[GOOD_BOX, box])
-    with pytest.raises(ValueError, match=rf"{name}: {where(image_id)}, annotation 1: .*{re.escape(message)}"):
+    with pytest.raises(DatasetError, match=rf"{refused(name)}{where(image_id)}: annotation 1: .*{re.escape(message)}"):
         checked_dataset_dicts(name)
     dicts = checked_dataset_dicts(name, bad_annotations="skip")
     assert [len(d["annotations"]) for d in dicts] == [1, 1]
@@ -96,8 +102,8 @@ def test_category_not_among_the_categories(coco):
     name, image_id = dataset_with(coco, png(W, H, seed=2), boxes=[GOOD_BOX])
     coco.annotations[-1]["category_id"] = 7
     name = coco.register()
-    with pytest.raises(ValueError, match=rf"{name}: {where(image_id)}, annotation id 2: category_id 7 is not among "
-                                         r"the categories of .*annotations\.json \(\[1, 2\]\)"):
+    with pytest.raises(DatasetError, match=rf"{refused(name)}annotation id=2 \(image_id={image_id}, 002\.png\): "
+                                           r"category_id 7 is not among the categories \[1, 2\]"):
         checked_dataset_dicts(name)
 
 
@@ -111,7 +117,7 @@ def test_box_without_area(coco, package_log, box, kind):
     dicts = checked_dataset_dicts(name)
     assert [len(d["annotations"]) for d in dicts] == [1, 1]
     assert re.search(rf"skipped 2 annotation\(s\) {kind} in {where(image_id)}", package_log.text)
-    with pytest.raises(ValueError, match=rf"{where(image_id)}, annotation 0: bbox .* has (zero area|no area inside)"):
+    with pytest.raises(DatasetError, match=rf"{where(image_id)}: annotation 0: bbox .* has (zero area|no area inside)"):
         checked_dataset_dicts(name, empty_boxes="error")
     # evaluation: COCOEvaluator reads them from the json, so they are counted there and reported here
     package_log.clear()
@@ -207,6 +213,7 @@ def tolerated_cases(coco, training: bool):
     return coco.register()
 
 
+@pytest.mark.slow
 def test_training_runs_through_the_tolerated_cases(coco, package_log):
     name = tolerated_cases(coco, training=True)
     dataset = checked_dataset_dicts(name, missing_images="skip", bad_annotations="skip")

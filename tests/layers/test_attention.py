@@ -5,6 +5,8 @@ from sam_detr.layers import MultiheadAttentionNoProj
 
 
 def _reference(attn, q, k, v, key_padding_mask=None, attn_bias=None):
+    """Head by head, image by image; batch-first (N, L, ...) in and out."""
+    q, k, v = (x.transpose(0, 1) for x in (q, k, v))
     Lq, N, E = q.shape
     H = attn.num_heads
     hd, vd = E // H, attn.vdim // H
@@ -19,7 +21,7 @@ def _reference(attn, q, k, v, key_padding_mask=None, attn_bias=None):
             if attn_bias is not None:
                 logits = logits + attn_bias[n * H + h]
             out[:, n, h * vd : (h + 1) * vd] = logits.softmax(-1) @ v[:, n, h * vd : (h + 1) * vd]
-    return attn.out_proj(out)
+    return attn.out_proj(out).transpose(0, 1)
 
 
 @pytest.mark.parametrize("shared_key", [False, True])
@@ -27,9 +29,9 @@ def test_matches_per_head_reference(shared_key):
     torch.manual_seed(0)
     attn = MultiheadAttentionNoProj(embed_dim=24, num_heads=3, vdim=9).double().eval()
     Lq, S, N = 5, 7, 2
-    q = torch.randn(Lq, N, 24, dtype=torch.float64)
-    k = torch.randn(S, N, 8 if shared_key else 24, dtype=torch.float64)
-    v = torch.randn(S, N, 9, dtype=torch.float64)
+    q = torch.randn(N, Lq, 24, dtype=torch.float64)
+    k = torch.randn(N, S, 8 if shared_key else 24, dtype=torch.float64)
+    v = torch.randn(N, S, 9, dtype=torch.float64)
     mask = torch.zeros(N, S, dtype=torch.bool)
     mask[1, 4:] = True
     bias = torch.randn(N * 3, Lq, S, dtype=torch.float64)
@@ -40,9 +42,9 @@ def test_matches_per_head_reference(shared_key):
 def test_shared_key_equals_replicated_key():
     torch.manual_seed(1)
     attn = MultiheadAttentionNoProj(embed_dim=32, num_heads=4, vdim=8).eval()
-    q = torch.randn(3, 2, 32)
-    k = torch.randn(6, 2, 8)
-    v = torch.randn(6, 2, 8)
+    q = torch.randn(2, 3, 32)
+    k = torch.randn(2, 6, 8)
+    v = torch.randn(2, 6, 8)
     torch.testing.assert_close(attn(q, k, v), attn(q, k.repeat(1, 1, 4), v), rtol=1e-5, atol=1e-6)
 
 

@@ -98,6 +98,7 @@ def nvcc_archs():
     return {f"{int(n) // 10}.{int(n) % 10}" for n in re.findall(r"compute_(\d+)", out)}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(NVCC is None, reason="no CUDA toolkit (nvcc) found: set CUDA_HOME")
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("source", sorted(p.name for p in CSRC.glob("*/*.cu")))

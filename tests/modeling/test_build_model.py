@@ -77,11 +77,13 @@ def test_published_config_builds_with_overrides(name):
 def test_plain_detr_criterion_is_the_configs():
     """Plain-DETR's hybrid-matching group is built by its LazyConfig's criterion (the constructor checks it
     is there), its repeats overridable like any field."""
-    cfg, _ = yacs_cfg("plain_detr_swinv2_small_sup_pt_boxrpe.py", ["model.criterion.groups.k_one2many=3"], device="meta")
+    cfg, _ = yacs_cfg(
+        "plain_detr_swinv2_small_sup_pt_boxrpe.py", ["model.criterion.groups.target_repeats=3"], device="meta"
+    )
     with torch.device("meta"):
         model = build_model(cfg)
     assert [(g.key, g.target_repeats) for g in model.criterion.groups] == [
-        (None, 1), ("enc_outputs", 1), ("one2many_outputs", 3)
+        (None, 1), ("enc_outputs", 1), ("hybrid_outputs", 3)
     ]
 
 

@@ -39,7 +39,7 @@ def official_sine(points, num_feats):
 
 def run_decoder(decoder, Q=5, B=2, S=7):
     C = decoder.d_model
-    memory, pos, query_pos = torch.randn(S, B, C), torch.randn(S, B, C), torch.randn(Q, B, C)
+    memory, pos, query_pos = torch.randn(B, S, C), torch.randn(B, S, C), torch.randn(B, Q, C)
     mask = torch.zeros(B, S, dtype=torch.bool)
     mask[1, -3:] = True
     seen = []
@@ -61,7 +61,7 @@ def test_ca_qpos_proj_exists_in_the_first_layer_only():
         layer = decoder.layers[i]
         for proj in (layer.sa_qpos_proj, layer.sa_kpos_proj):
             torch.nn.init.zeros_(proj.weight), torch.nn.init.zeros_(proj.bias)
-        tgt, memory, mask, pos, query_pos, query_sine = args
+        tgt, memory, mask, pos, query_pos, query_sine, _ = args
         with torch.no_grad():
             a = layer(tgt, memory, mask, pos, query_pos, query_sine)
             b = layer(tgt, memory, mask, pos, torch.randn_like(query_pos), query_sine)
@@ -73,8 +73,8 @@ def test_spatial_query_is_the_reference_sine_scaled_from_layer_1_on():
     hs, reference, seen, (_, _, _, query_pos) = run_decoder(decoder)
     C = decoder.d_model
     with torch.no_grad():
-        expected_ref = decoder.ref_point_head(query_pos).sigmoid()  # (Q, B, 2), never refined
-    torch.testing.assert_close(reference, expected_ref.transpose(0, 1))
+        expected_ref = decoder.ref_point_head(query_pos).sigmoid()  # (B, Q, 2), never refined
+    torch.testing.assert_close(reference, expected_ref)
     sine = official_sine(expected_ref, C // 2)
     torch.testing.assert_close(seen[0][0][5], sine)  # layer 0: no transformation
     for i in range(1, len(seen)):
@@ -83,7 +83,7 @@ def test_spatial_query_is_the_reference_sine_scaled_from_layer_1_on():
             torch.testing.assert_close(seen[i][0][5], sine * decoder.query_scale(previous))
     # the heads see every layer through the shared final norm
     with torch.no_grad():
-        torch.testing.assert_close(hs, torch.stack([decoder.norm(o) for _, o in seen]).transpose(1, 2))
+        torch.testing.assert_close(hs, torch.stack([decoder.norm(o) for _, o in seen]))
 
 
 def test_cross_attention_concatenates_content_and_position_per_head():
@@ -92,7 +92,7 @@ def test_cross_attention_concatenates_content_and_position_per_head():
     M = decoder.layers[0].nhead
     for i in (0, 1):
         layer, (args, _) = decoder.layers[i], seen[i]
-        tgt, memory, mask, pos, query_pos, query_sine = args
+        tgt, memory, mask, pos, query_pos, query_sine, _ = args
         captured = []
         hook = layer.cross_attn.register_forward_hook(lambda m, a, out: captured.append(out))
         with torch.no_grad():
@@ -103,15 +103,15 @@ def test_cross_attention_concatenates_content_and_position_per_head():
                 q, k = q + layer.ca_qpos_proj(query_pos), k + kp
             qs, v = layer.ca_qpos_sine_proj(query_sine), layer.ca_v_proj(memory)
         hook.remove()
-        Q, B, C = q.shape
+        B, Q, C = q.shape
         d = C // M
         heads = []
         for h in range(M):
             part = slice(h * d, (h + 1) * d)
-            logits = (torch.einsum("qbc,sbc->bqs", q[..., part], k[..., part])
-                      + torch.einsum("qbc,sbc->bqs", qs[..., part], kp[..., part])) / math.sqrt(2 * d)
+            logits = (torch.einsum("bqc,bsc->bqs", q[..., part], k[..., part])
+                      + torch.einsum("bqc,bsc->bqs", qs[..., part], kp[..., part])) / math.sqrt(2 * d)
             logits = logits.masked_fill(mask[:, None, :], float("-inf"))
-            heads.append(torch.einsum("bqs,sbc->qbc", logits.softmax(-1), v[..., part]))
+            heads.append(torch.einsum("bqs,bsc->bqc", logits.softmax(-1), v[..., part]))
         with torch.no_grad():
             expected = layer.cross_attn.out_proj(torch.cat(heads, -1))
         torch.testing.assert_close(captured[0], expected, rtol=1e-5, atol=1e-5)

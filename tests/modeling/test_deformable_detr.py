@@ -26,6 +26,7 @@ ROWS = sorted(p.name for p in CONFIGS.glob("deformable_detr_r50_*50ep.py"))  # t
 LOSSES = ("loss_ce", "loss_bbox", "loss_giou")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", sorted(ROWS))
 def test_every_row_trains_a_step_and_infers(config):
     cfg = LazyConfig.load(str(CONFIGS / config))
@@ -52,8 +53,8 @@ def tiny_deformable_detr(refine=False, two_stage=False, mixed=False, look_forwar
     otherwise."""
     d, levels = 32, 3
     transformer = DeformableTransformer(
-        DeformableTransformerEncoder(DeformableTransformerEncoderLayer(d, 64, 0.0, levels, 4, 2), 1),
-        DeformableTransformerDecoder(DeformableTransformerDecoderLayer(d, 64, 0.0, levels, 4, 2), 3),
+        DeformableTransformerEncoder(DeformableTransformerEncoderLayer(d, 4, 64, 0.0, n_levels=levels, n_points=2), 1),
+        DeformableTransformerDecoder(DeformableTransformerDecoderLayer(d, 4, 64, 0.0, n_levels=levels, n_points=2), 3),
         TwoStageProposals(d) if two_stage else None,
     )
     return DeformableDETR(
@@ -164,8 +165,8 @@ def test_bad_configurations_are_named():
         tiny_deformable_detr(look_forward_twice=True)
     with pytest.raises(ValueError, match=r"the encoder reads 3 level\(s\), the decoder layers \[2\]"):
         DeformableTransformer(
-            DeformableTransformerEncoder(DeformableTransformerEncoderLayer(32, 64, 0.0, 3, 4, 2), 1),
-            DeformableTransformerDecoder(DeformableTransformerDecoderLayer(32, 64, 0.0, 2, 4, 2), 1),
+            DeformableTransformerEncoder(DeformableTransformerEncoderLayer(32, 4, 64, 0.0, n_levels=3, n_points=2), 1),
+            DeformableTransformerDecoder(DeformableTransformerDecoderLayer(32, 4, 64, 0.0, n_levels=2, n_points=2), 1),
         )
     cfg = LazyConfig.load(str(CONFIGS / "deformable_detr_r50_single_scale_50ep.py"))
     cfg.model.in_features = cfg.model.backbone.out_features = ["res4", "res5"]

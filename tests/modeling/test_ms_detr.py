@@ -13,6 +13,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 from model_inputs import model_and_optimizer, train_step_and_inference, two_images  # noqa: E402
 
 from sam_detr.modeling import OneToManyMatcher  # noqa: E402
+from sam_detr.modeling.box_coder import SigmoidBoxCoder  # noqa: E402
 from sam_detr.modeling.transformer import BoxRefinement, MSDETRDecoderLayer, flatten_levels  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
@@ -96,25 +97,26 @@ def decoder_inputs(d=16, levels=2, B=2, Q=5):
     srcs = [torch.randn(B, d, 6, 7), torch.randn(B, d, 3, 4)]
     masks = [torch.zeros(B, 6, 7, dtype=torch.bool), torch.zeros(B, 3, 4, dtype=torch.bool)]
     memory = flatten_levels(srcs, masks, [torch.zeros_like(s) for s in srcs], torch.zeros(levels, d))
-    return torch.randn(B, Q, d), torch.randn(B, Q, d), torch.rand(B, Q, levels, 4) * 0.5 + 0.25, memory
+    reference = BoxRefinement().start(torch.rand(B, Q, 4) * 0.5 + 0.25, SigmoidBoxCoder())
+    return torch.randn(B, Q, d), torch.randn(B, Q, d), reference, memory
 
 
 def test_decoder_layer_attends_to_the_image_first_and_feeds_one_to_many_features_from_there():
     tgt, pos, ref, memory = decoder_inputs()
-    layer = MSDETRDecoderLayer(16, 32, 0.0, 2, 4, 2, use_aux_ffn=True).train()
-    o2o, o2m = layer(tgt, pos, ref, memory)
-    attn = layer.cross_attn(tgt + pos, ref, memory.src, memory.spatial_shapes, memory.level_start_index, memory.mask)
+    layer = MSDETRDecoderLayer(16, 4, 32, 0.0, n_levels=2, n_points=2, use_aux_ffn=True).train()
+    o2o, o2m = layer.forward_features(tgt, pos, ref, memory, one_to_many=True)
+    points = ref.in_levels(memory.valid_ratios)
+    attn = layer.cross_attn(tgt + pos, points, memory.src, memory.spatial_shapes, memory.level_start_index, memory.mask)
     x = layer.norm1(tgt + attn)
     assert torch.allclose(o2m, layer.aux_ffn(x), atol=1e-6)
     q = x + pos
     assert torch.allclose(o2o, layer.ffn(layer.norm2(x + layer.self_attn(q, q, x)[0])), atol=1e-6)
     # without the auxiliary FFN the one-to-many features are the cross-attention's output
-    plain = MSDETRDecoderLayer(16, 32, 0.0, 2, 4, 2, use_aux_ffn=False).train()
+    plain = MSDETRDecoderLayer(16, 4, 32, 0.0, n_levels=2, n_points=2, use_aux_ffn=False).train()
     plain.load_state_dict({k: v for k, v in layer.state_dict().items() if not k.startswith("aux_ffn.")})
-    assert torch.allclose(plain(tgt, pos, ref, memory)[1], x, atol=1e-6)
-    # inference computes no one-to-many features, and the same one-to-one ones
-    o2o_eval, none = layer.eval()(tgt, pos, ref, memory)
-    assert none is None and torch.equal(o2o_eval, o2o)
+    assert torch.allclose(plain.forward_features(tgt, pos, ref, memory, one_to_many=True)[1], x, atol=1e-6)
+    # the common call computes no one-to-many features, and the same one-to-one ones
+    assert torch.equal(layer(tgt, pos, ref, memory), o2o)
 
 
 def tiny_ms_detr(**overrides):
@@ -136,7 +138,7 @@ def test_one_to_many_predictions_share_heads_and_references(look_forward_twice):
     layers = [*o2m["aux_outputs"], o2m]
     assert len(layers) == len(out.hs_o2m) == len(model.transformer.decoder.layers)
     for l, predictions in enumerate(layers):
-        boxes = BoxRefinement.predict(out.references[l], model.bbox_embed[l](out.hs_o2m[l]))
+        boxes = SigmoidBoxCoder().decode(out.references[l], model.bbox_embed[l](out.hs_o2m[l]))
         assert torch.equal(predictions["pred_logits"], model.class_embed[l](out.hs_o2m[l]))
         assert torch.allclose(predictions["pred_boxes"], boxes)
     # the last layer's one-to-many boxes refine layer L-2's boxes: with look-forward-twice not detached
@@ -159,6 +161,7 @@ def test_encoder_proposals_are_matched_on_their_anchors():
     assert torch.isclose(losses["loss_bbox"], torch.tensor(0.0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ROWS)
 def test_every_row_trains_a_step_and_infers(config):
     cfg = LazyConfig.load(str(CONFIGS / config))

@@ -12,6 +12,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 from test_detr import tiny_detr  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.coco_mini
 def test_loss_falls_on_real_images(coco_mini_dir):
     annotations = coco_mini_dir / "annotations" / "instances_val2017.json"

@@ -1,5 +1,5 @@
 """Plain-DETR's novelty: BoxRPB against a per-pixel computation, the padding masks, the one-to-one /
-one-to-many attention mask, the reparameterised boxes and their L1 on deltas, the proposal maps; and the
+hybrid attention mask, the reparameterised boxes and their L1 on deltas, the proposal maps; and the
 published rows train a step and infer (the quickstart: tests/modeling/test_contract.py)."""
 import math
 
@@ -16,14 +16,18 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 from model_inputs import model_and_optimizer  # noqa: E402
 
 from sam_detr.layers import box_to_delta, delta_to_box  # noqa: E402
-from sam_detr.modeling import HungarianMatcher, LossGroup, SetCriterion  # noqa: E402
+from sam_detr.modeling import (  # noqa: E402
+    HungarianMatcher, LossGroup, PixelDeltaBoxCoder, SetCriterion, SigmoidBoxCoder,
+)
 from sam_detr.modeling.transformer import (  # noqa: E402
-    BoxRefinement, GlobalCrossAttention, GlobalDecoder, GlobalDecoderLayer,
+    BoxRefinement, GlobalCrossAttention, GlobalDecoder, GlobalDecoderLayer, flatten_levels,
 )
 from sam_detr.modeling.transformer import box_rpb  # noqa: E402
 from sam_detr.modeling.transformer.box_rpb import box_rpb_deltas  # noqa: E402
-from sam_detr.modeling.transformer.plain_detr_decoder import group_attention_mask  # noqa: E402
-from sam_detr.modeling.transformer.proposals import pixel_anchors, proposal_projections  # noqa: E402
+from sam_detr.modeling.query_groups import QueryGroup, QueryGroups  # noqa: E402
+from sam_detr.modeling.transformer.plain_detr_proposals import (  # noqa: E402
+    image_extent, pixel_anchors, proposal_projections,
+)
 
 CONFIGS = REPO_ROOT / "configs"
 ROWS = sorted(p.name for p in CONFIGS.glob("plain_detr_*.py"))
@@ -97,7 +101,7 @@ def test_padding_is_masked_additively_as_officially_or_exactly():
     changed = memory.clone()
     changed[:, 4:] = 1000 * torch.randn(1, 2, 16)
     with torch.no_grad():
-        exact = [attn(query, None, m, m, (2, 3), mask, exact_padding=True) for m in (memory, changed)]
+        exact = [attn(query, None, m, m, (2, 3), mask, batch_invariant=True) for m in (memory, changed)]
         official = [attn(query, None, m, m, (2, 3), mask) for m in (memory, changed)]
         alone = attn(query, None, memory[:, :4], memory[:, :4], (1, 4))
     assert torch.allclose(exact[0], exact[1], atol=1e-6) and torch.allclose(exact[0], alone, atol=1e-6)
@@ -105,22 +109,26 @@ def test_padding_is_masked_additively_as_officially_or_exactly():
     assert not torch.allclose(official[0], official[1], atol=1e-6)
 
 
-def test_one_to_one_queries_do_not_see_the_one_to_many_ones():
-    mask = group_attention_mask(2, 5)
-    assert mask.tolist() == [[False, False, True, True, True]] * 2 + [[True, True, False, False, False]] * 3
+def test_one_to_one_queries_do_not_see_the_hybrid_ones():
+    mask = QueryGroups([QueryGroup(2), QueryGroup(3, "hybrid_outputs")]).attention_mask()
     torch.manual_seed(0)
-    decoder = GlobalDecoder(GlobalDecoderLayer(16, 32, 0.0, 2, "linear", 8, 4), 2)
+    decoder = GlobalDecoder(GlobalDecoderLayer(16, 2, 32, 0.0, rpe_hidden_dim=8, feature_stride=4), 2)
     heads = [torch.nn.Linear(16, 4) for _ in range(2)]
     tgt, pos = torch.randn(1, 5, 16), torch.randn(1, 5, 16)
     ref = torch.rand(1, 5, 4) * 0.5 + 0.25
-    memory = torch.randn(1, 12, 16)
-    args = (memory, torch.randn(1, 12, 16), (3, 4), torch.zeros(1, 12, dtype=torch.bool), torch.ones(1, 2), heads)
+    memory = flatten_levels([torch.randn(1, 16, 3, 4)], [torch.zeros(1, 3, 4, dtype=torch.bool)],
+                            [torch.randn(1, 16, 3, 4)])
+    refinement, coder = BoxRefinement(), SigmoidBoxCoder()
+
+    def run(tgt, pos, ref, mask=None):
+        return decoder(tgt, pos, refinement.start(ref, coder), memory, heads, refinement, mask)
+
     with torch.no_grad():
-        out = decoder(tgt, pos, ref, *args, BoxRefinement(), mask)
+        out = run(tgt, pos, ref, mask)
         other = tgt.clone()
         other[:, 2:] = torch.randn(1, 3, 16)
-        out_other = decoder(other, pos, ref, *args, BoxRefinement(), mask)
-        alone = decoder(tgt[:, :2], pos[:, :2], ref[:, :2], *args, BoxRefinement())
+        out_other = run(other, pos, ref, mask)
+        alone = run(tgt[:, :2], pos[:, :2], ref[:, :2])
     assert torch.allclose(out.boxes[:, :, :2], out_other.boxes[:, :, :2], atol=1e-6)
     assert torch.allclose(out.boxes[:, :, :2], alone.boxes, atol=1e-6)
     assert not torch.allclose(out.boxes[:, :, 2:], out_other.boxes[:, :, 2:], atol=1e-6)
@@ -140,8 +148,11 @@ def test_reparameterised_deltas():
 
 def test_l1_loss_and_cost_on_deltas():
     torch.manual_seed(0)
-    matcher = HungarianMatcher(cost_class=0.0, cost_bbox=1.0, cost_giou=0.0)
-    criterion = SetCriterion(1, matcher, {"loss_ce": 0.0, "loss_bbox": 1.0, "loss_giou": 0.0}, groups=[LossGroup()])
+    coder = PixelDeltaBoxCoder()
+    matcher = HungarianMatcher(cost_class=0.0, cost_bbox=1.0, cost_giou=0.0, box_coder=coder)
+    criterion = SetCriterion(
+        1, matcher, {"loss_ce": 0.0, "loss_bbox": 1.0, "loss_giou": 0.0}, groups=[LossGroup()], box_coder=coder
+    )
     old = torch.tensor([[[40.0, 30.0, 20.0, 10.0], [10.0, 10.0, 4.0, 4.0]]])
     gt = torch.tensor([[12.0, 11.0, 5.0, 4.0]])
     target_delta = box_to_delta(old[0, 1], gt[0])
@@ -152,15 +163,17 @@ def test_l1_loss_and_cost_on_deltas():
     targets = [{"labels": torch.tensor([0]), "boxes": gt}]
     assert [i.tolist() for i in matcher(outputs, targets)[0]] == [[1], [0]]
     assert torch.allclose(criterion(outputs, targets)["loss_bbox"], torch.tensor(1.0))
+    with pytest.raises(ValueError, match="the criterion codes boxes with PixelDeltaBoxCoder.*its matcher has Sigmoid"):
+        SetCriterion(1, HungarianMatcher(), {"loss_ce": 0.0, "loss_bbox": 1.0, "loss_giou": 0.0}, box_coder=coder)
 
 
 def test_look_forward_twice_refines_reparameterised_boxes_in_pixels():
-    """With `decode` (reparameterised boxes), the next layer's head reference is decoded from the detached
-    reference as the layer's boxes are: in pixels, not through the sigmoid of the normalised form."""
+    """With the pixel coder (reparameterised boxes), the next layer's head reference is decoded from the
+    detached reference as the layer's boxes are: in pixels, not through the sigmoid of the normalised form."""
     refinement = BoxRefinement(look_forward_twice=True)
     reference = torch.tensor([[[40.0, 30.0, 20.0, 10.0]]], requires_grad=True)
     delta = torch.tensor([[[0.5, -0.5, 0.2, 0.1]]], requires_grad=True)
-    boxes, nxt = refinement.step(refinement.start(reference), delta, delta_to_box)
+    boxes, nxt = refinement.step(refinement.start(reference, PixelDeltaBoxCoder()), delta)
     assert torch.allclose(boxes, delta_to_box(reference, delta))
     assert torch.allclose(nxt.head, boxes) and nxt.head.requires_grad and not nxt.boxes.requires_grad
     assert nxt.head.grad_fn is not None and torch.equal(nxt.boxes, boxes.detach())
@@ -174,8 +187,8 @@ def test_proposal_maps_and_pixel_anchors():
     mask = torch.zeros(1, 8 * 10 + 4 * 5, dtype=torch.bool)
     mask[0, :80].view(8, 10)[:, 8:] = True  # the finest map's last two columns are padding: 64 x 64 px valid
     mask[0, 80:].view(4, 5)[:, 4:] = True
-    anchors, keep, max_size = pixel_anchors(mask, shapes, (8, 16))
-    assert max_size.tolist() == [[[64.0, 64.0]]]
+    anchors, keep = pixel_anchors(mask, shapes, (8, 16))
+    assert image_extent(mask, shapes, (8, 16)).tolist() == [[[64.0, 64.0]]]
     assert anchors[0, 3 * 10 + 3].tolist() == [28.0, 28.0, 50.0, 50.0] and keep[0, 3 * 10 + 3]
     # padding, and a 100-pixel box in a 64-pixel image: filled with max(8, 10) * 8
     assert anchors[0, 9].tolist() == [80.0] * 4 and not keep[0, 9]
@@ -195,19 +208,20 @@ def larger_images():
     return [a, b]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ROWS)
 def test_every_row_trains_a_step_and_infers(config):
     cfg = LazyConfig.load(str(CONFIGS / config))
     assert cfg.dataloader.train.total_batch_size == 16 and cfg.train.epochs == 12
     assert cfg.optimizer.lr == 2e-4 and cfg.optimizer.weight_decay == 0.05
     # smaller for speed: fewer queries and decoder layers (the backbone is the published one)
-    cfg.model.num_queries, cfg.model.num_queries_one2many = 20, 40
+    cfg.model.num_queries, cfg.model.num_hybrid_queries = 20, 40
     cfg.model.decoder.num_layers = 2
     model, optimizer = model_and_optimizer(cfg)
     model.train()
     with EventStorage():
         losses = model(larger_images())
-    assert {"loss_bbox_one2many", "loss_giou_enc", "loss_ce_0_one2many"} <= set(losses)
+    assert {"loss_bbox_hybrid", "loss_giou_enc", "loss_ce_0_hybrid"} <= set(losses)
     total = sum(losses.values())
     assert torch.isfinite(total), losses
     total.backward()

@@ -11,7 +11,10 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 from torch import nn  # noqa: E402
 
 from sam_detr.layers import MLP  # noqa: E402
-from sam_detr.modeling.transformer import TwoStageProposals, encoder_anchors, flatten_levels  # noqa: E402
+from sam_detr.modeling.box_coder import SigmoidBoxCoder, encoder_anchors  # noqa: E402
+from sam_detr.modeling.transformer import TwoStageProposals, flatten_levels  # noqa: E402
+
+CODER = SigmoidBoxCoder()
 
 
 def two_levels():
@@ -49,7 +52,7 @@ def test_selects_the_best_class_0_tokens_with_detached_boxes():
     levels = two_levels()
     proposals, class_head, box_head = make_proposals()
     memory = levels.src.clone().requires_grad_()
-    out = proposals(memory, levels.mask, levels.spatial_shapes, class_head, box_head, num_queries=6)
+    out = proposals(levels._replace(src=memory), class_head, box_head, 6, CODER)
     assert out.logits.shape == (2, 47, 5) and out.boxes.shape == (2, 47, 4) and out.reference.shape == (2, 6, 4)
     assert out.query_pos.shape == out.tgt.shape == (2, 6, 16)
     best = out.logits[..., 0].topk(6, dim=1).indices
@@ -65,15 +68,15 @@ def test_selects_the_best_class_0_tokens_with_detached_boxes():
     assert (out.boxes[levels.mask] == 1).all()
 
 
-def test_exclude_padding_never_selects_a_padded_token():
+def test_batch_invariant_never_selects_a_padded_token():
     levels = two_levels()
     proposals, class_head, box_head = make_proposals()
     with torch.no_grad():  # a padded token's (zeroed) memory gives the best class-0 score there is
         class_head.weight[0] = proposals.enc_output_norm(proposals.enc_output.bias)
-    args = (levels.src, levels.mask, levels.spatial_shapes, class_head, box_head, 12)
+    args = (levels, class_head, box_head, 12, CODER)
     official = proposals(*args)
     assert (official.reference[1] == 1).all()  # image 1's 31 padded tokens (boxes of 1) won
-    ours = proposals(*args, exclude_padding=True)
+    ours = proposals(*args, batch_invariant=True)
     assert (ours.reference[1] < 1).all()
 
 
@@ -81,19 +84,19 @@ def test_mixed_selection_takes_the_content_from_the_learned_queries():
     levels = two_levels()
     proposals, class_head, box_head = make_proposals()
     content = torch.randn(6, 16)
-    args = (levels.src, levels.mask, levels.spatial_shapes, class_head, box_head, 6)
+    args = (levels, class_head, box_head, 6, CODER)
     plain, mixed = proposals(*args), proposals(*args, content=content)
     assert torch.equal(mixed.tgt, content[None].expand(2, -1, -1)) and torch.equal(mixed.query_pos, plain.query_pos)
     with pytest.raises(ValueError, match=r"content queries must be \(6, 16\), got \(5, 16\)"):
         proposals(*args, content=content[:5])
     with pytest.raises(ValueError, match="cannot select 48 queries from 47 encoder tokens"):
-        proposals(*args[:-1], 48)
+        proposals(levels, class_head, box_head, 48, CODER)
 
 
 def test_position_queries_embed_the_selected_boxes():
     levels = two_levels()
     proposals, class_head, box_head = make_proposals()
-    out = proposals(levels.src, levels.mask, levels.spatial_shapes, class_head, box_head, 6)
+    out = proposals(levels, class_head, box_head, 6, CODER)
     # the first of the 4 x 8 features of x: sin(2 pi x)
     dim_t = 10000 ** (2 * (torch.arange(8) // 2) / 8)
     x = out.reference[..., 0:1] * 2 * math.pi / dim_t
@@ -101,5 +104,5 @@ def test_position_queries_embed_the_selected_boxes():
     pos = proposals.pos_trans_norm(proposals.pos_trans(torch.cat([embed, torch.zeros(2, 6, 24)], -1)))
     with torch.no_grad():
         proposals.pos_trans.weight[:, 8:] = 0
-    zeroed = proposals(levels.src, levels.mask, levels.spatial_shapes, class_head, box_head, 6)
+    zeroed = proposals(levels, class_head, box_head, 6, CODER)
     assert torch.allclose(torch.cat([zeroed.query_pos, zeroed.tgt], -1), pos.detach(), atol=1e-6)

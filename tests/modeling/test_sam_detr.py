@@ -1,5 +1,4 @@
 import math
-from unittest import mock
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from detectron2.structures import Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 from model_inputs import two_images  # noqa: E402
 
-from sam_detr.layers import MSDeformAttn  # noqa: E402
+from sam_detr.layers import MSDeformAttn, _ext  # noqa: E402
 from sam_detr.modeling import SAMDETR, HungarianMatcher, SetCriterion, build_resnet_backbone  # noqa: E402
 from sam_detr.modeling.transformer import (  # noqa: E402
     DeformableTransformerEncoder,
@@ -25,7 +24,7 @@ from sam_detr.modeling.transformer import (  # noqa: E402
     TransformerEncoder,
     TransformerEncoderLayer,
 )
-from sam_detr.modeling.transformer import semantics_aligner  # noqa: E402
+from sam_detr.modeling.transformer.semantics_aligner import SemanticsAligner  # noqa: E402
 from sam_detr.modeling.transformer.smca import smca_gaussian_bias  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
@@ -41,7 +40,7 @@ def tiny_sam_detr(smca=False, multiscale=False, num_classes=5):
         layer_levels=[2, 1, 0] if multiscale else None,
     )
     if multiscale:
-        encoder = DeformableTransformerEncoder(DeformableTransformerEncoderLayer(d, 64, 0.0, 3, 4, 2), 1)
+        encoder = DeformableTransformerEncoder(DeformableTransformerEncoderLayer(d, 4, 64, 0.0, n_levels=3, n_points=2), 1)
         transformer = SAMDETRMultiScaleTransformer(encoder, decoder)
         features = ["res3", "res4", "res5"]
     else:
@@ -120,7 +119,7 @@ def test_each_layer_refines_the_previous_prediction():
     model = tiny_sam_detr(multiscale=True).eval()
     seen = []
     for layer in model.transformer.decoder.layers:
-        layer.register_forward_pre_hook(lambda m, args: seen.append((args[1].memory_2d.shape[-2:], args[2])))
+        layer.register_forward_pre_hook(lambda m, args: seen.append((args[3].as_map().shape[-2:], args[2].boxes)))
     with torch.no_grad():
         out = _head_outputs(model)
     boxes = [o["pred_boxes"] for o in out["aux_outputs"]]
@@ -131,19 +130,52 @@ def test_each_layer_refines_the_previous_prediction():
     assert [tuple(s) for s, _ in seen] == [(3, 4), (5, 7), (9, 13)]
 
 
-def test_one_roi_align_per_decoder_layer():
-    model = tiny_sam_detr().eval()
-    with mock.patch.object(semantics_aligner, "roi_align", wraps=semantics_aligner.roi_align) as roi_align:
-        with torch.no_grad():
-            _head_outputs(model)
-    assert roi_align.call_count == len(model.transformer.decoder.layers)
+def _aligner_inputs():
+    """A tiny aligner, memory of two images (the second padded: 3/4 of the width, 1/2 of the height valid)
+    and three small reference boxes each."""
+    torch.manual_seed(0)
+    aligner = SemanticsAligner(d_model=16, nhead=2, roi_size=3)
+    tgt, memory = torch.randn(3, 2, 16), torch.randn(2, 16, 12, 16)
+    boxes = torch.tensor([[[0.2, 0.3, 0.2, 0.2], [0.25, 0.25, 0.1, 0.3], [0.3, 0.2, 0.1, 0.1]]]).repeat(2, 1, 1)
+    valid_ratio = torch.tensor([[1.0, 1.0], [0.75, 0.5]])
+    return aligner, tgt, memory, boxes, valid_ratio
 
 
-def test_semantics_aligner_uses_the_package_roi_align():
-    """sam_detr.layers.roi_align: the compiled parallel CPU kernel where built, torchvision elsewhere."""
-    import sam_detr.layers
+def test_aligner_reads_the_memory_inside_the_reference_boxes_only():
+    """The content queries and salient points come from the memory under each image's boxes (scaled to its
+    unpadded part): garbage outside them (one pixel of bilinear margin kept) changes nothing, inside it does."""
+    aligner, tgt, memory, boxes, valid_ratio = _aligner_inputs()
+    with torch.no_grad():
+        out = aligner(tgt, memory, boxes, valid_ratio)
+        H, W = memory.shape[-2:]
+        inside = torch.zeros(2, H, W, dtype=torch.bool)
+        for b in range(2):
+            w, h = valid_ratio[b, 0] * W, valid_ratio[b, 1] * H
+            for cx, cy, bw, bh in boxes[b].tolist():
+                x1, x2 = int((cx - bw / 2) * w) - 1, int((cx + bw / 2) * w) + 2
+                y1, y2 = int((cy - bh / 2) * h) - 1, int((cy + bh / 2) * h) + 2
+                inside[b, max(y1, 0) : y2, max(x1, 0) : x2] = True
+        assert inside.float().mean() < 0.25  # most of the memory is outside
+        garbage = memory.masked_fill(~inside[:, None], 1e3)
+        outside_changed = aligner(tgt, garbage, boxes, valid_ratio)
+        inside_changed = aligner(tgt, memory.masked_fill(inside[:, None], 0.0), boxes, valid_ratio)
+    for got, expected in zip(outside_changed, out):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert not torch.allclose(inside_changed.content, out.content)
 
-    assert semantics_aligner.roi_align is sam_detr.layers.roi_align
+
+def test_aligner_runs_the_package_roi_align(monkeypatch):
+    """sam_detr.layers.roi_align: the compiled CPU kernel where built; without it (its warning) torchvision's,
+    with the same queries."""
+    aligner, *inputs = _aligner_inputs()
+    with torch.no_grad():
+        out = aligner(*inputs)
+    monkeypatch.setattr(_ext, "kernel_available", lambda op, device: False)
+    monkeypatch.setattr(_ext, "_warned", set())
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="roi_align"):
+        fallback = aligner(*inputs)
+    for got, expected in zip(fallback, out):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_smca_bias_equals_official_formula():
@@ -186,6 +218,7 @@ def test_every_sam_detr_config_is_tested():
     assert sorted(p.name for p in CONFIGS.glob("sam_detr*.py")) == sorted(CONFIG_TABLE)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DATA_CONFIG.is_file(), reason=f"{DATA_CONFIG} (the COCO data config) is absent")
 @pytest.mark.parametrize("name", sorted(CONFIG_TABLE))
 def test_config_trains_and_infers(name):

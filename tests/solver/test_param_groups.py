@@ -3,18 +3,23 @@ import pickle
 import pytest
 import torch
 
-from conftest import DETECTRON2_MISSING
+from conftest import DETECTRON2_MISSING, REPO_ROOT
 from swin_v2_tiny import TINY_SWINV2
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from detectron2.config import LazyCall as L  # noqa: E402
-from detectron2.config import instantiate  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
 from sam_detr.modeling import build_swinv2_backbone  # noqa: E402
 from sam_detr.solver import (  # noqa: E402
-    PLAIN_DETR_NO_WEIGHT_DECAY, LRFactorByName, SwinLayerDecayLRFactor, WeightDecayFactorByName,
-    param_groups_by_name,
+    LRFactorByName, SwinLayerDecayLRFactor, WeightDecayFactorByName, param_groups_by_name,
+)
+
+# the names Plain-DETR's row configs exempt from weight decay (the official --wd_norm_names)
+PLAIN_DETR_NO_WEIGHT_DECAY = tuple(
+    LazyConfig.load(str(REPO_ROOT / "configs" / "plain_detr_swinv2_small_sup_pt_boxrpe.py"))
+    .optimizer.params.weight_decay_factor_func["keys"]
 )
 
 
@@ -102,7 +107,7 @@ def test_param_groups_from_a_lazy_config_and_pickled_rules():
     for group in optimizer.param_groups:
         for p in group["params"]:
             seen[id(p)] = (group["lr"], group["weight_decay"])
-    lr_rule, wd_rule = SwinLayerDecayLRFactor(depths=(1, 1, 2, 2)), WeightDecayFactorByName()
+    lr_rule, wd_rule = SwinLayerDecayLRFactor(depths=(1, 1, 2, 2)), WeightDecayFactorByName(PLAIN_DETR_NO_WEIGHT_DECAY)
     names = dict(model.named_parameters())
     assert len(seen) == len(names)
     for name, p in names.items():

@@ -10,7 +10,7 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from tool_helpers import QUICKSTART, TINY_DETR, run_tool, tool_env  # noqa: E402
+from tool_helpers import QUICKSTART, TINY_DETR, datasets_root, load_tool  # noqa: E402
 
 from sam_detr.layers import _ext  # noqa: E402
 from sam_detr.utils.analysis import ActivationCountAnalysis, FlopCountAnalysis  # noqa: E402
@@ -18,11 +18,12 @@ from sam_detr.utils.analysis import ActivationCountAnalysis, FlopCountAnalysis  
 ms_deform_attn = importlib.import_module("sam_detr.layers.ms_deform_attn")
 
 
-def test_flop_and_parameter_count_of_a_detr(tmp_path_factory):
-    out = run_tool(
-        "analyze_model", "--config-file", QUICKSTART, "--tasks", "flop", "parameter", "-n", "2", *TINY_DETR,
-        env=tool_env(tmp_path_factory),
-    ).stdout
+def test_flop_and_parameter_count_of_a_detr(tmp_path_factory, monkeypatch, capsys):
+    monkeypatch.setenv("SAM_DETR_DATASETS", str(datasets_root(tmp_path_factory)))
+    load_tool("analyze_model").main(
+        ["--config-file", QUICKSTART, "--tasks", "flop", "parameter", "-n", "2", *TINY_DETR]
+    )
+    out = capsys.readouterr().out
     total = re.search(r"Total GFLOPs over 2 image\(s\) of mean size \d+x\d+: ([0-9.]+) ± ([0-9.]+)", out)
     assert total, out
     assert float(total.group(1)) > 0

@@ -1,17 +1,18 @@
-"""tools/benchmark.py on a tiny DETR on the CPU."""
+"""tools/benchmark.py on a tiny DETR on the CPU (in this process)."""
 import pytest
 from conftest import DETECTRON2_MISSING
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
-from tool_helpers import QUICKSTART, TINY_DETR, run_tool, tool_env  # noqa: E402
+from tool_helpers import QUICKSTART, TINY_DETR, datasets_root, load_tool  # noqa: E402
 
 
-def test_benchmark_prints_positive_rates(tmp_path_factory):
-    out = run_tool(
-        "benchmark", "--config-file", QUICKSTART, "--device", "cpu", "--iters", "2", "--warmup", "1", *TINY_DETR,
-        env=tool_env(tmp_path_factory),
-    ).stdout
+def test_benchmark_prints_positive_rates(tmp_path_factory, monkeypatch, capsys):
+    monkeypatch.setenv("SAM_DETR_DATASETS", str(datasets_root(tmp_path_factory)))
+    load_tool("benchmark").main(
+        ["--config-file", QUICKSTART, "--device", "cpu", "--iters", "2", "--warmup", "1", *TINY_DETR]
+    )
+    out = capsys.readouterr().out
     rows = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]

@@ -9,7 +9,7 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from PIL import Image  # noqa: E402
 from tool_helpers import (  # noqa: E402
-    QUICKSTART, TINY_DETR, TINY_NUM_QUERIES, datasets_root, load_tool, run_tool, save_tiny_detr, tool_env,
+    QUICKSTART, TINY_DETR, TINY_NUM_QUERIES, datasets_root, load_tool, save_tiny_detr,
 )
 
 from sam_detr.data.datasets import SHAPES_SPLITS, ensure_shapes  # noqa: E402
@@ -26,13 +26,13 @@ def checkpoint(tmp_path_factory):
     return save_tiny_detr(tmp_path_factory.mktemp("checkpoint"))
 
 
-def test_demo_draws_and_writes_detections(images, checkpoint, tmp_path, tmp_path_factory):
+def test_demo_draws_and_writes_detections(demo, images, checkpoint, tmp_path):
     inputs = [f"{images}/000001.png", f"{images}/000002.png"]
-    run_tool(
-        "demo", "--config-file", QUICKSTART, "--checkpoint", checkpoint, "--input", f"{images}/00000[12].png",
+    demo([
+        "--config-file", QUICKSTART, "--checkpoint", checkpoint, "--input", f"{images}/00000[12].png",
         "--output", str(tmp_path / "vis"), "--json", str(tmp_path / "detections.json"), "--score-threshold", "0",
-        *TINY_DETR, env=tool_env(tmp_path_factory),
-    )
+        *TINY_DETR,
+    ])
     for path in inputs:
         original = np.asarray(Image.open(path).convert("RGB"))
         drawing = np.asarray(Image.open(tmp_path / "vis" / path.rsplit("/", 1)[1]))

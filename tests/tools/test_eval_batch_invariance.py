@@ -1,5 +1,6 @@
-"""tools/eval_batch_invariance.py with a tiny randomly initialised DETR on three odd-sized images in COCO
-format: with batch_invariant an image's detections are the same at batch 1 and batch 3, the table is printed."""
+"""tools/eval_batch_invariance.py (in this process) with a tiny randomly initialised DETR on three odd-sized
+images in COCO format: with batch_invariant an image's detections are the same at batch 1 and batch 3, the
+table is printed."""
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ from conftest import DETECTRON2_MISSING
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 from PIL import Image  # noqa: E402
-from tool_helpers import QUICKSTART, TINY_DETR, run_tool, save_tiny_detr, tool_env  # noqa: E402
+from tool_helpers import QUICKSTART, TINY_DETR, datasets_root, load_tool, save_tiny_detr  # noqa: E402
 
 # (height, width): three aspect ratios, so that every batch of them is padded
 SIZES = [(45, 67), (70, 53), (61, 61)]
@@ -41,13 +42,16 @@ def checkpoint(tmp_path_factory):
     return save_tiny_detr(tmp_path_factory.mktemp("checkpoint"))
 
 
-def test_invariant_mode_detects_the_same_at_batch_1_and_3(coco_folder, checkpoint, tmp_path, tmp_path_factory):
-    proc = run_tool(
-        "eval_batch_invariance", "--config-file", QUICKSTART, "--checkpoint", checkpoint, "--batch-size", "3",
+def test_invariant_mode_detects_the_same_at_batch_1_and_3(coco_folder, checkpoint, tmp_path, tmp_path_factory,
+                                                          monkeypatch, capsys):
+    monkeypatch.setenv("SAM_DETR_DATASETS", str(datasets_root(tmp_path_factory)))
+    load_tool("eval_batch_invariance").main([
+        "--config-file", QUICKSTART, "--checkpoint", checkpoint, "--batch-size", "3",
         "--coco-json", str(coco_folder / "instances.json"), "--image-root", str(coco_folder / "images"),
-        "--topk", "5", "--json", str(tmp_path / "figures.json"), *TINY_DETR, env=tool_env(tmp_path_factory),
-    )
-    table = proc.stdout[proc.stdout.index("| mode |"):].splitlines()
+        "--topk", "5", "--json", str(tmp_path / "figures.json"), *TINY_DETR,
+    ])
+    out = capsys.readouterr().out
+    table = out[out.index("| mode |"):].splitlines()
     assert table[0].startswith("| mode | AP b1 | AP b3 | AP change |")
     assert table[2].startswith("| official (batch_invariant=False) |")
     assert table[3].startswith("| batch_invariant=True |")

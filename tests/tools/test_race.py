@@ -10,7 +10,7 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 
 import matplotlib  # noqa: E402
 from PIL import Image  # noqa: E402
-from tool_helpers import load_tool, run_tool, tool_env  # noqa: E402
+from tool_helpers import load_tool, tool_env  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.image  # noqa: E402
@@ -18,8 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 METHODS = ["detr", "sam_detr"]
 # the quickstart configs as they are, on 64 px images of shapes_val, 4 iterations of 2 images, 2 evaluations
+# on its first 64 images
 SMALL = [
     "train.max_iter=4",
+    "dataloader.test.sampler={_target_:detectron2.data.samplers.InferenceSampler,size:64}",
     "train.checkpointer.period=2",
     "model.num_queries=5",
     "dataloader.train.dataset.names=shapes_val",
@@ -36,12 +38,15 @@ def _pixels_of(image: np.ndarray, color: str) -> int:
     return int((np.round(image[..., :3] * 255) == rgb).all(-1).sum())
 
 
-def test_race(tmp_path, tmp_path_factory):
-    env = tool_env(tmp_path_factory)
+@pytest.mark.slow
+def test_race(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    for key, value in tool_env(tmp_path_factory).items():
+        monkeypatch.setenv(key, value)  # the trainings the race starts inherit this environment
     out = tmp_path / "race"
     args = ["--methods", *METHODS, *SMALL, "--output", str(out), "--evals", "2", "--progress-period", "5"]
-    proc = run_tool("race", *args, env=env)
-    console = proc.stdout
+    race = load_tool("race")
+    race.main(args)  # in this process; each training runs in a process of its own
+    console = capsys.readouterr().out
     for i, name in enumerate(METHODS):
         assert f"[race] {name} ({i + 1}/2): iteration 4/4, AP " in console  # the method's last progress line
         for file in ("metrics.json", "log.txt", "model_final.pth", "model_0000001.pth", "console.log"):
@@ -84,8 +89,9 @@ def test_race(tmp_path, tmp_path_factory):
     assert _pixels_of(image, unused) == 0
 
     # the same command again: every run has finished, nothing is trained, the report stays
-    again = run_tool("race", *args, env=env).stdout
-    assert all(f"[race] {name}: finished earlier" in again for name in METHODS)
+    race.main(args)
+    again = capsys.readouterr().out
+    assert all(f"[race] {name}: finished earlier" in again for name in METHODS), again
     assert json.loads((out / "race.json").read_text())["methods"] == report["methods"]
 
 

@@ -58,6 +58,7 @@ def reference_losses(output_dir) -> dict:
     return {int(i): terms for i, terms in json.loads((output_dir / "losses.json").read_text()).items()}
 
 
+@pytest.mark.slow
 def test_resume_gives_the_weights_of_the_uninterrupted_run(uninterrupted, tmp_path, monkeypatch):
     out = tmp_path / "run"
     step = trainers.SimpleTrainer.run_step
@@ -87,8 +88,8 @@ def test_non_finite_loss_stops_naming_the_terms_and_resume_continues(uninterrupt
     out = tmp_path / "run"
     head = DETR.forward_head
 
-    def diverging(self, features, masks):
-        outputs = head(self, features, masks)
+    def diverging(self, features, masks, targets=None):
+        outputs = head(self, features, masks, targets)
         from detectron2.utils.events import get_event_storage
 
         if get_event_storage().iter == 3:

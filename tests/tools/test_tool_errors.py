@@ -109,6 +109,7 @@ def test_slurm_launcher_without_slurm(files, isolated, tmp_path, capsys):
     assert 'error: Could not detect "srun", are you indeed on a slurm cluster?' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_analyze_model_counts_a_published_model_offline(isolated, capsys):
     """configs/sam_detr_r50.py starts from ImageNet weights (a download) and tests on COCO (absent here): neither
     is needed to count its FLOPs and parameters."""

@@ -21,6 +21,7 @@ def results(stdout: str) -> dict:
     return rows
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_ext.get_extension() is None, reason="sam_detr._C is not built")
 def test_cpu_mode_passes_every_check_it_can_run(tmp_path_factory):
     out = run_tool("validate_cuda", "--device", "cpu", env=tool_env(tmp_path_factory)).stdout

@@ -1,8 +1,9 @@
 """COCO 2017 with the official DETR data pipeline (see sam_detr/data/transforms.py).
 
 The datasets are Detectron2's builtin "coco_2017_train" / "coco_2017_val", read under $DETECTRON2_DATASETS,
-checked with the policies of sam_detr/data/dataset_checks.py (fields of dataloader.{train,test}.dataset
-and dataloader.train.mapper.bad_images), and the training stream resumes exactly
+checked with the policies of sam_detr/data/dataset_policies.py (fields of dataloader.{train,test}.dataset
+and dataloader.train.mapper.bad_images; `tools/check_dataset.py --config-file` checks a config's data before
+training), and the training stream resumes exactly
 (sam_detr/data/train_loader.py).
 """
 from omegaconf import OmegaConf

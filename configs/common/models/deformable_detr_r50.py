@@ -22,13 +22,13 @@ model = L(DeformableDETR)(
     transformer=L(DeformableTransformer)(
         encoder=L(DeformableTransformerEncoder)(
             layer=L(DeformableTransformerEncoderLayer)(
-                d_model=256, d_ffn=1024, dropout=0.1, n_levels=4, n_heads=8, n_points=4
+                d_model=256, nhead=8, dim_feedforward=1024, dropout=0.1, n_levels=4, n_points=4
             ),
             num_layers=6,
         ),
         decoder=L(DeformableTransformerDecoder)(
             layer=L(DeformableTransformerDecoderLayer)(
-                d_model=256, d_ffn=1024, dropout=0.1, n_levels=4, n_heads=8, n_points=4
+                d_model=256, nhead=8, dim_feedforward=1024, dropout=0.1, n_levels=4, n_points=4
             ),
             num_layers=6,
         ),

@@ -1,18 +1,22 @@
 # MS-DETR-R50 as Atten4Vis/MS-DETR: two-stage Deformable DETR with iterative box refinement (FFN 2048), whose
-# decoder layers (`--use_ms_detr --use_aux_ffn`) give one-to-many features besides the one-to-one ones; the
+# decoder (`--use_ms_detr --use_aux_ffn`) gives one-to-many features besides the one-to-one ones; the
 # criterion supervises the decoder one-to-one (Hungarian, class weight 1), one-to-many (OneToManyMatcher,
 # class weight 2) and the encoder's proposals matched on their fixed anchors (class-agnostic, cost_class 0).
 # Deformable DETR++ (configs/ms_detr_pp_r50_*.py): dropout 0, mixed selection, look-forward-twice.
 from detectron2.config import LazyCall as L
 
-from sam_detr.modeling import HungarianMatcher, LossGroup, OneToManyMatcher
-from sam_detr.modeling.transformer import MSDETRDecoderLayer, TwoStageProposals
+from sam_detr.modeling import MSDETR, HungarianMatcher, LossGroup, OneToManyMatcher
+from sam_detr.modeling.transformer import MSDETRDecoder, MSDETRDecoderLayer, TwoStageProposals
 
 from .deformable_detr_r50 import model
 
-model.transformer.encoder.layer.d_ffn = 2048
-model.transformer.decoder.layer = L(MSDETRDecoderLayer)(
-    d_model=256, d_ffn=2048, dropout=0.1, n_levels=4, n_heads=8, n_points=4, use_aux_ffn=True
+model._target_ = MSDETR
+model.transformer.encoder.layer.dim_feedforward = 2048
+model.transformer.decoder = L(MSDETRDecoder)(
+    layer=L(MSDETRDecoderLayer)(
+        d_model=256, nhead=8, dim_feedforward=2048, dropout=0.1, n_levels=4, n_points=4, use_aux_ffn=True
+    ),
+    num_layers=6,
 )
 model.transformer.proposals = L(TwoStageProposals)(d_model=256)
 model.with_box_refine = True

@@ -16,7 +16,7 @@ model.in_features = ["res3", "res4", "res5"]
 model.transformer = L(SAMDETRMultiScaleTransformer)(
     encoder=L(DeformableTransformerEncoder)(
         layer=L(DeformableTransformerEncoderLayer)(
-            d_model=256, d_ffn=1024, dropout=0.1, n_levels=3, n_heads=8, n_points=4
+            d_model=256, nhead=8, dim_feedforward=1024, dropout=0.1, n_levels=3, n_points=4
         ),
         num_layers=6,
     ),

@@ -1,13 +1,14 @@
 """Conditional DETR (Meng et al., ICCV 2021), as Atten4Vis/ConditionalDETR: the conditional spatial query."""
-import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from ...layers import MLP, InputProjection, PositionEmbeddingSine, inverse_sigmoid
+from ...layers import InputProjection, PositionEmbeddingSine
+from ..heads import box_head, class_head
+from ..query_groups import layer_outputs
 from ..transformer import ConditionalDETRTransformer
 from .detr_base import DETRBase
 
@@ -31,6 +32,8 @@ class ConditionalDETR(DETRBase):
     @configurable
     def __init__(self, *, transformer: ConditionalDETRTransformer, num_queries: int = 300, **kwargs):
         super().__init__(**kwargs)
+        if self.box_coder.pixels:
+            raise ValueError(f"Conditional DETR predicts normalised boxes, not pixels: got box_coder {self.box_coder!r}")
         if self.criterion.class_loss_type != "focal":
             raise ValueError("Conditional DETR has no 'no object' class: its criterion needs class_loss_type='focal'")
         if len(self.in_features) != 1:
@@ -40,18 +43,14 @@ class ConditionalDETR(DETRBase):
         self.position_embedding = PositionEmbeddingSine(hidden // 2, normalize=True)
         self.input_proj = InputProjection(self.in_channels, hidden, norm=False)
         self.query_embed = nn.Embedding(num_queries, hidden)
-        self.class_embed = nn.Linear(hidden, self.num_classes)
-        nn.init.constant_(self.class_embed.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
-        self.bbox_embed = MLP(hidden, hidden, 4, 3)
-        nn.init.zeros_(self.bbox_embed.layers[-1].weight)
-        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+        self.class_embed = class_head(hidden, self.num_classes)
+        self.bbox_embed = box_head(hidden)
 
-
-    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+    def forward_head(
+        self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
+    ) -> Dict:
         src, mask = features[-1], masks[-1]
         pos = self.position_embedding(mask).to(src.dtype)
         hs, reference = self.transformer(src, mask, self.query_embed.weight, pos)  # (L, B, Q, C), (B, Q, 2)
-        deltas = self.bbox_embed(hs)
-        centres = deltas[..., :2] + inverse_sigmoid(reference)
-        boxes = torch.cat([centres, deltas[..., 2:]], dim=-1).sigmoid()
-        return self.layer_outputs(self.class_embed(hs), boxes)
+        boxes = self.box_coder.decode(reference, self.bbox_embed(hs))  # the centre refined, the size predicted
+        return layer_outputs({"pred_logits": self.class_embed(hs), "pred_boxes": boxes})

@@ -1,15 +1,15 @@
 """Deformable DETR (Zhu et al., ICLR 2021), as fundamentalvision/Deformable-DETR: every published variant."""
-import copy
-import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from ...layers import MLP, InputProjection, PositionEmbeddingSine
-from ..transformer import BoxRefinement, DeformableTransformer, one_to_many_predictions
+from ...layers import InputProjection, PositionEmbeddingSine
+from ..heads import prediction_heads
+from ..query_groups import QueryGroups
+from ..transformer import BoxRefinement, DecoderOutput, DeformableTransformer, Proposals
 from .detr_base import DETRBase
 
 __all__ = ["DeformableDETR"]
@@ -26,9 +26,9 @@ class DeformableDETR(DETRBase):
     has its own copy (and two-stage adds one for the proposals). The box head's last layer starts at zero with
     a (w, h) bias of -2 on the shared head or on the first copy only; two-stage sets it back to 0.
 
-    MS-DETR (configs/ms_detr_*.py) is two-stage with refinement and `MSDETRDecoderLayer`s: in training their
-    one-to-many features give "o2m_outputs" through the same heads, which the criterion's "o2m_outputs" group
-    supervises (`OneToManyMatcher`).
+    The head runs `transformer.encode` (the memory), `transformer.queries` (learned or selected), the
+    decoder (a `RefiningDecoder`, with this model's box heads and refinement) over the query groups (one
+    here), and `head_outputs`, which MS-DETR (sam_detr/modeling/meta_arch/ms_detr.py) extends.
 
     Args:
         transformer: the encoder-decoder; its levels are the `in_features` then extra ones.
@@ -73,38 +73,36 @@ class DeformableDETR(DETRBase):
         if not transformer.two_stage or mixed_selection:
             self.query_embed = nn.Embedding(num_queries, hidden if mixed_selection else 2 * hidden)
         self.refinement = BoxRefinement(iterative=with_box_refine, look_forward_twice=look_forward_twice)
-
-        class_embed = nn.Linear(hidden, self.num_classes)
-        nn.init.constant_(class_embed.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
-        bbox_embed = MLP(hidden, hidden, 4, 3)
-        nn.init.zeros_(bbox_embed.layers[-1].weight)
-        nn.init.zeros_(bbox_embed.layers[-1].bias)
-        num_heads = len(transformer.decoder.layers) + int(transformer.two_stage)
-        if with_box_refine:
-            self.class_embed = nn.ModuleList(copy.deepcopy(class_embed) for _ in range(num_heads))
-            self.bbox_embed = nn.ModuleList(copy.deepcopy(bbox_embed) for _ in range(num_heads))
-        else:  # one module under every index: its parameters are shared (and listed once)
-            self.class_embed = nn.ModuleList([class_embed] * num_heads)
-            self.bbox_embed = nn.ModuleList([bbox_embed] * num_heads)
+        # without refinement one head pair serves every layer (its parameters listed once)
+        self.class_embed, self.bbox_embed = prediction_heads(
+            hidden, self.num_classes, len(transformer.decoder.layers), shared=not with_box_refine,
+            proposal_heads=transformer.two_stage,
+        )
         if not transformer.two_stage:
             # boxes start 0.12 wide and high (the copies of refinement were made before: bias 0)
             nn.init.constant_(self.bbox_embed[0].layers[-1].bias[2:], -2.0)
 
-
-    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+    def forward_head(
+        self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
+    ) -> Dict:
         pos = [self.position_embedding(m).to(f.dtype) for m, f in zip(masks, features)]
+        memory = self.transformer.encode(features, masks, pos)
+        L = len(self.transformer.decoder.layers)
         query_embed = None if self.query_embed is None else self.query_embed.weight
-        out, proposals = self.transformer(
-            features, masks, pos, query_embed, self.class_embed, self.bbox_embed, self.refinement,
-            self.num_queries, exclude_padding=self.batch_invariant,
+        proposal_heads = (self.class_embed[L], self.bbox_embed[L]) if self.transformer.two_stage else None
+        tgt, query_pos, reference, proposals = self.transformer.queries(
+            memory, query_embed, self.num_queries, proposal_heads, self.box_coder, self.batch_invariant
         )
-        logits = torch.stack([head(h) for head, h in zip(self.class_embed, out.hs)])
-        outputs = self.layer_outputs(logits, out.boxes)
-        if out.hs_o2m is not None:  # MS-DETR decoder layers in training
-            predictions = one_to_many_predictions(out.hs_o2m, out.references, self.class_embed, self.bbox_embed)
-            outputs["o2m_outputs"] = self.layer_outputs(*predictions)
+        groups = QueryGroups.single(self.num_queries)
+        out = self.transformer.decoder(
+            tgt, query_pos, self.refinement.start(reference, self.box_coder), memory, self.bbox_embed[:L],
+            self.refinement, groups.attention_mask(tgt.device),
+        )
+        return self.head_outputs(out, groups, proposals)
+
+    def head_outputs(self, out: DecoderOutput, groups: QueryGroups, proposals: Optional[Proposals]) -> Dict:
+        """The outputs of the decoder's query groups, and "enc_outputs": the two-stage proposals."""
+        outputs = groups.outputs(out.predictions(self.class_embed, self.box_coder))
         if proposals is not None:
-            outputs["enc_outputs"] = {
-                "pred_logits": proposals.logits, "pred_boxes": proposals.boxes, "anchors": proposals.anchors
-            }
+            outputs["enc_outputs"] = proposals.outputs(self.box_coder)
         return outputs

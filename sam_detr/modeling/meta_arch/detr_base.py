@@ -1,5 +1,5 @@
 """What every DETR-style detector shares: images -> padding masks -> backbone -> head -> losses or Instances."""
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.modeling import Backbone, detector_postprocess
@@ -7,9 +7,9 @@ from detectron2.structures import ImageList, Instances
 from torch import nn
 
 from ...config import lazy_model_arguments
-from ...layers.box_ops import box_xyxy_to_cxcywh
+from ..box_coder import BoxCoder, SigmoidBoxCoder, check_same_coder
 from ..criterion import SetCriterion
-from ..postprocess import Detections, detections_to_instances, softmax_detections, topk_detections
+from ..postprocess import Detections, detections_to_instances, image_sizes_tensor, softmax_detections, topk_detections
 from ..transformer.levels import pad_levels, padding_mask, resize_mask
 
 __all__ = ["DETRBase"]
@@ -47,6 +47,8 @@ class DETRBase(nn.Module):
         num_select: detections kept per image by the top-k post-processing.
         batch_invariant: compute the backbone and the input projection per image (see above), in
             training and inference.
+        box_coder: the space boxes are predicted and supervised in (`sam_detr.modeling.box_coder`); the
+            criterion must code alike.
     """
 
     def __init__(
@@ -60,8 +62,10 @@ class DETRBase(nn.Module):
         size_divisibility: int = 0,
         num_select: int = 100,
         batch_invariant: bool = False,
+        box_coder: BoxCoder = SigmoidBoxCoder(),
     ):
         super().__init__()
+        check_same_coder("the model", box_coder, [("its criterion", criterion.box_coder)])
         shapes = backbone.output_shape()
         missing = [f for f in in_features if f not in shapes]
         if missing:
@@ -73,6 +77,7 @@ class DETRBase(nn.Module):
         self.size_divisibility = size_divisibility
         self.num_select = num_select
         self.batch_invariant = batch_invariant
+        self.box_coder = box_coder
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -91,30 +96,23 @@ class DETRBase(nn.Module):
     def num_classes(self) -> int:
         return self.criterion.num_classes
 
-    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+    def forward_head(
+        self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
+    ) -> Dict:
         """The method itself.
 
         Args:
             features: per level of `self.input_proj`'s output (the `in_features` levels, then any extra
                 ones), (B, C, H_l, W_l).
             masks: per level, (B, H_l, W_l) bool, True on padding.
+            targets: in training, `prepare_targets`'s (what denoising queries are made from); else None.
         Returns:
             "pred_logits" (B, Q, K or K + 1) and "pred_boxes" (B, Q, 4) normalised (cx, cy, w, h) of the
-            last decoder layer, "aux_outputs" (one such dict per earlier layer), and whatever else the
-            method's criterion reads (e.g. "enc_outputs").
+            last decoder layer, "aux_outputs" (one such dict per earlier layer; `layer_outputs` builds them
+            from every layer's predictions, `QueryGroups.outputs` for several query groups), and whatever
+            else the method's criterion reads (e.g. "enc_outputs").
         """
         raise NotImplementedError
-
-    @staticmethod
-    def layer_outputs(logits: torch.Tensor, boxes: torch.Tensor, **extra: torch.Tensor) -> Dict:
-        """forward_head's predictions from those of every decoder layer, logits (L, B, Q, K') and boxes
-        (L, B, Q, 4): the last layer's, and the earlier ones' as "aux_outputs"; `extra`: more per-layer
-        predictions (L, B, Q, ...) under their names (Plain-DETR's "pred_deltas")."""
-        layers = [
-            {"pred_logits": logits[i], "pred_boxes": boxes[i], **{k: v[i] for k, v in extra.items()}}
-            for i in range(len(logits))
-        ]
-        return {**layers[-1], "aux_outputs": layers[:-1]}
 
     def forward(self, batched_inputs: List[Dict]):
         """
@@ -126,9 +124,10 @@ class DETRBase(nn.Module):
         """
         images, mask = self.preprocess_image(batched_inputs)
         features, masks = self.extract_features(images, mask)
-        outputs = self.forward_head(features, masks)
+        targets = self.prepare_targets(batched_inputs) if self.training else None
+        outputs = self.forward_head(features, masks, targets)
         if self.training:
-            return self.criterion(outputs, self.prepare_targets(batched_inputs))
+            return self.criterion(outputs, targets)
         results = self.inference(outputs, images.image_sizes)
         processed = []
         for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):
@@ -144,8 +143,7 @@ class DETRBase(nn.Module):
                 raise KeyError(f"input {i} (image_id {x.get('image_id', '?')}) has no 'image'")
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
         images = ImageList.from_tensors(images, self.size_divisibility)
-        sizes = torch.as_tensor(images.image_sizes, dtype=torch.long, device=self.device).view(-1, 2)
-        return images, padding_mask(sizes, images.tensor.shape[-2:])
+        return images, padding_mask(image_sizes_tensor(images.image_sizes, self.device), images.tensor.shape[-2:])
 
     def project(self, images: torch.Tensor) -> List[torch.Tensor]:
         """(B, 3, H, W) normalised images -> per level, the projected features (B, C, H_l, W_l)."""
@@ -169,26 +167,27 @@ class DETRBase(nn.Module):
         return features, [resize_mask(mask, f.shape[-2:]) for f in features]
 
     def prepare_targets(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
-        """Per image, "labels" (T,) and "boxes" (T, 4) in (cx, cy, w, h) normalised by the unpadded size."""
+        """Per image, "labels" (T,) and "boxes" (T, 4) (cx, cy, w, h) in the box coder's space (normalised by
+        the unpadded size, by default)."""
         targets = []
         for i, x in enumerate(batched_inputs):
             if "instances" not in x:
                 raise KeyError(f"training input {i} (image_id {x.get('image_id', '?')}) has no 'instances'")
             instances: Instances = x["instances"].to(self.device)
-            h, w = instances.image_size
-            scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
-            boxes = box_xyxy_to_cxcywh(instances.gt_boxes.tensor / scale)
+            boxes = self.box_coder.target_boxes(instances.gt_boxes.tensor, instances.image_size)
             targets.append({"labels": instances.gt_classes, "boxes": boxes})
         return targets
 
-    def select_detections(self, outputs: Dict) -> Detections:
+    def select_detections(self, outputs: Dict, image_sizes: torch.Tensor) -> Detections:
         """The method's post-processing, batched: top-k over queries x classes for focal models, each query's
-        best class for softmax models (`sam_detr.modeling.postprocess`). Returns scores (B, N), labels (B, N)
-        and boxes (B, N, 4) normalised (cx, cy, w, h); N is fixed by the model (`num_select`, the queries)."""
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        best class for softmax models (`sam_detr.modeling.postprocess`). image_sizes: (B, 2) int64, each
+        image's (h, w). Returns scores (B, N), labels (B, N) and boxes (B, N, 4) normalised (cx, cy, w, h); N
+        is fixed by the model (`num_select`, the queries)."""
+        logits, boxes = outputs["pred_logits"], self.box_coder.normalised(outputs["pred_boxes"], image_sizes)
         if self.criterion.class_loss_type == "softmax":
             return softmax_detections(logits, boxes, self.num_select)
         return topk_detections(logits, boxes, self.num_select)
 
     def inference(self, outputs: Dict, image_sizes: List[Tuple[int, int]]) -> List[Instances]:
-        return detections_to_instances(self.select_detections(outputs), image_sizes)
+        sizes = image_sizes_tensor(image_sizes, self.device)
+        return detections_to_instances(self.select_detections(outputs, sizes), sizes)

@@ -1,15 +1,15 @@
 """SAM-DETR (Zhang et al., CVPR 2022), as ZhangGongjie/SAM-DETR: semantic-aligned matching."""
-import copy
-import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from ...layers import MLP, InputProjection, PositionEmbeddingSine
-from ..transformer import SAMDETRTransformer
+from ...layers import InputProjection, PositionEmbeddingSine
+from ..heads import prediction_heads
+from ..query_groups import QueryGroups
+from ..transformer import BoxRefinement, SAMDETRTransformer
 from .detr_base import DETRBase
 
 __all__ = ["SAMDETR"]
@@ -36,6 +36,8 @@ class SAMDETR(DETRBase):
     @configurable
     def __init__(self, *, transformer: SAMDETRTransformer, input_proj_norm: bool, num_queries: int = 300, **kwargs):
         super().__init__(**kwargs)
+        if self.box_coder.pixels:
+            raise ValueError(f"SAM-DETR predicts normalised boxes, not pixels: got box_coder {self.box_coder!r}")
         if self.criterion.class_loss_type != "focal":
             raise ValueError("SAM-DETR has no 'no object' class: its criterion needs class_loss_type='focal'")
         if len(self.in_features) != transformer.num_feature_levels:
@@ -51,18 +53,22 @@ class SAMDETR(DETRBase):
         )
         self.input_proj = InputProjection(self.in_channels, hidden, norm=input_proj_norm)
         self.query_embed = nn.Embedding(num_queries, 4)
-        class_embed = nn.Linear(hidden, self.num_classes)
-        nn.init.constant_(class_embed.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
-        bbox_embed = MLP(hidden, hidden, 4, 3)
-        nn.init.zeros_(bbox_embed.layers[-1].weight)
-        nn.init.zeros_(bbox_embed.layers[-1].bias)
-        # copies of one initialisation, as the official heads
-        self.class_embed = nn.ModuleList(copy.deepcopy(class_embed) for _ in range(num_layers))
-        self.bbox_embed = nn.ModuleList(copy.deepcopy(bbox_embed) for _ in range(num_layers))
+        self.class_embed, self.bbox_embed = prediction_heads(hidden, self.num_classes, num_layers)
+        # the reference boxes refined as running logits (see `SAMDETRDecoder`)
+        self.refinement = BoxRefinement("logit")
 
-
-    def forward_head(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict:
+    def forward_head(
+        self, features: List[torch.Tensor], masks: List[torch.Tensor], targets: Optional[List[Dict]] = None
+    ) -> Dict:
         pos = [self.position_embedding(m).to(f.dtype) for m, f in zip(masks, features)]
-        hs, boxes = self.transformer(features, masks, pos, self.query_embed.weight, self.bbox_embed)
-        logits = torch.stack([head(h) for head, h in zip(self.class_embed, hs)])
-        return self.layer_outputs(logits, boxes)
+        memory = self.transformer.encode(features, masks, pos)
+        ref_logits = self.query_embed.weight  # (Q, 4) unactivated (cx, cy, w, h)
+        B, (Q, _) = memory.src.shape[0], ref_logits.shape
+        reference = self.refinement.start(ref_logits[None].expand(B, -1, -1), self.box_coder)
+        groups = QueryGroups.single(Q)
+        out = self.transformer.decoder(
+            ref_logits.new_zeros((B, Q, self.transformer.d_model)), None, reference, memory, self.bbox_embed,
+            self.refinement, groups.attention_mask(ref_logits.device),
+        )
+        return groups.outputs(out.predictions(self.class_embed, self.box_coder))
+

@@ -103,9 +103,9 @@ class GlobalCrossAttention(nn.Module):
     are held at once (where the official code holds the bias, the logits and their softmax). Without BoxRPB
     (`rpe_type=None`) it is the Plain-DETR paper's APE baseline (the `global_ape` decoder): plain attention.
 
-    Padded keys: the official code adds -100 to their logits (`exact_padding=False`), so they keep a
+    Padded keys: the official code adds -100 to their logits (`batch_invariant=False`), so they keep a
     small weight and a padded image's output depends on how much padding its batch adds; with
-    `exact_padding=True` they are at -inf (weight 0). Half-precision logits are then clipped to the dtype's
+    `batch_invariant=True` they are at -inf (weight 0). Half-precision logits are then clipped to the dtype's
     finite range, as the official code clips them (a no-op on float32 ones, where it is skipped).
 
     Official names: `q`, `k`, `v`, `proj`, `cpb_mlp1.{0,2}`, `cpb_mlp2.{0,2}`.
@@ -171,14 +171,14 @@ class GlobalCrossAttention(nn.Module):
         value: torch.Tensor,
         size,
         padding_mask: Optional[torch.Tensor] = None,
-        exact_padding: bool = False,
+        batch_invariant: bool = False,
     ) -> torch.Tensor:
         """
         Args:
             query: (B, Q, C). boxes: (B, Q, 4) the reference boxes (x1, y1, x2, y2) in input pixels (unused
                 without BoxRPB). key: (B, S, C) memory + position; value: (B, S, C) memory.
             size: (H, W), the map (S = H * W). padding_mask: (B, S) bool, True on padding.
-            exact_padding: padded keys at -inf instead of the official additive -100.
+            batch_invariant: padded keys at -inf instead of the official additive -100.
         Returns:
             (B, Q, C)
         """
@@ -199,7 +199,7 @@ class GlobalCrossAttention(nn.Module):
         # skipped without padding (no change then), except in an exported graph, where it depends on the input
         if padding_mask is not None and (torch.compiler.is_exporting() or bool(padding_mask.any())):
             mask = padding_mask[:, None, None]
-            if exact_padding:
+            if batch_invariant:
                 attn.masked_fill_(mask, float("-inf"))
             else:
                 attn += mask * OFFICIAL_PADDING_LOGIT

@@ -1,7 +1,7 @@
 """The Conditional DETR decoder (Meng et al., ICCV 2021, as Atten4Vis/ConditionalDETR), with the official
 parameter names, and its encoder-decoder.
 
-Tensors are sequence-first, as in the official code: (Q, B, C) queries, (S, B, C) memory.
+Batch-first: (B, Q, C) queries, (B, S, C) memory (the official code is sequence-first).
 """
 import copy
 from typing import Optional, Tuple
@@ -42,11 +42,15 @@ class ConditionalSelfAttentionLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
 
-    def self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
-        """tgt, query_pos: (Q, B, C) -> (Q, B, C)"""
+    def self_attention(
+        self, tgt: torch.Tensor, query_pos: torch.Tensor, attn_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """tgt, query_pos: (B, Q, C); attn_mask: (Q, Q) bool, True where query i may not attend to query j
+        (`QueryGroups`) -> (B, Q, C)"""
         q = self.sa_qcontent_proj(tgt) + self.sa_qpos_proj(query_pos)
         k = self.sa_kcontent_proj(tgt) + self.sa_kpos_proj(query_pos)
-        return self.norm1(tgt + self.dropout1(self.self_attn(q, k, self.sa_v_proj(tgt))))
+        attn = self.self_attn(q, k, self.sa_v_proj(tgt), attn_mask=attn_mask)
+        return self.norm1(tgt + self.dropout1(attn))
 
 
 class ConditionalDETRDecoderLayer(ConditionalSelfAttentionLayer):
@@ -76,27 +80,28 @@ class ConditionalDETRDecoderLayer(ConditionalSelfAttentionLayer):
         self.norm2 = nn.LayerNorm(d_model)
         self.ffn = FFN(d_model, dim_feedforward, dropout)
 
-    def forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine):
+    def forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine, self_attn_mask=None):
         """
         Args:
-            tgt, query_pos: (Q, B, C) queries and their learned positions.
-            memory, pos: (S, B, C) encoder output and its sine positions; memory_mask: (B, S) True on padding.
-            query_sine: (Q, B, C) the conditional spatial query before `ca_qpos_sine_proj`.
+            tgt, query_pos: (B, Q, C) queries and their learned positions.
+            memory, pos: (B, S, C) encoder output and its sine positions; memory_mask: (B, S) True on padding.
+            query_sine: (B, Q, C) the conditional spatial query before `ca_qpos_sine_proj`.
+            self_attn_mask: (Q, Q) bool, True where query i may not attend to query j (`QueryGroups`).
         Returns:
-            (Q, B, C)
+            (B, Q, C)
         """
-        tgt = self.self_attention(tgt, query_pos)
-        Q, B, C = tgt.shape
-        S, M = memory.shape[0], self.nhead
+        tgt = self.self_attention(tgt, query_pos, self_attn_mask)
+        B, Q, C = tgt.shape
+        S, M = memory.shape[1], self.nhead
         q = self.ca_qcontent_proj(tgt)
         k = self.ca_kcontent_proj(memory)
         k_pos = self.ca_kpos_proj(pos)
         if self.ca_qpos_proj is not None:
             q = q + self.ca_qpos_proj(query_pos)
             k = k + k_pos
-        q = torch.cat([q.view(Q, B, M, -1), self.ca_qpos_sine_proj(query_sine).view(Q, B, M, -1)], 3)
-        k = torch.cat([k.view(S, B, M, -1), k_pos.view(S, B, M, -1)], 3)
-        attn = self.cross_attn(q.view(Q, B, 2 * C), k.view(S, B, 2 * C), self.ca_v_proj(memory), memory_mask)
+        q = torch.cat([q.view(B, Q, M, -1), self.ca_qpos_sine_proj(query_sine).view(B, Q, M, -1)], 3)
+        k = torch.cat([k.view(B, S, M, -1), k_pos.view(B, S, M, -1)], 3)
+        attn = self.cross_attn(q.view(B, Q, 2 * C), k.view(B, S, 2 * C), self.ca_v_proj(memory), memory_mask)
         return self.ffn(self.norm2(tgt + self.dropout2(attn)))
 
 
@@ -122,10 +127,11 @@ class ConditionalDETRDecoder(nn.Module):
         self.ref_point_head = MLP(d, d, 2, 2)
         self.norm = nn.LayerNorm(d)
 
-    def forward(self, memory, memory_mask, pos, query_pos) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, memory, memory_mask, pos, query_pos, self_attn_mask=None) -> Tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
-            memory, pos: (S, B, C); memory_mask: (B, S) True on padding; query_pos: (Q, B, C).
+            memory, pos: (B, S, C); memory_mask: (B, S) True on padding; query_pos: (B, Q, C);
+            self_attn_mask: (Q, Q) bool, True where query i may not attend to query j.
         Returns:
             (num_layers, B, Q, C) every layer's normed output, and (B, Q, 2) the reference points (x, y).
         """
@@ -135,9 +141,9 @@ class ConditionalDETRDecoder(nn.Module):
         hs = []
         for i, layer in enumerate(self.layers):
             query_sine = sine if i == 0 else sine * self.query_scale(tgt)
-            tgt = layer(tgt, memory, memory_mask, pos, query_pos, query_sine)
+            tgt = layer(tgt, memory, memory_mask, pos, query_pos, query_sine, self_attn_mask)
             hs.append(self.norm(tgt))
-        return torch.stack(hs).transpose(1, 2), reference.transpose(0, 1)
+        return torch.stack(hs), reference
 
 
 class ConditionalDETRTransformer(nn.Module):
@@ -162,7 +168,7 @@ class ConditionalDETRTransformer(nn.Module):
             (num_decoder_layers, B, Q, C) normed decoder outputs and (B, Q, 2) reference points (x, y).
         """
         B = src.shape[0]
-        pos = pos.flatten(2).permute(2, 0, 1)
+        pos = pos.flatten(2).transpose(1, 2)
         mask = mask.flatten(1)
-        memory = self.encoder(src.flatten(2).permute(2, 0, 1), key_padding_mask=mask, pos=pos)
-        return self.decoder(memory, mask, pos, query_embed.unsqueeze(1).repeat(1, B, 1))
+        memory = self.encoder(src.flatten(2).transpose(1, 2), key_padding_mask=mask, pos=pos)
+        return self.decoder(memory, mask, pos, query_embed.unsqueeze(0).repeat(B, 1, 1))

@@ -16,22 +16,28 @@ __all__ = ["DeformableTransformerEncoderLayer", "DeformableTransformerEncoder"]
 
 
 class DeformableTransformerEncoderLayer(nn.Module):
-    """Deformable self-attention over all levels (queries carry the position), then FFN; post-norm."""
+    """Deformable self-attention over all levels (queries carry the position), then FFN; post-norm.
+
+    Args:
+        d_model: C; nhead: the attention's heads; dim_feedforward: the FFN's hidden width; dropout: of the
+        attention's output and the FFN; n_levels, n_points: of the deformable attention.
+    """
 
     def __init__(
         self,
         d_model: int = 256,
-        d_ffn: int = 1024,
+        nhead: int = 8,
+        dim_feedforward: int = 1024,
         dropout: float = 0.1,
+        *,
         n_levels: int = 4,
-        n_heads: int = 8,
         n_points: int = 4,
     ):
         super().__init__()
-        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.self_attn = MSDeformAttn(d_model, n_levels, nhead, n_points)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
-        self.ffn = FFN(d_model, d_ffn, dropout)
+        self.ffn = FFN(d_model, dim_feedforward, dropout)
 
     def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None):
         """

@@ -2,16 +2,16 @@
 
 Batch-first: levels (B, C, H_l, W_l) in, flattened to (B, S, C) tokens; queries (B, Q, C).
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ...layers import MSDeformAttn
-from .box_refinement import BoxRefinement
-from .deformable_decoder import DecoderOutput, DeformableTransformerDecoder
+from ..box_coder import BoxCoder
+from .deformable_decoder import DeformableTransformerDecoder
 from .deformable_encoder import DeformableTransformerEncoder
-from .levels import flatten_levels
+from .levels import FlattenedLevels, flatten_levels
 from .proposals import Proposals, TwoStageProposals
 
 __all__ = ["DeformableTransformer", "reset_deformable_parameters"]
@@ -29,7 +29,8 @@ def reset_deformable_parameters(module: nn.Module) -> None:
 
 
 class DeformableTransformer(nn.Module):
-    """A deformable encoder over all levels, then a deformable decoder.
+    """A deformable encoder over all levels (`encode`), the decoder's queries from it (`queries`), and a
+    deformable decoder (`decoder`, run by the meta-architecture with its heads).
 
     Every level's position embedding is offset by a learned `level_embed` (N(0, 1)). One-stage: the
     learned queries' position half predicts each query's reference point (`reference_points`, a Linear
@@ -75,46 +76,40 @@ class DeformableTransformer(nn.Module):
     def two_stage(self) -> bool:
         return self.proposals is not None
 
-    def forward(
-        self,
-        srcs: List[torch.Tensor],
-        masks: List[torch.Tensor],
-        pos: List[torch.Tensor],
-        query_embed: Optional[torch.Tensor],
-        class_embed: Sequence[nn.Module],
-        bbox_embed: Sequence[nn.Module],
-        refinement: BoxRefinement,
-        num_queries: int,
-        exclude_padding: bool = False,
-    ) -> Tuple[DecoderOutput, Optional[Proposals]]:
-        """
-        Args:
-            srcs, pos: per level, (B, C, H_l, W_l) projected features and sine position embeddings;
-                masks: per level, (B, H_l, W_l) bool, True on padding.
-            query_embed: one-stage: (Q, 2C) learned queries, position then content; two-stage: None, or
-                (Q, C) learned content queries (mixed selection).
-            class_embed, bbox_embed: per decoder layer, the heads, then (two-stage) the proposal heads.
-            refinement: between the decoder layers.
-            num_queries: Q.
-            exclude_padding: two-stage: never select a padded token.
-        Returns:
-            the decoder's output, and the two-stage proposals (None for one stage).
-        """
+    def encode(self, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor]) -> FlattenedLevels:
+        """The memory: per level (B, C, H_l, W_l) features and sine positions, (B, H_l, W_l) masks (True on
+        padding) -> the encoded levels, flattened (their `pos` with the level embedding)."""
         if len(srcs) != self.num_feature_levels:
             raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(srcs)}")
         levels = flatten_levels(srcs, masks, pos, self.level_embed)
-        memory = levels._replace(src=self.encoder(levels))
-        num_layers = len(self.decoder.layers)
-        B = memory.src.shape[0]
-        proposals = None
+        return levels._replace(src=self.encoder(levels))
+
+    def queries(
+        self,
+        memory: FlattenedLevels,
+        query_embed: Optional[torch.Tensor],
+        num_queries: int,
+        proposal_heads: Tuple[nn.Module, nn.Module],
+        coder: BoxCoder,
+        batch_invariant: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[Proposals]]:
+        """The decoder's queries: content (B, Q, C), position (B, Q, C), the first reference (B, Q, 2) points
+        (one stage) or (B, Q, 4) boxes (two-stage), and the two-stage proposals (None for one stage).
+
+        Args:
+            memory: `encode`'s.
+            query_embed: one-stage: (Q, 2C) learned queries, position then content; two-stage: None, or
+                (Q, C) learned content queries (mixed selection).
+            num_queries: Q.
+            proposal_heads: two-stage: the (class, box) heads of the proposals.
+            coder: the box coding.
+            batch_invariant: two-stage: never select a padded token.
+        """
         if self.proposals is None:
+            B = memory.src.shape[0]
             query_pos, tgt = query_embed[None].expand(B, -1, -1).split(self.d_model, -1)
-            reference = self.reference_points(query_pos).sigmoid()
-        else:
-            proposals = self.proposals(
-                memory.src, memory.mask, memory.spatial_shapes, class_embed[num_layers], bbox_embed[num_layers],
-                num_queries, content=query_embed, exclude_padding=exclude_padding,
-            )
-            query_pos, tgt, reference = proposals.query_pos, proposals.tgt, proposals.reference
-        out = self.decoder(tgt, query_pos, reference, memory, bbox_embed[:num_layers], refinement)
-        return out, proposals
+            return tgt, query_pos, self.reference_points(query_pos).sigmoid(), None
+        proposals = self.proposals(
+            memory, *proposal_heads, num_queries, coder, content=query_embed, batch_invariant=batch_invariant
+        )
+        return proposals.tgt, proposals.query_pos, proposals.reference, proposals

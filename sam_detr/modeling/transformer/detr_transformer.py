@@ -1,7 +1,8 @@
 """The DETR encoder-decoder (post-norm), with facebookresearch/detr's parameter names.
 
-Its encoder layer is also the single-scale encoder of Conditional DETR and SAM-DETR. Tensors are
-sequence-first, as in the official code: (S, B, C) for the flattened feature map, (Q, B, C) for queries.
+Its encoder layer is also the single-scale encoder of Conditional DETR and SAM-DETR. Batch-first: (B, S, C)
+for the flattened feature map, (B, Q, C) for queries (the official code is sequence-first; the attentions
+compute the same).
 """
 import copy
 from typing import Optional
@@ -33,13 +34,13 @@ class TransformerEncoderLayer(nn.Module):
 
     def __init__(self, d_model: int = 256, nhead: int = 8, dim_feedforward: int = 2048, dropout: float = 0.1):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(d_model)
         self.dropout1 = nn.Dropout(dropout)
         self.ffn = FFN(d_model, dim_feedforward, dropout)
 
     def forward(self, src, key_padding_mask=None, pos=None):
-        """src, pos: (S, B, C); key_padding_mask: (B, S) True on padding -> (S, B, C)"""
+        """src, pos: (B, S, C); key_padding_mask: (B, S) True on padding -> (B, S, C)"""
         q = k = _with_pos(src, pos)
         attn = self.self_attn(q, k, src, key_padding_mask=key_padding_mask, need_weights=self.training)[0]
         src = self.norm1(src + self.dropout1(attn))
@@ -52,7 +53,7 @@ class TransformerEncoder(nn.Module):
         self.layers = _clones(layer, num_layers)
 
     def forward(self, src, key_padding_mask=None, pos=None):
-        """src, pos: (S, B, C); key_padding_mask: (B, S) -> (S, B, C)"""
+        """src, pos: (B, S, C); key_padding_mask: (B, S) -> (B, S, C)"""
         for layer in self.layers:
             src = layer(src, key_padding_mask=key_padding_mask, pos=pos)
         return src
@@ -63,18 +64,20 @@ class TransformerDecoderLayer(nn.Module):
 
     def __init__(self, d_model: int = 256, nhead: int = 8, dim_feedforward: int = 2048, dropout: float = 0.1):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.ffn = FFN(d_model, dim_feedforward, dropout)
 
-    def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None):
-        """tgt, query_pos: (Q, B, C); memory, pos: (S, B, C); memory_key_padding_mask: (B, S) -> (Q, B, C)"""
+    def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None, self_attn_mask=None):
+        """tgt, query_pos: (B, Q, C); memory, pos: (B, S, C); memory_key_padding_mask: (B, S); self_attn_mask:
+        (Q, Q) bool, True where query i may not attend to query j (`QueryGroups`) -> (B, Q, C)"""
         q = k = _with_pos(tgt, query_pos)
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, need_weights=self.training)[0]))
+        attn = self.self_attn(q, k, tgt, attn_mask=self_attn_mask, need_weights=self.training)[0]
+        tgt = self.norm1(tgt + self.dropout1(attn))
         attn = self.multihead_attn(
             _with_pos(tgt, query_pos), _with_pos(memory, pos), memory, key_padding_mask=memory_key_padding_mask,
             need_weights=self.training,
@@ -83,17 +86,20 @@ class TransformerDecoderLayer(nn.Module):
 
 
 class TransformerDecoder(nn.Module):
-    """Returns every layer's output through the shared final norm: (num_layers, Q, B, C)."""
+    """Returns every layer's output through the shared final norm: (num_layers, B, Q, C)."""
 
     def __init__(self, layer: nn.Module, num_layers: int, d_model: int):
         super().__init__()
         self.layers = _clones(layer, num_layers)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None):
+    def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None, self_attn_mask=None):
         intermediate = []
         for layer in self.layers:
-            tgt = layer(tgt, memory, memory_key_padding_mask=memory_key_padding_mask, pos=pos, query_pos=query_pos)
+            tgt = layer(
+                tgt, memory, memory_key_padding_mask=memory_key_padding_mask, pos=pos, query_pos=query_pos,
+                self_attn_mask=self_attn_mask,
+            )
             intermediate.append(self.norm(tgt))
         return torch.stack(intermediate)
 
@@ -129,12 +135,11 @@ class DetrTransformer(nn.Module):
             (num_decoder_layers, B, Q, C) decoder outputs.
         """
         B = src.shape[0]
-        src = src.flatten(2).permute(2, 0, 1)
-        pos = pos.flatten(2).permute(2, 0, 1)
+        src = src.flatten(2).transpose(1, 2)
+        pos = pos.flatten(2).transpose(1, 2)
         mask = mask.flatten(1)
-        query_pos = query_embed.unsqueeze(1).repeat(1, B, 1)
+        query_pos = query_embed.unsqueeze(0).repeat(B, 1, 1)
         memory = self.encoder(src, key_padding_mask=mask, pos=pos)
-        hs = self.decoder(
+        return self.decoder(
             torch.zeros_like(query_pos), memory, memory_key_padding_mask=mask, pos=pos, query_pos=query_pos
         )
-        return hs.transpose(1, 2)

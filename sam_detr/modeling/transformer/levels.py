@@ -57,14 +57,18 @@ def resize_mask(mask: torch.Tensor, size) -> torch.Tensor:
 
 
 class FlattenedLevels(NamedTuple):
-    """Feature levels flattened and concatenated, finest first (see `flatten_levels`)."""
+    """Feature levels flattened and concatenated, finest first (see `flatten_levels`): the encoder's input
+    and the memory every decoder reads, built once per image batch."""
 
     src: torch.Tensor  # (B, S, C)
     mask: torch.Tensor  # (B, S) bool, True on padding
-    pos: torch.Tensor  # (B, S, C), with the level embedding when one was given
+    pos: Optional[torch.Tensor]  # (B, S, C), with the level embedding when one was given
     spatial_shapes: torch.Tensor  # (L, 2) int64, (H_l, W_l)
     level_start_index: torch.Tensor  # (L,) int64
     valid_ratios: torch.Tensor  # (B, L, 2), (w, h)
+    # padding masked exactly wherever the official code lets it leak (Plain-DETR's -100 logits), so that an
+    # image's results do not depend on its batch (the model's `batch_invariant`)
+    batch_invariant: bool = False
 
     def level_sizes(self) -> List[int]:
         return [h * w for h, w in level_shapes(self.spatial_shapes, self.src.shape[1])]
@@ -73,31 +77,57 @@ class FlattenedLevels(NamedTuple):
         """(B, S, ...) -> per level, (B, H_l * W_l, ...)."""
         return list(x.split(self.level_sizes(), 1))
 
+    def level(self, index: int) -> "FlattenedLevels":
+        """Level `index` alone (views of its tokens)."""
+        sizes = self.level_sizes()
+        tokens = slice(sum(sizes[:index]), sum(sizes[: index + 1]))
+        return FlattenedLevels(
+            src=self.src[:, tokens],
+            mask=self.mask[:, tokens],
+            pos=None if self.pos is None else self.pos[:, tokens],
+            spatial_shapes=self.spatial_shapes[index : index + 1],
+            level_start_index=self.level_start_index.new_zeros(1),
+            valid_ratios=self.valid_ratios[:, index : index + 1],
+            batch_invariant=self.batch_invariant,
+        )
+
+    def as_map(self) -> torch.Tensor:
+        """A single level's tokens as its (B, C, H, W) map, contiguous."""
+        if len(self.spatial_shapes) != 1:
+            raise ValueError(f"as_map needs a single level, these are {len(self.spatial_shapes)}")
+        (H, W), (B, _, C) = level_shapes(self.spatial_shapes, self.src.shape[1])[0], self.src.shape
+        return self.src.transpose(1, 2).reshape(B, C, H, W).contiguous()
+
 
 def flatten_levels(
     srcs: Sequence[torch.Tensor],
     masks: Sequence[torch.Tensor],
-    pos: Sequence[torch.Tensor],
+    pos: Optional[Sequence[torch.Tensor]] = None,
     level_embed: Optional[torch.Tensor] = None,
+    copy: bool = True,
 ) -> FlattenedLevels:
     """
     Args:
         srcs, pos: per level, (B, C, H_l, W_l); masks: per level, (B, H_l, W_l) bool, True on padding.
+            pos None: no position embedding.
         level_embed: (L, C), added to every position of its level (Deformable DETR's `level_embed`).
+        copy: False: a single level's tokens are views of its map, not a contiguous copy (as Plain-DETR's
+            official code reads its one map; the projections round as there).
     """
-    if not len(srcs) == len(masks) == len(pos):
+    if not len(srcs) == len(masks) == len(srcs if pos is None else pos):
         raise ValueError(f"got {len(srcs)} feature levels, {len(masks)} masks and {len(pos)} position embeddings")
     if level_embed is not None and level_embed.shape[0] != len(srcs):
         raise ValueError(f"level_embed has {level_embed.shape[0]} levels, the features {len(srcs)}")
-    flat_pos = [p.flatten(2).transpose(1, 2) for p in pos]
-    if level_embed is not None:
+    flat_pos = None if pos is None else [p.flatten(2).transpose(1, 2) for p in pos]
+    if level_embed is not None and flat_pos is not None:
         flat_pos = [p + e.view(1, 1, -1) for p, e in zip(flat_pos, level_embed)]
     spatial_shapes = shapes_tensor(srcs)
     level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
+    join = (lambda xs: xs[0]) if len(srcs) == 1 and not copy else (lambda xs: torch.cat(xs, 1))
     return FlattenedLevels(
-        src=torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1),
-        mask=torch.cat([m.flatten(1) for m in masks], 1),
-        pos=torch.cat(flat_pos, 1),
+        src=join([s.flatten(2).transpose(1, 2) for s in srcs]),
+        mask=join([m.flatten(1) for m in masks]),
+        pos=None if flat_pos is None else join(flat_pos),
         spatial_shapes=spatial_shapes,
         level_start_index=level_start_index,
         valid_ratios=torch.stack([valid_ratios(m) for m in masks], 1),

@@ -1,25 +1,28 @@
 """MS-DETR (Zhao et al., CVPR 2024, Atten4Vis/MS-DETR): one-to-many supervision on the primary decoder's own
-queries. What it adds to (two-stage, refined) Deformable DETR:
+queries. Its decoder (what it adds to a two-stage, refined Deformable DETR):
 
 * the decoder layer of `--use_ms_detr`: cross-attention first, then self-attention, then the FFN; the
   cross-attention's output, through an auxiliary FFN, gives the layer's one-to-many features;
-* the one-to-many predictions: those features through the same heads and from the same references as the
-  one-to-one ones (`one_to_many_predictions`); `OneToManyMatcher` (sam_detr/modeling/o2m_matcher.py) assigns
-  them in the criterion's "o2m_outputs" `LossGroup`.
+* the decoder collects those features in training (`MSDETRDecoderOutput.hs_o2m`); their predictions, by the
+  same heads and from the same references as the one-to-one ones (`one_to_many_predictions`), are what
+  `OneToManyMatcher` (sam_detr/modeling/o2m_matcher.py) assigns in the criterion's "o2m_outputs" group.
 
 Batch-first: queries (B, Q, C).
 """
-from typing import Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ...layers import FFN
-from .box_refinement import BoxRefinement
-from .deformable_decoder import DeformableTransformerDecoderLayer
+from ..box_coder import BoxCoder
+from .box_refinement import Reference
+from .deformable_decoder import DeformableTransformerDecoder, DeformableTransformerDecoderLayer
 from .levels import FlattenedLevels
+from .refining_decoder import DecoderOutput
 
-__all__ = ["MSDETRDecoderLayer", "one_to_many_predictions"]
+__all__ = ["MSDETRDecoderLayer", "MSDETRDecoder", "MSDETRDecoderOutput"]
 
 
 class MSDETRDecoderLayer(DeformableTransformerDecoderLayer):
@@ -33,60 +36,74 @@ class MSDETRDecoderLayer(DeformableTransformerDecoderLayer):
     Args:
         use_aux_ffn: one-to-many features through their own FFN (all published models); without it they
             are the cross-attention's output itself.
-        (the other arguments: see `DeformableTransformerDecoderLayer`; the auxiliary FFN has width d_ffn.)
+        (the other arguments: see `DeformableTransformerDecoderLayer`; the auxiliary FFN has width
+        dim_feedforward.)
     """
 
     def __init__(
         self,
         d_model: int = 256,
-        d_ffn: int = 2048,
+        nhead: int = 8,
+        dim_feedforward: int = 2048,
         dropout: float = 0.1,
+        *,
         n_levels: int = 4,
-        n_heads: int = 8,
         n_points: int = 4,
         use_aux_ffn: bool = True,
     ):
-        super().__init__(d_model, d_ffn, dropout, n_levels, n_heads, n_points)
-        self.aux_ffn = FFN(d_model, d_ffn, dropout) if use_aux_ffn else None
+        super().__init__(d_model, nhead, dim_feedforward, dropout, n_levels=n_levels, n_points=n_points)
+        self.aux_ffn = FFN(d_model, dim_feedforward, dropout) if use_aux_ffn else None
 
     def forward(
-        self, tgt: torch.Tensor, query_pos: torch.Tensor, reference_points: torch.Tensor, memory: FlattenedLevels
+        self,
+        tgt: torch.Tensor,
+        query_pos: torch.Tensor,
+        reference: Reference,
+        memory: FlattenedLevels,
+        self_attn_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """The common decoder-layer call: the one-to-one features (B, Q, C)."""
+        return self.forward_features(tgt, query_pos, reference, memory, self_attn_mask)[0]
+
+    def forward_features(
+        self,
+        tgt: torch.Tensor,
+        query_pos: torch.Tensor,
+        reference: Reference,
+        memory: FlattenedLevels,
+        self_attn_mask: Optional[torch.Tensor] = None,
+        one_to_many: bool = False,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """
-        Args: see `DeformableTransformerDecoderLayer.forward`.
-        Returns:
-            the one-to-one features (B, Q, C), and in training the one-to-many features (B, Q, C), else None
-            (inference reads only the one-to-one predictions).
-        """
-        attn = self.cross_attn(
-            tgt + query_pos, reference_points, memory.src, memory.spatial_shapes, memory.level_start_index, memory.mask
-        )
-        tgt = self.norm1(tgt + self.dropout1(attn))
+        """The one-to-one features (B, Q, C), and with `one_to_many` the one-to-many ones (B, Q, C), else None."""
+        tgt = self.cross_attention(tgt, query_pos, reference, memory)
         o2m = None
-        if self.training:
+        if one_to_many:
             o2m = tgt if self.aux_ffn is None else self.aux_ffn(tgt)
-        q = k = tgt + query_pos
-        tgt = self.norm2(tgt + self.dropout2(self.self_attn(q, k, tgt, need_weights=False)[0]))
+        tgt = self.self_attention(tgt, query_pos, self_attn_mask)
         return self.ffn(tgt), o2m
 
 
-def one_to_many_predictions(
-    hs_o2m: torch.Tensor,
-    references: Sequence[torch.Tensor],
-    class_embed: Sequence[nn.Module],
-    bbox_embed: Sequence[nn.Module],
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Every layer's one-to-many predictions, by the heads and from the references of its one-to-one ones.
+@dataclass
+class MSDETRDecoderOutput(DecoderOutput):
+    hs_o2m: Optional[torch.Tensor] = None  # (L, B, Q, C) the one-to-many features (training), else None
 
-    Args:
-        hs_o2m: (num_layers, B, Q, C) the one-to-many features.
-        references: per layer, the (B, Q, 2|4) reference its one-to-one box head refined.
-        class_embed, bbox_embed: per layer (at least num_layers), the heads.
-    Returns:
-        logits (num_layers, B, Q, K) and boxes (num_layers, B, Q, 4) normalised (cx, cy, w, h).
-    """
-    if len(references) != len(hs_o2m):
-        raise ValueError(f"got {len(references)} references for {len(hs_o2m)} layers of one-to-many features")
-    logits = torch.stack([head(h) for head, h in zip(class_embed, hs_o2m)])
-    boxes = torch.stack([BoxRefinement.predict(r, head(h)) for head, r, h in zip(bbox_embed, references, hs_o2m)])
-    return logits, boxes
+    def one_to_many_predictions(
+        self, class_heads: Sequence[nn.Module], box_heads: Sequence[nn.Module], coder: BoxCoder
+    ) -> Dict[str, torch.Tensor]:
+        """Every layer's one-to-many predictions, by the heads and from the references of its one-to-one
+        ones: "pred_logits" (L, B, Q, K) and "pred_boxes" (L, B, Q, 4)."""
+        logits = torch.stack([head(h) for head, h in zip(class_heads, self.hs_o2m)])
+        boxes = torch.stack([coder.decode(r, head(h)) for head, r, h in zip(box_heads, self.references, self.hs_o2m)])
+        return {"pred_logits": logits, "pred_boxes": boxes}
+
+
+class MSDETRDecoder(DeformableTransformerDecoder):
+    """`MSDETRDecoderLayer`s; in training the output also holds every layer's one-to-many features."""
+
+    output_type = MSDETRDecoderOutput
+
+    def layer_forward(self, index, tgt, query_pos, reference, memory, self_attn_mask):
+        if not self.training:  # inference reads only the one-to-one predictions
+            return super().layer_forward(index, tgt, query_pos, reference, memory, self_attn_mask)
+        tgt, o2m = self.layers[index].forward_features(tgt, query_pos, reference, memory, self_attn_mask, True)
+        return tgt, {"hs_o2m": o2m}

@@ -1,5 +1,8 @@
-"""SAM-DETR's encoder-decoder: single-scale (DETR encoder) and multi-scale (deformable encoder)."""
-from typing import List, Sequence, Tuple
+"""SAM-DETR's encoder-decoder: single-scale (DETR encoder) and multi-scale (deformable encoder).
+
+Batch-first: levels (B, C, H_l, W_l) in; the memory a `FlattenedLevels` (B, S, C).
+"""
+from typing import List
 
 import torch
 from torch import nn
@@ -7,14 +10,15 @@ from torch import nn
 from .deformable_encoder import DeformableTransformerEncoder
 from .deformable_transformer import reset_deformable_parameters
 from .detr_transformer import TransformerEncoder
-from .levels import flatten_levels, valid_ratios
-from .sam_detr_decoder import MemoryLevel, SAMDETRDecoder
+from .levels import FlattenedLevels, flatten_levels
+from .sam_detr_decoder import SAMDETRDecoder
 
 __all__ = ["SAMDETRTransformer", "SAMDETRMultiScaleTransformer"]
 
 
 class SAMDETRTransformer(nn.Module):
-    """Single-scale SAM-DETR: a DETR encoder over one feature level, then the SAM-DETR decoder.
+    """Single-scale SAM-DETR: a DETR encoder over one feature level (`encode`), then the SAM-DETR decoder
+    (`decoder`, run by the meta-architecture with its heads).
 
     Initialised as the official code: xavier_uniform over every parameter of more than one dimension of
     the encoder and decoder, after the layers are built (so it overrides their own initialisation), then
@@ -32,37 +36,13 @@ class SAMDETRTransformer(nn.Module):
     def num_feature_levels(self) -> int:
         return 1
 
-    def encode(
-        self, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor]
-    ) -> List[MemoryLevel]:
-        """Per level (B, C, H, W) features and pos, (B, H, W) masks -> the encoded levels."""
-        (src,), (mask,), (pos,) = srcs, masks, pos
-        pos = pos.flatten(2).permute(2, 0, 1)
-        memory = self.encoder(src.flatten(2).permute(2, 0, 1), key_padding_mask=mask.flatten(1), pos=pos)
-        return [_memory_level(memory, src.shape[-2:], mask, pos)]
-
-    def forward(
-        self,
-        srcs: List[torch.Tensor],
-        masks: List[torch.Tensor],
-        pos: List[torch.Tensor],
-        ref_logits: torch.Tensor,
-        bbox_embed: Sequence[nn.Module],
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """
-        Args:
-            srcs: per level, (B, C, H_l, W_l) projected features, finest first.
-            masks: per level, (B, H_l, W_l) bool, True on padding.
-            pos: per level, (B, C, H_l, W_l) sine position embeddings.
-            ref_logits: (Q, 4) the learned reference boxes, unactivated (cx, cy, w, h).
-            bbox_embed: per decoder layer, the box head.
-        Returns:
-            (num_decoder_layers, B, Q, C) decoder outputs and (num_decoder_layers, B, Q, 4) boxes
-            (cx, cy, w, h) normalised to the unpadded image.
-        """
+    def encode(self, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor]) -> FlattenedLevels:
+        """The memory: per level (B, C, H_l, W_l) features and sine positions, (B, H_l, W_l) masks (True on
+        padding), finest first -> the encoded levels."""
         if not len(srcs) == len(masks) == len(pos) == self.num_feature_levels:
             raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(srcs)}")
-        return self.decoder(self.encode(srcs, masks, pos), ref_logits, bbox_embed)
+        levels = flatten_levels(srcs, masks, pos)
+        return levels._replace(src=self.encoder(levels.src, key_padding_mask=levels.mask, pos=levels.pos))
 
 
 class SAMDETRMultiScaleTransformer(SAMDETRTransformer):
@@ -84,25 +64,8 @@ class SAMDETRMultiScaleTransformer(SAMDETRTransformer):
     def num_feature_levels(self) -> int:
         return self.level_embed.shape[0]
 
-    def encode(
-        self, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor]
-    ) -> List[MemoryLevel]:
-        flat = flatten_levels(srcs, masks, pos, self.level_embed)
-        memory = self.encoder(flat)
-        return [
-            _memory_level(m.transpose(0, 1), src.shape[-2:], mask, p.transpose(0, 1))
-            for m, p, src, mask in zip(flat.split(memory), flat.split(flat.pos), srcs, masks)
-        ]
-
-
-def _memory_level(memory: torch.Tensor, size: Tuple[int, int], mask: torch.Tensor, pos: torch.Tensor) -> MemoryLevel:
-    """memory, pos: (H*W, B, C); mask: (B, H, W)."""
-    H, W = size
-    S, B, C = memory.shape
-    return MemoryLevel(
-        memory=memory,
-        memory_2d=memory.permute(1, 2, 0).reshape(B, C, H, W).contiguous(),
-        mask=mask.flatten(1),
-        pos=pos,
-        valid_ratio=valid_ratios(mask),
-    )
+    def encode(self, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor]) -> FlattenedLevels:
+        if len(srcs) != self.num_feature_levels:
+            raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(srcs)}")
+        levels = flatten_levels(srcs, masks, pos, self.level_embed)
+        return levels._replace(src=self.encoder(levels))

@@ -11,8 +11,8 @@ __all__ = ["SemanticsAligner", "AlignedQueries"]
 
 
 class AlignedQueries(NamedTuple):
-    content: torch.Tensor  # (Q, B, M, C) per-head content queries, sampled from the memory
-    pos: torch.Tensor  # (Q, B, M, C) per-head position queries, the sine embeddings of the salient points
+    content: torch.Tensor  # (B, Q, M, C) per-head content queries, sampled from the memory
+    pos: torch.Tensor  # (B, Q, M, C) per-head position queries, the sine embeddings of the salient points
     points: torch.Tensor  # (B, Q, M, 2) salient points (x, y), normalised to the unpadded image
     scales: Optional[torch.Tensor]  # (B, Q, M, 2) SMCA's inverse Gaussian widths, when predicted
 
@@ -60,12 +60,12 @@ class SemanticsAligner(nn.Module):
     ) -> AlignedQueries:
         """
         Args:
-            tgt: (Q, B, C) the queries after self-attention.
+            tgt: (B, Q, C) the queries after self-attention.
             memory_2d: (B, C, H, W) the memory of the attended level.
             boxes: (B, Q, 4) reference boxes (cx, cy, w, h), normalised to the unpadded image.
             valid_ratio: (B, 2) unpadded fraction (w, h) of the level.
         """
-        Q, B, C = tgt.shape
+        B, Q, C = tgt.shape
         M = self.nhead
         H, W = memory_2d.shape[-2:]
         # the boxes in feature pixels of the padded map
@@ -83,11 +83,11 @@ class SemanticsAligner(nn.Module):
         pred = self.point2(self.point1(roi).flatten(1))
         offsets = pred[:, : 2 * M].tanh().view(B * Q, 1, M, 2)
         content = F.grid_sample(roi, offsets, mode="bilinear", padding_mode="zeros", align_corners=False)
-        content = content.view(B, Q, C, M).permute(1, 0, 3, 2)
-        content = content * self.attn1(tgt).view(Q, B, M, C).sigmoid()
+        content = content.view(B, Q, C, M).transpose(2, 3)
+        content = content * self.attn1(tgt).view(B, Q, M, C).sigmoid()
         points = boxes[:, :, None, :2] + boxes[:, :, None, 2:] * 0.5 * offsets.view(B, Q, M, 2)
         # the official sine embedding runs under no_grad: no gradient through the salient points' embedding
-        pos = points_sine_embed(points.detach().transpose(0, 1), num_feats=C // 2)
-        pos = pos * self.attn2(tgt).view(Q, B, M, C).sigmoid()
+        pos = points_sine_embed(points.detach(), num_feats=C // 2)
+        pos = pos * self.attn2(tgt).view(B, Q, M, C).sigmoid()
         scales = pred[:, 2 * M :].view(B, Q, M, 2) if self.predict_scales else None
         return AlignedQueries(content, pos, points, scales)

@@ -53,6 +53,7 @@ class CocoBuilder:
         self.root = root
         self.images: List[Dict] = []
         self.annotations: List[Dict] = []
+        self.categories: List[Dict] = [dict(c) for c in CATEGORIES]
         self.writers: Dict[str, Optional[Callable]] = {}
         self.names: List[str] = []
 
@@ -81,7 +82,7 @@ class CocoBuilder:
         for file_name, writer in self.writers.items():
             if writer is not None:
                 writer(directory / "images" / file_name)
-        coco = {"images": self.images, "annotations": self.annotations, "categories": CATEGORIES}
+        coco = {"images": self.images, "annotations": self.annotations, "categories": self.categories}
         (directory / "annotations.json").write_text(json.dumps(coco))  # NaN is written as NaN, as json.dump does
         name = f"bad_data_{directory.name}"
         register_coco_instances(name, {}, str(directory / "annotations.json"), str(directory / "images"))
