@@ -1,17 +1,15 @@
-"""Every quickstart model exported to ONNX and run by ONNX Runtime gives the PyTorch model's detections on
-real COCO images, at two image sizes other than the export example's and in a padded batch of two: the same
+"""Every quickstart model, and the row families the quickstart configs leave out (`ROW_VARIANTS`), exported to
+ONNX and run by ONNX Runtime gives the PyTorch model's detections on real COCO images, at two image sizes other than the export example's and in a padded batch of two: the same
 detections (matched one to one by class), scores within 1e-4, boxes within 1e-2 px. Random weights (seed 0):
 the graph, not the training, is under test."""
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import DETECTRON2_MISSING, REPO_ROOT
+from conftest import DETECTRON2_MISSING, REPO_ROOT, importorskip_deploy
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
-DEPLOY_MISSING = "the deploy extra is not installed (pip install -e .[deploy])"
-for module in ("onnx", "onnxscript", "onnxruntime"):
-    pytest.importorskip(module, reason=DEPLOY_MISSING)
+importorskip_deploy()
 
 import numpy as np  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
@@ -22,17 +20,64 @@ from sam_detr.export import OnnxDetector, check_exportable, compare_detections, 
 from sam_detr.export.verify import BOX_TOLERANCE, SCORE_TOLERANCE  # noqa: E402
 
 QUICKSTART_CONFIGS = sorted(p.stem for p in (REPO_ROOT / "configs" / "quickstart").glob("*.py"))
+
+
+def deformable_multi_scale(model):  # no box refinement, no two-stage
+    model.transformer.proposals = None
+    model.with_box_refine = False
+
+
+def deformable_refine(model):
+    model.transformer.proposals = None
+
+
+def deformable_single_scale(model):
+    deformable_multi_scale(model)
+    model.transformer.encoder.layer.n_levels = model.transformer.decoder.layer.n_levels = len(model.in_features)
+
+
+def plain_detr_ape(model):  # no BoxRPB: the plain cross-attention of the official APE row
+    model.decoder.layer.rpe_type = None
+
+
+def plain_detr_reparam(model):  # boxes in pixels, as configs/plain_detr_swinv2_small_mim_pt_boxrpe_reparam.py
+    from detectron2.config import LazyCall as L
+
+    from sam_detr.layers import PositionEmbeddingSine
+    from sam_detr.modeling import PixelDeltaBoxCoder
+
+    model.box_coder = model.criterion.box_coder = model.criterion.matcher.box_coder = L(PixelDeltaBoxCoder)()
+    model.position_embedding = L(PositionEmbeddingSine)(
+        num_pos_feats=model.decoder.layer.d_model // 2, normalize=False, offset=-0.5, scale_unnormalized=True
+    )
+
+
+# the row families the quickstart configs leave out, as the published rows change their base: (base, change)
+ROW_VARIANTS = {
+    "deformable_detr_single_scale": ("deformable_detr", deformable_single_scale),
+    "deformable_detr_multi_scale": ("deformable_detr", deformable_multi_scale),
+    "deformable_detr_refine": ("deformable_detr", deformable_refine),
+    "plain_detr_ape": ("plain_detr", plain_detr_ape),
+    "plain_detr_reparam": ("plain_detr", plain_detr_reparam),
+}
 EXPORT_SIZE = (2, 160, 208)  # the example the graphs are traced with
 # (short edge, longest edge) per image of each case: sizes other than the export example's
 CASES = {"size_a": [(144, 183)], "size_b": [(171, 120)], "padded_batch": [(150, 199), (128, 171)]}
 
 
 def build(config: str):
+    """A quickstart model or a ROW_VARIANTS one, with random weights (seed 0)."""
+    base, change = ROW_VARIANTS.get(config, (config, None))
+    cfg = LazyConfig.load(str(REPO_ROOT / "configs" / "quickstart" / f"{base}.py"))
+    if change is not None:
+        change(cfg.model)
     torch.manual_seed(0)
-    return instantiate(LazyConfig.load(str(REPO_ROOT / "configs" / "quickstart" / f"{config}.py")).model).eval()
+    return instantiate(cfg.model).eval()
 
 
-@pytest.fixture(scope="module", params=QUICKSTART_CONFIGS)
+@pytest.fixture(
+    scope="module", params=QUICKSTART_CONFIGS + [pytest.param(v, marks=pytest.mark.slow) for v in sorted(ROW_VARIANTS)]
+)
 def exported(request, tmp_path_factory):
     """(PyTorch model, the ONNX Runtime detector of its export), once per quickstart config."""
     model = build(request.param)

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import importorskip_deploy
 
 from sam_detr.layers import ms_deform_attn, roi_align
 from sam_detr.layers.level_shapes import shapes_tensor
 
-DEPLOY_MISSING = "the deploy extra is not installed (pip install -e .[deploy])"
-ort = pytest.importorskip("onnxruntime", reason=DEPLOY_MISSING)
-pytest.importorskip("onnxscript", reason=DEPLOY_MISSING)
+importorskip_deploy()
+import onnxruntime as ort  # noqa: E402
+
 # torchvision's adaptive sampling (-1) is ONNX RoiAlign's 0: the same rule, though the exporter warns
 pytestmark = pytest.mark.filterwarnings("ignore:ONNX export for RoIAlign with a non-zero sampling_ratio")
 

@@ -3,12 +3,10 @@ initialised DETR on the shapes dataset: the exported file draws, writes and scor
 import json
 
 import pytest
-from conftest import DETECTRON2_MISSING
+from conftest import DETECTRON2_MISSING, importorskip_deploy
 
 pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
-DEPLOY_MISSING = "the deploy extra is not installed (pip install -e .[deploy])"
-for module in ("onnx", "onnxscript", "onnxruntime"):
-    pytest.importorskip(module, reason=DEPLOY_MISSING)
+importorskip_deploy()
 
 from tool_helpers import QUICKSTART, TINY_DETR, datasets_root, load_tool, run_tool, save_tiny_detr, tool_env  # noqa: E402
 
