@@ -15,7 +15,6 @@ loads weights. `key=value` arguments override the config, e.g. `train.device=cpu
 """
 import argparse
 import itertools
-import re
 from collections import Counter
 from typing import Iterable, List, NamedTuple, Optional, Tuple
 
@@ -30,7 +29,7 @@ from fvcore.nn.jit_analysis import JitModelAnalysis
 
 from sam_detr.engine.defaults import load_checkpoint
 from sam_detr.utils.analysis import ActivationCountAnalysis, FlopCountAnalysis
-from sam_detr.utils.cli import load_config, one_line_errors
+from sam_detr.utils.cli import image_size, load_config, one_line_errors
 
 
 class Counts(NamedTuple):
@@ -102,14 +101,6 @@ def do_parameter(model, max_depth: int) -> None:
     print(parameter_count_table(model, max_depth=max_depth))
 
 
-def input_size(text: str) -> Tuple[int, int]:
-    """"800x1333" -> (800, 1333): height x width."""
-    m = re.fullmatch(r"(\d+)[x,](\d+)", text.strip())
-    if not m or min(int(m.group(1)), int(m.group(2))) < 1:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 800x1333, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
@@ -123,7 +114,7 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--max-depth", type=int, default=3, help="depth of the module tree in the tables")
     parser.add_argument(
-        "--input-size", type=input_size, metavar="HxW", help="count on one image of this size, not on the test loader"
+        "--input-size", type=image_size, metavar="HxW", help="count on one image of this size, not on the test loader"
     )
     parser.add_argument("--checkpoint", metavar="FILE", help="weights to load (default: none, random initialisation)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from sam_detr.utils.benchmark import time_calls
+from sam_detr.utils.cli import image_size
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -404,14 +405,6 @@ def measure(args) -> Dict:
 
 
 # ------------------------------------------------------------------------------------------- driver
-def parse_size(text: str):
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a size is HEIGHTxWIDTH, e.g. 480x640, got {text!r}") from None
-    return height, width
-
-
 def run_child(args, impl: str, row: str, size, task: str) -> Optional[Dict]:
     command = [
         sys.executable, os.path.abspath(__file__), "--method", args.method, "--official", args.official or "",
@@ -437,7 +430,7 @@ def main(argv=None) -> None:
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
     parser.add_argument("--official", help="clone of the official repository (omit to leave the official code out)")
     parser.add_argument("--rows", nargs="+", help="rows of the method (default: all)")
-    parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(480, 640), (800, 1333)], metavar="HxW")
+    parser.add_argument("--sizes", nargs="+", type=image_size, default=[(480, 640), (800, 1333)], metavar="HxW")
     parser.add_argument("--tasks", nargs="+", choices=["train", "inference"], default=["train", "inference"])
     parser.add_argument("--threads", type=int, default=2, help="torch threads of every implementation")
     parser.add_argument("--iters", type=int, default=3, help="timed steps of each measurement")

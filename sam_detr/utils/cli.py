@@ -3,12 +3,13 @@
 """
 import contextlib
 import os
-from argparse import ArgumentParser
+import re
+from argparse import ArgumentParser, ArgumentTypeError
 from typing import Sequence, Tuple, Type
 
 from detectron2.config import LazyConfig
 
-__all__ = ["INPUT_ERRORS", "one_line_errors", "load_config"]
+__all__ = ["INPUT_ERRORS", "one_line_errors", "load_config", "image_size"]
 
 # what bad input raises here: a missing or unreadable file (OSError, CheckpointError and BadImageError are
 # ValueErrors), a value that cannot be right (ValueError), an unknown key (KeyError)
@@ -44,3 +45,11 @@ def load_config(parser: ArgumentParser, config_file: str, overrides: Sequence[st
         except INPUT_ERRORS as e:
             parser.error(f"override {override!r}: {e}")
     return cfg
+
+
+def image_size(text: str) -> Tuple[int, int]:
+    """An argparse type: "800x1333" -> (800, 1333), height x width."""
+    m = re.fullmatch(r"(\d+)[x,](\d+)", text.strip())
+    if not m or min(int(m.group(1)), int(m.group(2))) < 1:
+        raise ArgumentTypeError(f"expected HEIGHTxWIDTH such as 800x1333, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
