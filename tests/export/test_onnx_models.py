@@ -135,3 +135,25 @@ def test_published_model_exports(config, coco_mini_dir, tmp_path):
         differences = compare_detections(reference, detector(inputs))
         assert differences.detections > 0 and differences.unmatched == 0, (sizes, differences)
         assert differences.max_score <= SCORE_TOLERANCE and differences.max_box <= BOX_TOLERANCE, (sizes, differences)
+
+
+def test_compare_detections_counts_a_swap_at_the_top_k_cutoff_apart():
+    from detectron2.structures import Boxes, Instances
+
+    def outputs(scores, labels):
+        instances = Instances((50, 60))
+        instances.scores = torch.tensor(scores)
+        instances.pred_classes = torch.tensor(labels)
+        instances.pred_boxes = Boxes(torch.tensor([[1.0, 2.0, 30.0, 40.0]] * len(scores)))
+        return [{"instances": instances}]
+
+    reference = outputs([0.9, 0.5, 0.30001], [1, 2, 3])
+    # the last one kept swapped for a near-equal one of another class: at the cutoff, not a difference
+    swapped = compare_detections(reference, outputs([0.9, 0.5, 0.30002], [1, 2, 4]))
+    assert (swapped.unmatched, swapped.at_cutoff) == (0, 1)
+    # a different detection above the cutoff is one
+    different = compare_detections(reference, outputs([0.9, 0.5, 0.30001], [1, 5, 3]))
+    assert (different.unmatched, different.at_cutoff) == (1, 0)
+    # a missing detection is one too, even at the cutoff (the lists differ in length)
+    missing = compare_detections(reference, outputs([0.9, 0.5], [1, 2]))
+    assert (missing.unmatched, missing.at_cutoff) == (1, 0)
