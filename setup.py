@@ -22,6 +22,8 @@ import torch
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# the `deploy` extra (pip install -e .[deploy]); tools/install.sh installs the same list
+DEPLOY_REQUIRES = ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"]
 # V100, T4 / RTX 20, A100, RTX 30 / A10 / A40, L4 / L40 / RTX 40, H100 / H200, B200, RTX 50 / RTX PRO 6000
 DEFAULT_CUDA_ARCHS = ["7.0", "7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0"]
 
@@ -116,6 +118,9 @@ if __name__ == "__main__":  # pip and setuptools run it so; tests import it for 
         packages=find_packages(exclude=("configs", "tests", "tools")),
         python_requires=">=3.9",
         install_requires=["scipy", "pycocotools", "fvcore", "omegaconf", "submitit", "tqdm"],
+        # ONNX export (torch.onnx's dynamo exporter needs onnxscript) and ONNX Runtime: sam_detr.export,
+        # tools/deploy; tools/install.sh installs them too
+        extras_require={"deploy": DEPLOY_REQUIRES},
         ext_modules=get_extensions(),
         cmdclass={"build_ext": BuildExtension},
     )

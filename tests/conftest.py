@@ -30,6 +30,13 @@ DETECTRON2_MISSING = (
     "https://github.com/facebookresearch/detectron2 (see README.md, Install)"
 )
 HAS_CUDA = torch.cuda.is_available()
+DEPLOY_MODULES = ("onnx", "onnxscript", "onnxruntime")
+
+
+def importorskip_deploy() -> None:
+    """Skips the calling test module, naming the deploy extra, where one of its modules is missing."""
+    for module in DEPLOY_MODULES:
+        pytest.importorskip(module, reason=f"{module} is not installed: the deploy extra (pip install -e .[deploy])")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,6 +7,8 @@ and inference on the same image, the same machine and the same threads, with the
         --rows two_stage --sizes 480x640 --iters 2 --no-hf
     python tools/benchmark_vs_official.py --method deformable_detr --official /path/to/Deformable-DETR \\
         --threads 1 --clock cpu     # CPU seconds: comparable while other work loads the machine
+    python tools/benchmark_vs_official.py --method deformable_detr --official /path/to/Deformable-DETR \
+        --tasks inference --onnx     # and our model exported to ONNX, run by ONNX Runtime
 
 Each method is a table of rows (`METHODS`): this package's config, the official repository's command-line
 flags for the same model, and HuggingFace's configuration of it (where transformers has the model). The
@@ -33,11 +35,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 
 from sam_detr.utils.benchmark import time_calls
@@ -47,7 +51,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NUM_CLASSES = 91  # the official COCO heads
 CLIP_MAX_NORM = 0.1
-IMPLEMENTATIONS = ("ours", "official", "hf")
+IMPLEMENTATIONS = ("ours", "official", "hf", "onnx")
 
 
 @dataclass
@@ -330,6 +334,22 @@ def steps_ours(row: Row, height: int, width: int, task: str):
     return step
 
 
+def steps_onnx(row: Row, height: int, width: int, threads: int, directory: str):
+    """Our model exported to ONNX (`sam_detr.export`, random weights), run by ONNX Runtime on the CPU with
+    `threads` intra-op threads: the padded batch of one image in, the final detections out."""
+    from detectron2.config import LazyConfig, instantiate
+
+    from sam_detr.export import OnnxDetector, export_onnx
+
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs", row.config))
+    cfg.model.criterion.num_classes = NUM_CLASSES
+    path = export_onnx(instantiate(cfg.model).eval(), os.path.join(directory, "model.onnx"))
+    detector = OnnxDetector(path, num_threads=threads)
+    image, _, _ = sample(height, width)
+    images, sizes = image[None].numpy(), np.array([[height, width]])
+    return lambda: detector.run(images, sizes)
+
+
 def steps_official(method: Method, repository: str, row: Row, height: int, width: int, task: str):
     model, criterion, nested = method.official(repository, row.official_args)
     image, boxes, labels = sample(height, width)
@@ -368,8 +388,11 @@ def measure(args) -> Dict:
     method = METHODS[args.method]
     row = method.rows[args.row]
     height, width = args.size
+    directory = tempfile.TemporaryDirectory()
     if args.impl == "ours":
         step = steps_ours(row, height, width, args.task)
+    elif args.impl == "onnx":
+        step = steps_onnx(row, height, width, args.threads, directory.name)
     elif args.impl == "official":
         step = steps_official(method, args.official, row, height, width, args.task)
     else:
@@ -377,6 +400,7 @@ def measure(args) -> Dict:
     grad = torch.enable_grad() if args.task == "train" else torch.no_grad()
     with grad:
         timing = time_calls(step, args.iters, args.warmup, "cpu")
+    directory.cleanup()
     return {"seconds": timing.seconds("wall"), "cpu_seconds": timing.seconds("cpu"), "peak_mib": timing.memory.rise_mib}
 
 
@@ -417,6 +441,8 @@ def main(argv=None) -> None:
         "other load on the machine changes far less",
     )
     parser.add_argument("--no-hf", action="store_true", help="leave HuggingFace transformers' model out")
+    parser.add_argument("--onnx", action="store_true", help="add our model exported to ONNX, run by ONNX Runtime "
+                        "(inference; needs the deploy extra; the export before the timing takes a while)")
     parser.add_argument("--_measure", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._measure:
@@ -440,27 +466,40 @@ def main(argv=None) -> None:
         else:
             impls.append("hf")
 
+    if args.onnx:
+        try:
+            from sam_detr.export import require_deploy_extra
+
+            require_deploy_extra("onnx", "onnxscript", "onnxruntime")
+        except ImportError as e:
+            parser.error(f"--onnx: {e}")
+        impls.append("onnx")
+
     print(f"{args.method} on the CPU, {args.threads} threads, batch 1, {args.warmup} warm-up + {args.iters} timed "
           f"step(s) in a fresh process each; {args.clock} seconds per step, peak memory: rise of the peak RSS (MiB)")
     for size in args.sizes:
         table = []
         for row in rows:
             for task in args.tasks:
-                result = {impl: run_child(args, impl, row, size, task) for impl in impls}
+                result = {impl: run_child(args, impl, row, size, task) for impl in impls
+                          if impl != "onnx" or task == "inference"}
                 if method.rows[row].hf is None:
                     result["hf"] = None
                 key = "seconds" if args.clock == "wall" else "cpu_seconds"
                 seconds = {i: r[key] for i, r in result.items() if r is not None}
                 peers = [seconds[i] for i in ("official", "hf") if i in seconds]
                 speedup = min(peers) / seconds["ours"] if peers and "ours" in seconds else None
+                onnx = [seconds[i] / seconds["onnx"] if "onnx" in seconds and i in seconds else None
+                        for i in ("ours", "official")]
                 table.append([row, task] + [fmt(seconds.get(i), ".2f") for i in IMPLEMENTATIONS]
-                             + [fmt(speedup, ".1f")]
+                             + [fmt(v, ".1f") for v in [speedup, *onnx]]
                              + [fmt((result.get(i) or {}).get("peak_mib"), ".0f") for i in IMPLEMENTATIONS])
                 print(f"  done: {size[0]}x{size[1]} {row} {task}", file=sys.stderr, flush=True)
         print(f"\n{size[0]}x{size[1]}")
-        print("| row | task | ours (s) | official (s) | HF (s) | speed-up vs the faster peer "
-              "| peak ours | peak official | peak HF |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| row | task | ours (s) | official (s) | HF (s) | ONNX Runtime (s) | speed-up vs the faster peer "
+              "| ONNX Runtime vs ours | ONNX Runtime vs official | peak ours | peak official | peak HF | peak ONNX "
+              "Runtime |")
+        print("|---" * 13 + "|")
         for line in table:
             print("| " + " | ".join(line) + " |")
 

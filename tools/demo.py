@@ -10,7 +10,8 @@ resized as the config's test loader resizes it (cfg.dataloader.test.mapper.augme
 scoring at least `--score-threshold` are drawn with Detectron2's Visualizer and the class names of the
 test dataset into the folder `--output` (for a single image, `--output` may also be a file such as
 out.jpg), and written to `--json` as a COCO-style list of {"file_name", "category_id" (the dataset's id),
-"bbox" [x, y, w, h] in pixels, "score"}. `key=value` arguments override the config.
+"bbox" [x, y, w, h] in pixels, "score"}. `key=value` arguments override the config. `--onnx FILE` runs an
+exported file (tools/deploy/export_model.py) with ONNX Runtime instead, with the same drawings and output.
 """
 import argparse
 import json
@@ -52,6 +53,9 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--checkpoint", help="weights to load (default: the config's train.init_checkpoint)")
+    parser.add_argument("--onnx", metavar="FILE", help="run this exported ONNX file with ONNX Runtime instead of "
+                        "the PyTorch model (tools/deploy/export_model.py; the config still gives the resize and "
+                        "class names)")
     parser.add_argument("--input", nargs="+", required=True, help="image files, folders or glob patterns")
     parser.add_argument("--output", help="folder of the drawings; for a single image, also a file name")
     parser.add_argument("--score-threshold", type=float, default=0.5, help="lowest score drawn and written")
@@ -69,6 +73,10 @@ def main(argv=None) -> None:
             parser.error(f"--device {args.device}: {e}")
         if device.type == "cuda" and not torch.cuda.is_available():
             parser.error(f"--device {args.device}: there is no CUDA device here")
+    if args.onnx is not None and (args.checkpoint is not None or args.device is not None):
+        parser.error("--onnx runs the exported file on the CPU: no --checkpoint or --device with it")
+    if args.onnx is not None and not os.path.isfile(args.onnx):
+        parser.error(f"--onnx {args.onnx}: no such file")
     if args.json is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         parser.error(f"--json {args.json}: its folder does not exist")
     try:
@@ -84,14 +92,19 @@ def main(argv=None) -> None:
             parser.error("several input images have the same file name: their drawings would overwrite each other")
     cfg = load_config(parser, args.config_file, args.opts, args.checkpoint)
     setup_logger()
-    with one_line_errors(parser):
+    with one_line_errors(parser, also=(ImportError,)):  # ImportError: --onnx without the deploy extra
         run(args, cfg, paths, output_is_dir)
 
 
 def run(args, cfg, paths: List[str], output_is_dir: bool) -> None:
     if args.output is not None:
         os.makedirs(args.output if output_is_dir else os.path.dirname(args.output) or ".", exist_ok=True)
-    predictor = Predictor(cfg, args.device)
+    exported = None
+    if args.onnx is not None:
+        from sam_detr.export import OnnxDetector
+
+        exported = OnnxDetector(args.onnx)
+    predictor = Predictor(cfg, args.device, model=exported)
     metadata = predictor.metadata
     # the model predicts contiguous ids; datasets such as COCO number their categories otherwise
     contiguous_to_dataset_id = {v: k for k, v in metadata.get("thing_dataset_id_to_contiguous_id", {}).items()}

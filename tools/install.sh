@@ -8,7 +8,9 @@
 #      whatever this shell has (detectron2's CUDA build needs the cuBLAS / cuSPARSE headers that a
 #      minimal toolkit lacks; it still builds its CUDA ops where a GPU is visible): D2_FORCE_CUDA=1
 #      builds them with FORCE_CUDA=1
-#   4. this package, with its compiled extension sam_detr._C: its CUDA kernels too wherever a CUDA
+#   4. the `deploy` extra (onnx, onnxscript, onnxruntime: ONNX export and ONNX Runtime; setup.py's
+#      DEPLOY_REQUIRES), where absent
+#   5. this package, with its compiled extension sam_detr._C: its CUDA kernels too wherever a CUDA
 #      toolkit is found (CUDA_HOME with bin/nvcc; no GPU needed), FORCE_CUDA=1 to require them,
 #      FORCE_CUDA=0 to leave them out; TORCH_CUDA_ARCH_LIST picks the architectures (default: the
 #      visible GPUs', or with none visible the list in setup.py; README, Compiled ops)
@@ -51,6 +53,15 @@ else
 [install] Until then sam_detr.layers works, and the tests that need detectron2 are skipped.
 [install] ------------------------------------------------------------------------------------
 MSG
+fi
+
+if $PY -c "import onnx, onnxscript, onnxruntime" >/dev/null 2>&1; then
+  say "onnx, onnxscript and onnxruntime already installed (the deploy extra)"
+else
+  # setup.py's list, read without running setup() (it builds only under __main__)
+  DEPLOY_REQUIRES=$($PY -c "import setup; print(' '.join(setup.DEPLOY_REQUIRES))")
+  say "installing the deploy extra: $DEPLOY_REQUIRES"
+  $PIP install -q $DEPLOY_REQUIRES
 fi
 
 if [[ -z "${CUDA_HOME:-}" && -x /usr/local/cuda/bin/nvcc ]]; then

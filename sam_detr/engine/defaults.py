@@ -4,7 +4,7 @@
 weights of `cfg.train.init_checkpoint`, fed like the test loader feeds it.
 """
 import logging
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -52,13 +52,14 @@ class Predictor:
     """Detections of one image at a time, with the test loader's resize (cfg.dataloader.test.mapper).
 
     Attributes:
-        model: from `build_inference_model(cfg, device)`.
+        model: from `build_inference_model(cfg, device)`, or the `model` given (a callable on batched_inputs).
         input_format: the channel order the model takes ("RGB" or "BGR"): read images in it.
         metadata: of the test dataset, for class names and dataset ids.
     """
 
-    def __init__(self, cfg, device: Optional[str] = None):
-        self.model = build_inference_model(cfg, device)
+    def __init__(self, cfg, device: Optional[str] = None, model: Optional[Callable] = None):
+        # any callable taking d2's batched_inputs, e.g. an exported file's `sam_detr.export.OnnxDetector`
+        self.model = build_inference_model(cfg, device) if model is None else model
         mapper = instantiate(cfg.dataloader.test.mapper)
         self.augmentations = mapper.augmentations
         self.input_format = mapper.image_format

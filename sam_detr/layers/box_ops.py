@@ -6,7 +6,7 @@ an empty union or enclosing box divides by the smallest positive float instead o
 boxes have a GIoU of 0 rather than NaN. Valid boxes get the same bits as torchvision's.
 """
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional
 
 import torch
 from torchvision.ops import box_convert, box_iou
@@ -49,11 +49,11 @@ def delta_to_box(reference: torch.Tensor, delta: torch.Tensor, max_size: Optiona
     return box_xyxy_to_cxcywh(corners)
 
 
-def pixel_boxes_normalised(boxes: torch.Tensor, image_sizes: Sequence[Tuple[int, int]]) -> torch.Tensor:
+def pixel_boxes_normalised(boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
     """(B, Q, 4) boxes (cx, cy, w, h) in pixels (reparameterised) -> clipped to their image [0, W] x [0, H]
-    and normalised by its size; image_sizes: per image, (H, W)."""
+    and normalised by its size; image_sizes: (B, 2) int64, per image (H, W)."""
     corners = box_cxcywh_to_xyxy(boxes)
-    size = corners.new_tensor([[w, h, w, h] for h, w in image_sizes])[:, None]
+    size = image_sizes.flip(-1).repeat(1, 2).to(corners.dtype)[:, None]  # (B, 1, 4) (W, H, W, H)
     return box_xyxy_to_cxcywh(torch.minimum(corners.clamp(min=0), size) / size)
 
 

@@ -23,6 +23,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from . import _ext
+from .level_shapes import level_shapes
 
 __all__ = [
     "ms_deform_attn",
@@ -42,29 +43,32 @@ def ms_deform_attn_pytorch(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
-    """The reference computation in plain PyTorch (one `grid_sample` per level); see the module doc.
+    """The computation in plain PyTorch (one `grid_sample` per level); see the module doc.
 
-    Locations and weights are cast to value's dtype (`grid_sample` needs one dtype).
+    It is also the path the ONNX export records (`ms_deform_attn` takes it while `torch.export` traces):
+    standard operators only (ONNX GridSample), any level sizes. Locations and weights are cast to value's
+    dtype (`grid_sample` needs one dtype).
     """
     del level_start_index  # the levels are contiguous in S, in order
     sampling_locations = sampling_locations.to(value.dtype)
     attention_weights = attention_weights.to(value.dtype)
     N, S, M, D = value.shape
     _, Lq, _, L, P, _ = sampling_locations.shape
-    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    shapes = level_shapes(spatial_shapes, S)
     value_list = value.split([h * w for h, w in shapes], dim=1)
     sampling_grids = 2 * sampling_locations - 1
-    sampled = []
+    output = None
     for lvl, (h, w) in enumerate(shapes):
         # (N, H*W, M, D) -> (N*M, D, H, W)
         value_l = value_list[lvl].flatten(2).transpose(1, 2).reshape(N * M, D, h, w)
         # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
         grid_l = sampling_grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
-        sampled.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
-    # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
-    weights = attention_weights.transpose(1, 2).reshape(N * M, 1, Lq, L * P)
-    output = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(N, M * D, Lq)
-    return output.transpose(1, 2).contiguous()
+        sampled = F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # (N, Lq, M, P) -> (N*M, 1, Lq, P); each level's weighted sum added at once (no stack of all levels)
+        weights = attention_weights[:, :, :, lvl].transpose(1, 2).reshape(N * M, 1, Lq, P)
+        level_output = (sampled * weights).sum(-1)  # (N*M, D, Lq)
+        output = level_output if output is None else output + level_output
+    return output.view(N, M * D, Lq).transpose(1, 2).contiguous()
 
 
 class MSDeformAttnFunction(Function):
@@ -112,8 +116,11 @@ def ms_deform_attn(
     in each input's own dtype.
     Where `sam_detr._C` lacks the CUDA kernels, CUDA inputs raise an error saying how to rebuild it
     (SAM_DETR_PYTORCH_FALLBACK=1 takes `ms_deform_attn_pytorch` instead, with a warning); where it is missing,
-    CPU inputs warn once and take `ms_deform_attn_pytorch`.
+    CPU inputs warn once and take `ms_deform_attn_pytorch`. While `torch.export` traces (ONNX export), it is
+    `ms_deform_attn_pytorch`.
     """
+    if torch.compiler.is_exporting():  # the ONNX export records standard operators
+        return ms_deform_attn_pytorch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     if not _ext.kernel_available("ms_deform_attn", value.device):
         _ext.fall_back("ms_deform_attn", value.device)
         return ms_deform_attn_pytorch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)

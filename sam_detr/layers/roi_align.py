@@ -3,8 +3,8 @@
 `roi_align` takes torchvision.ops.roi_align's arguments and returns the same values and input
 gradients (bit for bit on x86-64). On CPU, for float32 and float64, it runs the compiled kernel of
 `sam_detr._C`, parallel in the forward and in the backward, whose gradient does not depend on the
-number of threads. Everywhere else (CUDA, float16) it calls torchvision, which is the intended path
-there; only a missing CPU kernel warns.
+number of threads. Everywhere else (CUDA, float16, and while `torch.export` traces for the ONNX export) it
+calls torchvision, which is the intended path there; only a missing CPU kernel warns.
 
 Shapes, with N images, C channels, K boxes and output_size (PH, PW):
 
@@ -138,7 +138,9 @@ def roi_align(
     if torch.is_autocast_enabled(input.device.type) and input.dtype != torch.float64:
         input = input.float()
     rois = rois.to(input.dtype)
-    if input.device.type != "cpu" or input.dtype not in (torch.float32, torch.float64):
+    # torchvision's op also while torch.export traces (the ONNX export records it as ONNX RoiAlign, which has
+    # its semantics: half_pixel for aligned, output_half_pixel otherwise, the same adaptive sampling)
+    if torch.compiler.is_exporting() or input.device.type != "cpu" or input.dtype not in (torch.float32, torch.float64):
         output = torchvision.ops.roi_align(input, rois, size, spatial_scale, sampling_ratio, aligned)
     elif not _ext.kernel_available("roi_align", input.device):
         _ext.fall_back("roi_align", input.device)

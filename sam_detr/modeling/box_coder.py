@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layers.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid
+from ..layers.level_shapes import level_shapes
 
 __all__ = ["BoxCoder", "SigmoidBoxCoder", "encoder_anchors", "check_same_coder"]
 
@@ -36,8 +37,9 @@ class BoxCoder:
         """(T, 4) ground-truth boxes (x1, y1, x2, y2) in pixels of an (H, W) image -> (T, 4) targets."""
         raise NotImplementedError
 
-    def normalised(self, boxes: torch.Tensor, image_sizes: Sequence[Tuple[int, int]]) -> torch.Tensor:
-        """(B, Q, 4) predicted boxes -> (cx, cy, w, h) normalised to each (H, W) image, for post-processing."""
+    def normalised(self, boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
+        """(B, Q, 4) predicted boxes and (B, 2) int64 each image's (H, W) -> (cx, cy, w, h) normalised to each
+        image, for post-processing."""
         raise NotImplementedError
 
     def decode(self, reference: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -106,15 +108,16 @@ def encoder_anchors(mask: torch.Tensor, spatial_shapes: torch.Tensor) -> Tuple[t
         official code builds them, whatever the model's dtype.
     """
     B = mask.shape[0]
-    anchors, start = [], 0
-    for lvl, (H, W) in enumerate(spatial_shapes.tolist()):
-        level_mask = mask[:, start : start + H * W].view(B, H, W)
-        start += H * W
+    anchors = []
+    shapes = level_shapes(spatial_shapes, mask.shape[1])
+    for lvl, ((H, W), level_mask) in enumerate(zip(shapes, mask.split([h * w for h, w in shapes], 1))):
+        level_mask = level_mask.view(B, H, W)
         valid_h = torch.sum(~level_mask[:, :, 0], 1)
         valid_w = torch.sum(~level_mask[:, 0, :], 1)
+        # arange: the official linspace(0, H - 1, H) exactly, without a float size (ONNX export)
         grid_y, grid_x = torch.meshgrid(
-            torch.linspace(0, H - 1, H, dtype=torch.float32, device=mask.device),
-            torch.linspace(0, W - 1, W, dtype=torch.float32, device=mask.device),
+            torch.arange(H, dtype=torch.float32, device=mask.device),
+            torch.arange(W, dtype=torch.float32, device=mask.device),
             indexing="ij",
         )
         grid = torch.stack([grid_x, grid_y], -1)
@@ -146,7 +149,7 @@ class SigmoidBoxCoder(BoxCoder):
         scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=gt_boxes.device)
         return box_xyxy_to_cxcywh(gt_boxes / scale)
 
-    def normalised(self, boxes: torch.Tensor, image_sizes: Sequence[Tuple[int, int]]) -> torch.Tensor:
+    def normalised(self, boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
         return boxes
 
     def decode(self, reference: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

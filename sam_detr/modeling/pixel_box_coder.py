@@ -1,7 +1,7 @@
 """Plain-DETR's box reparameterisation (impiga/Plain-DETR `--reparam`): boxes in input pixels, refined by
 pixel deltas, supervised by an L1 on the deltas."""
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ class PixelDeltaBoxCoder(BoxCoder):
     def target_boxes(self, gt_boxes: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
         return box_xyxy_to_cxcywh(gt_boxes)
 
-    def normalised(self, boxes: torch.Tensor, image_sizes: Sequence[Tuple[int, int]]) -> torch.Tensor:
+    def normalised(self, boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
         return pixel_boxes_normalised(boxes, image_sizes)
 
     def decode(self, reference: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

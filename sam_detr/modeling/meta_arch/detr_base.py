@@ -13,8 +13,8 @@ from ..criterion import SetCriterion
 from ..denoising import ContrastiveDenoising, check_denoising
 from ..query_groups import QueryGroups
 from ..transformer.box_refinement import BoxRefinement
-from ..postprocess import softmax_postprocess, topk_postprocess
-from ..transformer.levels import pad_levels, resize_mask
+from ..postprocess import Detections, detections_to_instances, image_sizes_tensor, softmax_detections, topk_detections
+from ..transformer.levels import pad_levels, padding_mask, resize_mask
 
 __all__ = ["DETRBase"]
 
@@ -200,11 +200,7 @@ class DETRBase(nn.Module):
                 raise KeyError(f"input {i} (image_id {x.get('image_id', '?')}) has no 'image'")
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
         images = ImageList.from_tensors(images, self.size_divisibility)
-        B, _, H, W = images.tensor.shape
-        mask = torch.ones((B, H, W), dtype=torch.bool, device=self.device)
-        for i, (h, w) in enumerate(images.image_sizes):
-            mask[i, :h, :w] = False
-        return images, mask
+        return images, padding_mask(image_sizes_tensor(images.image_sizes, self.device), images.tensor.shape[-2:])
 
     def project(self, images: torch.Tensor) -> List[torch.Tensor]:
         """(B, 3, H, W) normalised images -> per level, the projected features (B, C, H_l, W_l)."""
@@ -215,10 +211,17 @@ class DETRBase(nn.Module):
         """The projected feature levels of the batch and their (B, H_l, W_l) padding masks (see the class
         docstring for `batch_invariant`)."""
         if not self.batch_invariant:
-            features = self.project(images.tensor)
-            return features, [resize_mask(mask, f.shape[-2:]) for f in features]
+            return self.extract_batch_features(images.tensor, mask)
         per_image = [self.project(images.tensor[i : i + 1, :, :h, :w]) for i, (h, w) in enumerate(images.image_sizes)]
         return pad_levels(per_image)
+
+    def extract_batch_features(
+        self, images: torch.Tensor, mask: torch.Tensor
+    ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """The official batching: the backbone and the input projection run on the padded batch (B, 3, H, W);
+        each level's (B, H_l, W_l) mask is the image mask (B, H, W) resized (`resize_mask`)."""
+        features = self.project(images)
+        return features, [resize_mask(mask, f.shape[-2:]) for f in features]
 
     def prepare_targets(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
         """Per image, "labels" (T,) and "boxes" (T, 4) (cx, cy, w, h) in the box coder's space (normalised by
@@ -232,8 +235,16 @@ class DETRBase(nn.Module):
             targets.append({"labels": instances.gt_classes, "boxes": boxes})
         return targets
 
-    def inference(self, outputs: Dict, image_sizes: List[Tuple[int, int]]) -> List[Instances]:
+    def select_detections(self, outputs: Dict, image_sizes: torch.Tensor) -> Detections:
+        """The method's post-processing, batched: top-k over queries x classes for focal models, each query's
+        best class for softmax models (`sam_detr.modeling.postprocess`). image_sizes: (B, 2) int64, each
+        image's (h, w). Returns scores (B, N), labels (B, N) and boxes (B, N, 4) normalised (cx, cy, w, h); N
+        is fixed by the model (`num_select`, the queries)."""
         logits, boxes = outputs["pred_logits"], self.box_coder.normalised(outputs["pred_boxes"], image_sizes)
         if self.criterion.class_loss_type == "softmax":
-            return softmax_postprocess(logits, boxes, image_sizes, self.num_select)
-        return topk_postprocess(logits, boxes, image_sizes, self.num_select)
+            return softmax_detections(logits, boxes, self.num_select)
+        return topk_detections(logits, boxes, self.num_select)
+
+    def inference(self, outputs: Dict, image_sizes: List[Tuple[int, int]]) -> List[Instances]:
+        sizes = image_sizes_tensor(image_sizes, self.device)
+        return detections_to_instances(self.select_detections(outputs, sizes), sizes)

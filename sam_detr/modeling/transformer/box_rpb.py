@@ -160,6 +160,8 @@ class GlobalCrossAttention(nn.Module):
         B, Q, _ = sides.shape
         # in float32 under autocast (float64 kept): bfloat16 puts a side at 1333 px at 1336
         sides = sides.to(torch.promote_types(sides.dtype, torch.float32))
+        if torch.compiler.is_exporting():  # one graph: the whole-tensor MLP, not AxisBias's loop over chunks
+            return mlp(box_rpb_deltas(sides, size, self.feature_stride, self.rpe_type)).permute(0, 3, 1, 2).contiguous()
         centres = (torch.arange(size, dtype=sides.dtype, device=sides.device) + 0.5) * self.feature_stride
         first, last = mlp[0], mlp[2]
         with torch.autocast(sides.device.type, enabled=False):
@@ -201,7 +203,8 @@ class GlobalCrossAttention(nn.Module):
             attn, bias = attn.view(B, heads, Q, S), None
         else:
             attn = q @ k.transpose(-2, -1)  # (B, heads, Q, S)
-        if padding_mask is not None and bool(padding_mask.any()):
+        # skipped without padding (no change then), except in an exported graph, where it depends on the input
+        if padding_mask is not None and (torch.compiler.is_exporting() or bool(padding_mask.any())):
             mask = padding_mask[:, None, None]
             if batch_invariant:
                 attn.masked_fill_(mask, float("-inf"))

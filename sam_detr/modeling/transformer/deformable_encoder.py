@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ...layers import FFN, MSDeformAttn
+from ...layers.level_shapes import level_shapes
 from .levels import FlattenedLevels
 
 __all__ = ["DeformableTransformerEncoderLayer", "DeformableTransformerEncoder"]
@@ -67,10 +68,12 @@ class DeformableTransformerEncoder(nn.Module):
         valid ratio, so that it lands on the same image point in every level.
         """
         points = []
-        for lvl, (H, W) in enumerate(spatial_shapes.tolist()):
+        device = valid_ratios.device
+        for lvl, (H, W) in enumerate(level_shapes(spatial_shapes)):
+            # arange + 0.5: the official linspace(0.5, H - 0.5, H) exactly, without a float size (ONNX export)
             ref_y, ref_x = torch.meshgrid(
-                torch.linspace(0.5, H - 0.5, H, dtype=torch.float32, device=valid_ratios.device),
-                torch.linspace(0.5, W - 0.5, W, dtype=torch.float32, device=valid_ratios.device),
+                torch.arange(H, dtype=torch.float32, device=device) + 0.5,
+                torch.arange(W, dtype=torch.float32, device=device) + 0.5,
                 indexing="ij",
             )
             ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * H)

@@ -8,8 +8,11 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from ...layers.level_shapes import level_shapes, shapes_tensor
+
 __all__ = [
-    "FlattenedLevels", "flatten_levels", "level_pixels", "pad_levels", "resize_mask", "valid_ratios", "valid_sizes"
+    "FlattenedLevels", "flatten_levels", "level_pixels", "pad_levels", "padding_mask", "resize_mask", "valid_ratios",
+    "valid_sizes",
 ]
 
 
@@ -43,7 +46,8 @@ def level_pixels(
     if sizes is not None:
         return xy * sizes.to(valid_ratio.dtype).view(view)
     H, W = spatial_shape
-    return xy * xy.new_tensor([W, H]) * valid_ratio.view(view)
+    # torch.tensor, not new_tensor: torch.export would freeze new_tensor's sizes at the example's
+    return xy * torch.tensor([W, H], dtype=xy.dtype, device=xy.device) * valid_ratio.view(view)
 
 
 def pad_levels(per_image: Sequence[Sequence[torch.Tensor]]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
@@ -62,6 +66,15 @@ def pad_levels(per_image: Sequence[Sequence[torch.Tensor]]) -> Tuple[List[torch.
         features.append(batch)
         masks.append(level_mask)
     return features, masks
+
+
+def padding_mask(image_sizes: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(B, 2) int64 (h, w) of images padded at the bottom/right to `size` (H, W) -> (B, H, W) bool, True on
+    padding. Tensor ops only, so that an exported graph builds the mask from its inputs."""
+    H, W = size
+    rows = torch.arange(H, device=image_sizes.device).view(1, H, 1)
+    cols = torch.arange(W, device=image_sizes.device).view(1, 1, W)
+    return (rows >= image_sizes[:, 0, None, None]) | (cols >= image_sizes[:, 1, None, None])
 
 
 def resize_mask(mask: torch.Tensor, size) -> torch.Tensor:
@@ -85,7 +98,7 @@ class FlattenedLevels(NamedTuple):
     batch_invariant: bool = False
 
     def level_sizes(self) -> List[int]:
-        return [h * w for h, w in self.spatial_shapes.tolist()]
+        return [h * w for h, w in level_shapes(self.spatial_shapes, self.src.shape[1])]
 
     def valid_sizes(self) -> torch.Tensor:
         """(B, L, 2) int64: each image's unpadded size (w, h) on each level (see `valid_sizes`)."""
@@ -115,8 +128,7 @@ class FlattenedLevels(NamedTuple):
         """A single level's tokens as its (B, C, H, W) map, contiguous."""
         if len(self.spatial_shapes) != 1:
             raise ValueError(f"as_map needs a single level, these are {len(self.spatial_shapes)}")
-        H, W = self.spatial_shapes[0].tolist()
-        B, _, C = self.src.shape
+        (H, W), (B, _, C) = level_shapes(self.spatial_shapes, self.src.shape[1])[0], self.src.shape
         return self.src.transpose(1, 2).reshape(B, C, H, W).contiguous()
 
 
@@ -142,7 +154,7 @@ def flatten_levels(
     flat_pos = None if pos is None else [p.flatten(2).transpose(1, 2) for p in pos]
     if level_embed is not None and flat_pos is not None:
         flat_pos = [p + e.view(1, 1, -1) for p, e in zip(flat_pos, level_embed)]
-    spatial_shapes = torch.as_tensor([s.shape[-2:] for s in srcs], dtype=torch.long, device=srcs[0].device)
+    spatial_shapes = shapes_tensor(srcs)
     level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
     join = (lambda xs: xs[0]) if len(srcs) == 1 and not copy else (lambda xs: torch.cat(xs, 1))
     return FlattenedLevels(

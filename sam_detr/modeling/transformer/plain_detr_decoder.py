@@ -10,6 +10,7 @@ from torch import nn
 
 from ...layers import FFN
 from ...layers.init import trunc_normal_init_
+from ...layers.level_shapes import level_shapes
 from .box_refinement import Reference
 from .box_rpb import GlobalCrossAttention
 from .levels import FlattenedLevels
@@ -68,8 +69,10 @@ class GlobalDecoderLayer(nn.Module):
         q = t + query_pos
         tgt = tgt + self.dropout2(self.self_attn(q, q, t, attn_mask=self_attn_mask, need_weights=False)[0])
         t = self.norm1(tgt)
-        (H, W), stride = memory.spatial_shapes[0].tolist(), self.cross_attn.feature_stride
-        boxes = reference.padded_pixels(memory.valid_ratios[:, 0], memory.src.new_tensor([W * stride, H * stride]))
+        (H, W), stride = level_shapes(memory.spatial_shapes, memory.src.shape[1])[0], self.cross_attn.feature_stride
+        # torch.tensor of the sizes, not new_tensor, which torch.export would freeze at the example's sizes
+        padded = torch.tensor([W * stride, H * stride], dtype=memory.src.dtype, device=memory.src.device)
+        boxes = reference.padded_pixels(memory.valid_ratios[:, 0], padded)
         attn = self.cross_attn(
             t + query_pos, boxes, memory.src + memory.pos, memory.src, (H, W), memory.mask, memory.batch_invariant
         )

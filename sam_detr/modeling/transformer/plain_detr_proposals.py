@@ -10,6 +10,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import nn
 
+from ...layers.level_shapes import level_shapes
 from ..backbone.upsample import LayerNorm2d
 from .levels import pad_levels, resize_mask, valid_sizes
 
@@ -23,7 +24,7 @@ PIXEL_ANCHOR_SIZE = 50.0
 
 def _finest_valid_size(mask: torch.Tensor, spatial_shapes: torch.Tensor, strides: Sequence[int]):
     """(B, 1) unpadded width and height, in pixels, of the finest map (its unpadded cells x its stride)."""
-    H0, W0 = spatial_shapes[0].tolist()
+    H0, W0 = level_shapes(spatial_shapes)[0]
     finest = mask[:, : H0 * W0].view(mask.shape[0], H0, W0)
     valid_h = torch.sum(~finest[:, :, 0], 1, keepdim=True) * strides[0]
     valid_w = torch.sum(~finest[:, 0, :], 1, keepdim=True) * strides[0]
@@ -53,22 +54,24 @@ def pixel_anchors(
     """
     B = mask.shape[0]
     anchors = []
-    for lvl, ((H, W), stride) in enumerate(zip(spatial_shapes.tolist(), strides)):
+    shapes = level_shapes(spatial_shapes, mask.shape[1])
+    for lvl, ((H, W), stride) in enumerate(zip(shapes, strides)):
+        # arange: the official linspace(0, H - 1, H) exactly, without a float size (ONNX export)
         grid_y, grid_x = torch.meshgrid(
-            torch.linspace(0, H - 1, H, dtype=torch.float32, device=mask.device),
-            torch.linspace(0, W - 1, W, dtype=torch.float32, device=mask.device),
+            torch.arange(H, dtype=torch.float32, device=mask.device),
+            torch.arange(W, dtype=torch.float32, device=mask.device),
             indexing="ij",
         )
         centres = (torch.stack([grid_x, grid_y], -1)[None].expand(B, -1, -1, -1) + 0.5) * stride
         sizes = torch.ones_like(centres) * PIXEL_ANCHOR_SIZE * (2.0**lvl)
         anchors.append(torch.cat((centres, sizes), -1).view(B, -1, 4))
     anchors = torch.cat(anchors, 1)
-    H0, W0 = spatial_shapes[0].tolist()
+    H0, W0 = shapes[0]
     valid_w, valid_h = _finest_valid_size(mask, spatial_shapes, strides)
     image = torch.cat([valid_w, valid_h, valid_w, valid_h], -1)[:, None]
     low, high = VALID_RANGE
     keep = ((anchors > low * image) & (anchors < high * image)).all(-1, keepdim=True)
-    anchors = anchors.masked_fill(mask[..., None] | ~keep, max(H0, W0) * strides[0])
+    anchors = anchors.masked_fill(mask[..., None] | ~keep, torch.sym_max(H0, W0) * strides[0])
     return anchors, keep & ~mask[..., None]
 
 
