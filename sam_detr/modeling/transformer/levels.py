@@ -27,7 +27,8 @@ def valid_sizes(mask: torch.Tensor) -> torch.Tensor:
 def valid_ratios(mask: torch.Tensor) -> torch.Tensor:
     """(B, H, W) mask, True on padding -> (B, 2): the unpadded fraction (w, h) of the map."""
     _, H, W = mask.shape
-    return valid_sizes(mask).float() / mask.new_tensor([W, H], dtype=torch.float32)
+    # torch.tensor, not new_tensor: torch.export would freeze new_tensor's sizes at the example's
+    return valid_sizes(mask).float() / torch.tensor([W, H], dtype=torch.float32, device=mask.device)
 
 
 def level_pixels(
