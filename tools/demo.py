@@ -13,7 +13,6 @@ out.jpg), and written to `--json` as a COCO-style list of {"file_name", "categor
 "bbox" [x, y, w, h] in pixels, "score"}. `key=value` arguments override the config.
 """
 import argparse
-import glob
 import json
 import logging
 import os
@@ -29,31 +28,9 @@ from PIL import Image
 
 from sam_detr.engine.defaults import Predictor
 from sam_detr.utils.cli import load_config, one_line_errors
+from sam_detr.utils.image_files import IMAGE_EXTENSIONS, find_images
 
 logger = logging.getLogger("detectron2")
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-def find_images(inputs: List[str]) -> List[str]:
-    """The image files named by `inputs` (files, folders, glob patterns), in order, each once. An input that
-    names nothing raises FileNotFoundError (it may be a key=value override placed after --input)."""
-    paths = []
-    for pattern in inputs:
-        pattern = os.path.expanduser(pattern)
-        if os.path.isdir(pattern):
-            names = sorted(os.listdir(pattern))
-            found = [os.path.join(pattern, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
-        elif os.path.isfile(pattern):
-            found = [pattern]
-        else:
-            found = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
-        if not found:
-            hint = " (key=value overrides go before --input, or after another option)" if "=" in pattern else ""
-            raise FileNotFoundError(f"--input {pattern}: no image file, folder of images or matching file{hint}")
-        paths += found
-    return list(dict.fromkeys(paths))
-
 
 def to_coco(instances: Instances, file_name: str, contiguous_to_dataset_id: Dict[int, int]) -> List[dict]:
     """COCO-style detections; a class the mapping lacks keeps the model's (contiguous) id."""
@@ -92,8 +69,6 @@ def main(argv=None) -> None:
             parser.error(f"--device {args.device}: {e}")
         if device.type == "cuda" and not torch.cuda.is_available():
             parser.error(f"--device {args.device}: there is no CUDA device here")
-    if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
-        parser.error(f"--checkpoint {args.checkpoint}: no such file")
     if args.json is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         parser.error(f"--json {args.json}: its folder does not exist")
     try:
@@ -107,9 +82,7 @@ def main(argv=None) -> None:
         names = [os.path.basename(p) for p in paths]
         if len(set(names)) < len(names):
             parser.error("several input images have the same file name: their drawings would overwrite each other")
-    cfg = load_config(parser, args.config_file, args.opts)
-    if args.checkpoint is not None:
-        cfg.train.init_checkpoint = args.checkpoint
+    cfg = load_config(parser, args.config_file, args.opts, args.checkpoint)
     setup_logger()
     with one_line_errors(parser):
         run(args, cfg, paths, output_is_dir)

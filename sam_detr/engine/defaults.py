@@ -62,6 +62,12 @@ class Predictor:
         self.input_format = mapper.image_format
         self.metadata = test_metadata(cfg)
 
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) -> (h, w, 3): the image as the test loader resizes it, the size the model sees."""
+        aug_input = T.AugInput(image)
+        self.augmentations(aug_input)
+        return aug_input.image
+
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> Instances:
         """
@@ -71,8 +77,6 @@ class Predictor:
             the detections, in the pixel coordinates of `image`, on the CPU.
         """
         height, width = image.shape[:2]
-        aug_input = T.AugInput(image)
-        self.augmentations(aug_input)
-        tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        tensor = torch.as_tensor(np.ascontiguousarray(self.resize(image).transpose(2, 0, 1)))
         outputs = self.model([{"image": tensor, "height": height, "width": width}])
         return outputs[0]["instances"].to("cpu")

@@ -28,6 +28,8 @@ class MultiheadAttentionNoProj(nn.Module):
         self.dropout = dropout
         self.out_proj = nn.Linear(vdim, vdim)
         nn.init.constant_(self.out_proj.bias, 0.0)
+        # a module, so that a forward hook sees the logits and the weights (sam_detr.visualization)
+        self.softmax = nn.Softmax(dim=-1)
 
     def forward(
         self,
@@ -70,7 +72,7 @@ class MultiheadAttentionNoProj(nn.Module):
             logits = logits.view(N * H, Lq, S)
         if attn_bias is not None:
             logits = logits + attn_bias
-        weights = F.softmax(logits, dim=-1)
+        weights = self.softmax(logits)
         weights = F.dropout(weights, p=self.dropout, training=self.training)
         v = value.reshape(N, S, H, self.vdim // H).transpose(1, 2).reshape(N * H, S, self.vdim // H)
         out = torch.bmm(weights, v).view(N, H, Lq, self.vdim // H).transpose(1, 2).reshape(N, Lq, self.vdim)

@@ -30,6 +30,7 @@ __all__ = [
     "ms_deform_attn_flop_jit",
     "FLOP_HANDLES",
     "MSDeformAttnFunction",
+    "MSDeformAttnOp",
     "MSDeformAttn",
 ]
 
@@ -146,6 +147,14 @@ def ms_deform_attn_flop_jit(inputs, outputs) -> int:
 FLOP_HANDLES = {"prim::PythonOp.MSDeformAttnFunction": ms_deform_attn_flop_jit}
 
 
+class MSDeformAttnOp(nn.Module):
+    """`ms_deform_attn` as a module without parameters: a forward hook on it sees exactly the locations and
+    weights the op samples with (sam_detr.visualization draws them). Arguments and output as `ms_deform_attn`."""
+
+    def forward(self, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+        return ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+
 class MSDeformAttn(nn.Module):
     """The Deformable DETR attention module, with the official parameter names and initialisation.
 
@@ -166,6 +175,7 @@ class MSDeformAttn(nn.Module):
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
         self.output_proj = nn.Linear(d_model, d_model)
+        self.op = MSDeformAttnOp()
         self._reset_parameters()
 
     def _reset_parameters(self):
@@ -229,5 +239,5 @@ class MSDeformAttn(nn.Module):
             raise ValueError(
                 f"reference_points must end in 2 (points) or 4 (boxes), got shape {tuple(reference_points.shape)}"
             )
-        output = ms_deform_attn(value, input_spatial_shapes, input_level_start_index, locations, weights)
+        output = self.op(value, input_spatial_shapes, input_level_start_index, locations, weights)
         return self.output_proj(output)

@@ -4,7 +4,7 @@
 import contextlib
 import os
 from argparse import ArgumentParser
-from typing import Sequence, Tuple, Type
+from typing import Optional, Sequence, Tuple, Type
 
 from detectron2.config import LazyConfig
 
@@ -30,11 +30,16 @@ def one_line_errors(parser: ArgumentParser, also: Sequence[Type[BaseException]] 
         parser.exit(2, f"{parser.prog}: error: {lines[0]}{more}\n")
 
 
-def load_config(parser: ArgumentParser, config_file: str, overrides: Sequence[str] = ()):
-    """The LazyConfig of `config_file` with the `key=value` overrides, or the parser's error naming the missing
-    file or the override that cannot be applied."""
+def load_config(
+    parser: ArgumentParser, config_file: str, overrides: Sequence[str] = (), checkpoint: Optional[str] = None
+):
+    """The LazyConfig of `config_file` with the `key=value` overrides and, if given, `checkpoint` as its
+    train.init_checkpoint; or the parser's error naming the missing file or the override that cannot be
+    applied."""
     if not os.path.isfile(config_file):
         parser.error(f"--config-file {config_file}: no such file")
+    if checkpoint is not None and not os.path.isfile(checkpoint):
+        parser.error(f"--checkpoint {checkpoint}: no such file")
     cfg = LazyConfig.load(config_file)
     for override in overrides:
         if "=" not in override:
@@ -43,4 +48,6 @@ def load_config(parser: ArgumentParser, config_file: str, overrides: Sequence[st
             cfg = LazyConfig.apply_overrides(cfg, [override])
         except INPUT_ERRORS as e:
             parser.error(f"override {override!r}: {e}")
+    if checkpoint is not None:
+        cfg.train.init_checkpoint = checkpoint
     return cfg

@@ -135,7 +135,7 @@ def _aligner_inputs():
     and three small reference boxes each."""
     torch.manual_seed(0)
     aligner = SemanticsAligner(d_model=16, nhead=2, roi_size=3)
-    tgt, memory = torch.randn(3, 2, 16), torch.randn(2, 16, 12, 16)
+    tgt, memory = torch.randn(2, 3, 16), torch.randn(2, 16, 12, 16)
     boxes = torch.tensor([[[0.2, 0.3, 0.2, 0.2], [0.25, 0.25, 0.1, 0.3], [0.3, 0.2, 0.1, 0.1]]]).repeat(2, 1, 1)
     valid_ratio = torch.tensor([[1.0, 1.0], [0.75, 0.5]])
     return aligner, tgt, memory, boxes, valid_ratio

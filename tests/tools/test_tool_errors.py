@@ -1,6 +1,5 @@
 """The demo, the converter, the Slurm launcher and analyze_model answer bad paths and bad options with one line
 (`<tool>: error: ...`, exit status 2), not a traceback; analyze_model counts offline (no weights, no dataset)."""
-import logging
 import re
 import shutil
 
@@ -12,8 +11,7 @@ pytest.importorskip("detectron2", reason=DETECTRON2_MISSING)
 import torch  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-from tool_helpers import QUICKSTART, TINY_DETR, datasets_root, load_tool  # noqa: E402
+from tool_helpers import QUICKSTART, TINY_DETR, datasets_root, load_tool, reset_loggers  # noqa: E402
 
 SAM_DETR_R50 = str(REPO_ROOT / "configs" / "sam_detr_r50.py")
 QUICKSTART_SAM_DETR = str(REPO_ROOT / "configs" / "quickstart" / "sam_detr.py")
@@ -71,14 +69,6 @@ def cases(d):
         ("analyze_model", ["--config-file", SAM_DETR_R50, "--tasks", "flop"],
          r"the test data of the config cannot be read .*instances_val2017\.json.*; --input-size HxW counts"),
     ]
-
-
-def reset_loggers():
-    """d2's setup_logger is cached, and its handlers write to the stdout of the test that first called it,
-    which capsys has closed since."""
-    setup_logger.cache_clear()
-    for name in ("detectron2", "d2", "fvcore", "sam_detr"):
-        logging.getLogger(name).handlers.clear()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """What the tests of tools/ share: a tiny quickstart DETR, and running a tool as a script or a module."""
 import importlib.util
+import logging
 import os
 import subprocess
 import sys
@@ -106,3 +107,23 @@ def load_tool(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def reset_loggers():
+    """d2's setup_logger is cached, and its handlers write to the stdout of the test that first called it,
+    which capsys has closed since."""
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger.cache_clear()
+    for name in ("detectron2", "d2", "fvcore", "sam_detr"):
+        logging.getLogger(name).handlers.clear()
+
+
+def tool_main_in_process(name: str, tmp_path_factory, monkeypatch):
+    """For a fixture (`yield from`): tools/<name>.py's main, to call in the test's process with the session's
+    datasets and one-line errors (no SAM_DETR_TRACEBACK), between fresh loggers."""
+    monkeypatch.setenv("SAM_DETR_DATASETS", str(datasets_root(tmp_path_factory)))
+    monkeypatch.delenv("SAM_DETR_TRACEBACK", raising=False)
+    reset_loggers()
+    yield load_tool(name).main
+    reset_loggers()

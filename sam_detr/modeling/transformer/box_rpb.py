@@ -141,6 +141,8 @@ class GlobalCrossAttention(nn.Module):
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
+        # a module, so that a forward hook sees the logits and the weights (sam_detr.visualization)
+        self.softmax = nn.Softmax(dim=-1)
 
     @staticmethod
     def _cpb_mlp(hidden: int, heads: int) -> nn.Sequential:
@@ -203,6 +205,6 @@ class GlobalCrossAttention(nn.Module):
         if attn.dtype in (torch.float16, torch.bfloat16):  # the official clip of overflowed half logits
             info = torch.finfo(attn.dtype)
             attn = attn.clamp_(info.min, info.max)
-        attn = attn.softmax(-1)
+        attn = self.softmax(attn)
         out = (attn @ v).transpose(1, 2).reshape(B, Q, C)
         return self.proj(out)
