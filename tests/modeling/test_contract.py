@@ -48,10 +48,8 @@ from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 from model_inputs import model_and_optimizer, two_images  # noqa: E402
 
-from sam_detr.config.tiny_twin import tiny_twin  # noqa: E402
 from sam_detr.config.denoising import add_denoising  # noqa: E402
-
-QUICKSTART_CONFIGS = sorted(p.name for p in (REPO_ROOT / "configs" / "quickstart").glob("*.py"))
+from sam_detr.config.tiny_twin import tiny_twin  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
 # 53 rows: Plain-DETR's stride-64 proposal map is made from its stride-16 map by two stride-2 convolutions,
@@ -231,24 +229,32 @@ def test_inference(subject, num_select):
         assert ((instances.pred_classes >= 0) & (instances.pred_classes < model.num_classes)).all()
 
 
-# quickstart configs whose queries cannot take denoising queries (the reasons: their models' errors)
-CANNOT_TAKE_DENOISING = {"detr.py", "conditional_detr.py"}
+# quickstart models whose queries cannot take denoising queries (the reasons: their models' errors)
+CANNOT_TAKE_DENOISING = {"detr", "conditional_detr"}
+QUICKSTARTS = [m for m in SUBJECTS if not m.twin]
 
 
-def with_denoising(name: str):
-    cfg = load(name)
-    if "denoising" not in cfg.model:
-        add_denoising(cfg.model, d_model=load("detr.py").model.transformer.d_model, dn_number=3)
+def with_denoising(subject: Subject):
+    """The subject's model config with the denoising switch on (DINO has it already)."""
+    cfg = subject.config()
+    if "denoising" not in cfg:
+        d_model = LazyConfig.load(str(CONFIGS / "quickstart" / "detr.py")).model.transformer.d_model
+        add_denoising(cfg, d_model=d_model, dn_number=3)
     return cfg
 
 
-@pytest.mark.parametrize("name", QUICKSTART_CONFIGS)
-def test_denoising_switch(name):
-    if name in CANNOT_TAKE_DENOISING:
+def build_config(cfg):
+    torch.manual_seed(0)
+    return instantiate(cfg)
+
+
+@pytest.mark.parametrize("subject", QUICKSTARTS, ids=[m.id for m in QUICKSTARTS])
+def test_denoising_switch(subject):
+    if subject.id in CANNOT_TAKE_DENOISING:
         with pytest.raises(ValueError, match="queries cannot take denoising queries"):
-            build(with_denoising(name))
+            build_config(with_denoising(subject))
         return
-    model = build(with_denoising(name)).train()  # the quickstart models have no dropout
+    model = build_config(with_denoising(subject)).train()  # the quickstart models have no dropout
     seen, inputs = [], two_images()
     model.criterion.register_forward_hook(lambda module, args, out: seen.append(args[0]))
     with EventStorage():

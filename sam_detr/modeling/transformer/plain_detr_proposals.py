@@ -12,12 +12,11 @@ from torch import nn
 
 from ...layers.level_shapes import level_shapes
 from ..backbone.upsample import LayerNorm2d
+from ..box_coder import VALID_RANGE
 from .levels import pad_levels, resize_mask, valid_sizes
 
 __all__ = ["pixel_anchors", "image_extent", "proposal_maps", "proposal_projections"]
 
-# the window a proposal must lie in, in each coordinate, as a fraction of the image
-VALID_RANGE = (0.01, 0.99)
 # the reparameterised proposals' side at the finest level, in pixels
 PIXEL_ANCHOR_SIZE = 50.0
 
