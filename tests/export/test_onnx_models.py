@@ -121,6 +121,8 @@ PUBLISHED_CONFIGS = [
 PUBLISHED_CASES = [[(320, 427)], [(288, 512)], [(320, 401), (256, 341)]]
 
 
+# about 1.5 CPU minutes each: not in the default run (CI's), which exports every method's tiny model
+@pytest.mark.heavy
 @pytest.mark.slow
 @pytest.mark.coco_mini
 @pytest.mark.parametrize("config", PUBLISHED_CONFIGS)
