@@ -10,6 +10,7 @@ only be finite: MS-DETR's one-to-many assigner thresholds an IoU at 0.4, which b
 moves boxes across."""
 import itertools
 import math
+import re
 
 import pytest
 from conftest import DETECTRON2_MISSING, REPO_ROOT
@@ -92,7 +93,11 @@ def step(model, dtype=None, device="cpu"):
 def one_to_one_terms(model, losses):
     suffix = model.criterion.groups[0].suffix
     others = {g.suffix for g in model.criterion.groups[1:]}
-    return [k for k in losses if k.endswith(suffix) and not any(s and k.endswith(s) for s in others)]
+    # a group's terms end with its suffix, or with its suffix and a layer index (DINO's "loss_ce_dn_1")
+    def of(key, s):
+        return re.search(re.escape(s) + r"(_\d+)?$", key) is not None
+
+    return [k for k in losses if of(k, suffix) and not any(s and of(k, s) for s in others)]
 
 
 def assert_close_to_float32(model, low, full):
