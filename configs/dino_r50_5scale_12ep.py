@@ -4,6 +4,6 @@ from .dino_r50_4scale_12ep import dataloader, lr_multiplier, model, optimizer, t
 
 model.backbone.out_features = ["res2", "res3", "res4", "res5"]
 model.in_features = ["res2", "res3", "res4", "res5"]
-for part in (model.transformer.encoder, model.transformer.decoder):
-    part.layer.n_levels = 5
+model.transformer.encoder.layer.n_levels = 5
+model.transformer.decoder.layer.n_levels = 5
 train.output_dir = "./output/dino_r50_5scale_12ep"

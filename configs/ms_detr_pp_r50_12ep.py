@@ -2,8 +2,8 @@
 # epochs (Atten4Vis/MS-DETR scripts/train_ms_detr_pp_300.sh: 48.8 AP).
 from .ms_detr_r50_12ep import dataloader, lr_multiplier, model, optimizer, train
 
-for part in (model.transformer.encoder, model.transformer.decoder):
-    part.layer.dropout = 0.0
+model.transformer.encoder.layer.dropout = 0.0
+model.transformer.decoder.layer.dropout = 0.0
 model.mixed_selection = True
 model.look_forward_twice = True
 train.output_dir = "./output/ms_detr_pp_r50_12ep"

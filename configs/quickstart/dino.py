@@ -15,8 +15,8 @@ like_quickstart_detr(
     model, detr, model.transformer.encoder, model.transformer.decoder, n_levels=len(detr.in_features) + 1
 )
 model.transformer.num_queries = model.pop("num_queries")  # DINO's queries are its transformer's
-for part in (model.transformer.proposals, model.denoising):
-    part.d_model = detr.transformer.d_model
+model.transformer.proposals.d_model = detr.transformer.d_model
+model.denoising.d_model = detr.transformer.d_model
 model.denoising.dn_number = 10
 model.num_select = 100
 
