@@ -117,9 +117,7 @@ def test_batch_invariant_model_is_refused():
 PUBLISHED_CONFIGS = [
     "detr_r50_500ep", "conditional_detr_r50_50ep", "sam_detr_r50_12ep", "deformable_detr_r50_two_stage_50ep",
     "ms_detr_pp_r50_12ep",
-    pytest.param("plain_detr_swinv2_small_sup_pt_boxrpe", marks=pytest.mark.xfail(
-        strict=True, reason="SwinV2's window padding takes a remainder of two symbolic sizes (aten.remainder.Scalar), "
-        "which torch.onnx 2.14 cannot translate: an open defect (the quickstart's tiny backbone has no SwinV2)")),
+    "plain_detr_swinv2_small_sup_pt_boxrpe",
 ]
 PUBLISHED_CASES = [[(320, 427)], [(288, 512)], [(320, 401), (256, 341)]]
 

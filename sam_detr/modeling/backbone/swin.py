@@ -22,7 +22,9 @@ import torch.utils.checkpoint
 from torch import nn
 from torchvision.ops import stochastic_depth
 
-from .swin_v2 import PatchEmbed, StageWindows, SwinTrunk, _Mlp, gather_2x2, relative_position_index, stage_windows
+from .swin_v2 import (
+    PatchEmbed, StageWindows, SwinTrunk, _Mlp, gather_2x2, merge_heads, relative_position_index, stage_windows,
+)
 
 __all__ = ["SwinTransformer", "WindowAttention"]
 
@@ -66,7 +68,7 @@ class WindowAttention(nn.Module):
             nw = mask.shape[0]
             bias = (bias + mask[:, None]).repeat(q.shape[0] // nw, 1, 1, 1)  # window b' has mask b' % nW
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
-        out = out.transpose(1, 2).reshape(b, -1, c).index_select(1, scatter)
+        out = merge_heads(out).view(b, -1, c).index_select(1, scatter)
         return self.proj(out)
 
 

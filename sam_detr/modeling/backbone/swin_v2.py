@@ -94,6 +94,16 @@ def relative_position_index(h: int, w: int) -> torch.Tensor:
     return (ys[:, None] - ys[None, :] + h - 1) * (2 * w - 1) + (xs[:, None] - xs[None, :] + w - 1)
 
 
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, heads, N, d) attention output -> (B, N, heads * d). While exporting, copied to a contiguous tensor
+    first: the CPU attention kernel's output is laid out (B, N, heads, d), so the trace records the merge as
+    a view, which the exporter's own attention decomposition, laid out (B, heads, N, d), cannot take."""
+    x = x.transpose(1, 2)
+    if torch.compiler.is_exporting():
+        x = x.clone(memory_format=torch.contiguous_format)
+    return x.flatten(2)
+
+
 class CosineAttention(nn.Module):
     """SwinV2 multi-head cosine self-attention with the continuous position bias, over windows or globally.
 
@@ -177,7 +187,7 @@ class CosineAttention(nn.Module):
             if qkv.shape[0] > nw:
                 bias = bias.repeat(qkv.shape[0] // nw, 1, 1, 1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0).type_as(x)
-        out = out.transpose(1, 2).reshape(-1, n, c)
+        out = merge_heads(out).view(-1, n, c)
         if windows is not None:
             out = out.view(b, -1, c).index_select(1, windows[1])
         return self.proj(out)
@@ -230,30 +240,59 @@ class SwinV2Block(nn.Module):
         return x + stochastic_depth(self.norm2(self.mlp(x)), self.drop_path, "row", self.training)
 
 
+def round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` >= n. A floor division times `multiple` (not n + (-n) % multiple),
+    so that for a symbolic n, while exporting, the tracer knows the result divides by `multiple`."""
+    return (n + multiple - 1) // multiple * multiple
+
+
+# The window indices below are arithmetic on 1-D aranges, without views of (windows, ws, windows, ws) grids or
+# remainders by map sizes, so that they trace for symbolic sizes (an ONNX export for any image size): a view
+# of a grid asks whether a window count is 1 (which a small image's is), and torch.onnx cannot translate a
+# remainder by a symbolic size. Divisions by the window size (an int) and by a window count are exact.
+
+
+def window_slots(hp: int, wp: int, window_size: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The (row, column) in an hp x wp map (whole windows) of each window position: windows in row-major
+    order, each window's tokens row-major. Returns two (hp * wp,) int64."""
+    ws = window_size
+    windows_per_row = wp // ws
+    slot = torch.arange(hp * wp, device=device)
+    window, within = slot // (ws * ws), slot % (ws * ws)
+    window_row = window // windows_per_row
+    window_col = window - window_row * windows_per_row
+    return window_row * ws + within // ws, window_col * ws + within % ws
+
+
 def window_order(h: int, w: int, window_size: int, shift_size: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Where the tokens of an h x w map go in its windows: the map zero-padded at the bottom/right to whole
     windows, cyclically shifted by -shift_size on both axes (pad first, then shift), cut into windows in
-    row-major order, each window's tokens row-major.
+    row-major order, each window's tokens row-major. 0 <= shift_size < window_size.
 
     Returns:
         gather: (nW * ws * ws,) int64, the token (row-major index; h * w for padding) at each window position;
         scatter: (h * w,) int64, each token's window position.
     """
     ws = window_size
-    hp, wp = h + (-h) % ws, w + (-w) % ws
-    ys = (torch.arange(hp, device=device) + shift_size) % hp  # torch.roll by -shift: position i holds i + shift
-    xs = (torch.arange(wp, device=device) + shift_size) % wp
-    source = torch.where((ys[:, None] < h) & (xs[None, :] < w), ys[:, None] * w + xs[None, :], h * w)
-    gather = source.view(hp // ws, ws, wp // ws, ws).transpose(1, 2).reshape(-1)
-    real = gather < h * w
-    scatter = torch.empty(h * w, dtype=torch.long, device=device)
-    scatter[gather[real]] = torch.arange(gather.numel(), device=device)[real]
+    hp, wp = round_up(h, ws), round_up(w, ws)
+    rows, cols = window_slots(hp, wp, ws, device)
+    # the shifted map's (i, j) holds the padded map's (i + shift, j + shift), modulo its sides (torch.roll)
+    ys, xs = rows + shift_size, cols + shift_size
+    ys, xs = torch.where(ys >= hp, ys - hp, ys), torch.where(xs >= wp, xs - wp, xs)
+    gather = torch.where((ys < h) & (xs < w), ys * w + xs, h * w)
+    # each token's (row, column) in the shifted map, then its window and its place in the window
+    token = torch.arange(h * w, device=device)
+    ys = token // w
+    xs = token - ys * w
+    ys, xs = ys - shift_size, xs - shift_size
+    ys, xs = torch.where(ys < 0, ys + hp, ys), torch.where(xs < 0, xs + wp, xs)
+    scatter = ((ys // ws) * (wp // ws) + xs // ws) * (ws * ws) + (ys % ws) * ws + xs % ws
     return gather, scatter
 
 
 def stage_windows(h: int, w: int, window_size: int, shifts: Sequence[int], device=None) -> Dict[int, StageWindows]:
     """The windows of an h x w map for each shift of `shifts`, built once per stage for all its blocks."""
-    hp, wp = h + (-h) % window_size, w + (-w) % window_size
+    hp, wp = round_up(h, window_size), round_up(w, window_size)
     return {
         shift: (*window_order(h, w, window_size, shift, device),
                 shifted_window_mask(hp, wp, window_size, shift, device) if shift else None)
@@ -265,13 +304,11 @@ def shifted_window_mask(hp: int, wp: int, window_size: int, shift_size: int, dev
     """(nW, ws*ws, ws*ws) float32, -100 between tokens that the cyclic shift brought from different regions
     of the padded hp x wp map, 0 elsewhere; windows in row-major order."""
 
-    def regions(n):  # rows [0, n - ws) -> 0, [n - ws, n - shift) -> 1, [n - shift, n) -> 2
-        i = torch.arange(n, device=device)
+    def regions(i, n):  # rows [0, n - ws) -> 0, [n - ws, n - shift) -> 1, [n - shift, n) -> 2
         return (i >= n - window_size).long() + (i >= n - shift_size).long()
 
-    label = regions(hp)[:, None] * 3 + regions(wp)[None, :]
-    ws = window_size
-    label = label.view(hp // ws, ws, wp // ws, ws).transpose(1, 2).reshape(-1, ws * ws)
+    rows, cols = window_slots(hp, wp, window_size, device)
+    label = (regions(rows, hp) * 3 + regions(cols, wp)).view(-1, window_size * window_size)
     differs = label[:, None, :] != label[:, :, None]
     return torch.zeros(differs.shape, device=device).masked_fill_(differs, -100.0)
 
@@ -281,7 +318,7 @@ def gather_2x2(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     (x0 y0, x0 y1, x1 y0, x1 y1; odd sizes zero-padded at the bottom/right), what patch merging projects."""
     h, w = size
     b, _, c = x.shape
-    x = F.pad(x.view(b, h, w, c), (0, 0, 0, w % 2, 0, h % 2))
+    x = F.pad(x.view(b, h, w, c), (0, 0, 0, round_up(w, 2) - w, 0, round_up(h, 2) - h))
     x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
     return x.view(b, -1, 4 * c)
 
@@ -364,7 +401,8 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor):
         """(B, 3, H, W) -> (B, h*w, C) and (h, w), h = ceil(H / patch)."""
         p = self.patch_size
-        x = self.proj(F.pad(x, (0, (-x.shape[-1]) % p, 0, (-x.shape[-2]) % p)))
+        height, width = x.shape[-2:]
+        x = self.proj(F.pad(x, (0, round_up(width, p) - width, 0, round_up(height, p) - height)))
         size = tuple(x.shape[-2:])
         return self.norm(x.flatten(2).transpose(1, 2)), size
 
