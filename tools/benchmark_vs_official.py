@@ -223,6 +223,14 @@ PLAIN_DETR_FLAGS = [
 ]
 
 METHODS = {
+    "detr": Method(
+        rows={"r50": Row("detr_r50_500ep.py", [])},  # HuggingFace's DETR is not wired here
+        official=official_detr_family,
+    ),
+    "sam_detr": Method(
+        rows={"r50": Row("sam_detr_r50_12ep.py", [])},  # the official defaults: SAM-DETR-R50, 300 queries; no HF model
+        official=official_detr_family,
+    ),
     "deformable_detr": Method(
         rows={
             "single_scale": Row("deformable_detr_r50_single_scale_50ep.py", ["--num_feature_levels", "1"],

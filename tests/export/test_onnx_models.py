@@ -116,8 +116,7 @@ def test_batch_invariant_model_is_refused():
 # one published model per method family (random weights: no download), at the test loader's kind of sizes
 PUBLISHED_CONFIGS = [
     "detr_r50_500ep", "conditional_detr_r50_50ep", "sam_detr_r50_12ep", "deformable_detr_r50_two_stage_50ep",
-    "ms_detr_pp_r50_12ep",
-    "plain_detr_swinv2_small_sup_pt_boxrpe",
+    "ms_detr_pp_r50_12ep", "plain_detr_swinv2_small_sup_pt_boxrpe", "dino_r50_4scale_12ep",
 ]
 PUBLISHED_CASES = [[(320, 427)], [(288, 512)], [(320, 401), (256, 341)]]
 
