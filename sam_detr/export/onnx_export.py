@@ -47,7 +47,10 @@ def _export_program(module, args, dynamic_shapes):
         except Exception:
             raise e from None
         dims = [d for shapes in refined.values() for d in shapes.values()]
-        if refined == dynamic_shapes or not all(isinstance(d, torch.export.Dim) for d in dims):
+        # only narrower ranges: a derived dimension (e.g. width = 32 * k) would give a graph of some sizes only
+        derived = torch.export.dynamic_shapes._DerivedDim
+        if refined == dynamic_shapes or not all(isinstance(d, torch.export.Dim) and not isinstance(d, derived)
+                                                for d in dims):
             raise
     return torch.export.export(module, args, dynamic_shapes=refined, strict=False), refined
 

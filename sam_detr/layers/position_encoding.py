@@ -17,6 +17,20 @@ def _interleave_sin_cos(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((x[..., 0::2].sin(), x[..., 1::2].cos()), dim=-1).flatten(-2)
 
 
+def _count_valid(not_mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """not_mask.cumsum(dim) in float32, for a (B, H, W) bool mask and dim 1 or 2. While exporting, as a
+    product with a triangular matrix of ones (the same values: integer sums below 2**24 are exact in
+    float32): torch's tracing rule for cumsum broadcasts to (B, H, W, W), whose strides the tracer cannot
+    order for a map side twice a symbolic size (SwinV2's upsampled map), and it would fix the image size."""
+    if not torch.compiler.is_exporting():
+        return not_mask.cumsum(dim, dtype=torch.float32)
+    n = not_mask.shape[dim]
+    i = torch.arange(n, device=not_mask.device)
+    upper = (i[:, None] <= i[None, :]).float()  # (n, n): [k, j] = 1 where k <= j
+    values = not_mask.float()
+    return values @ upper if dim == 2 else upper.t() @ values
+
+
 class PositionEmbeddingSine(nn.Module):
     """The DETR sine encoding of a feature map, computed from its padding mask.
 
@@ -65,8 +79,7 @@ class PositionEmbeddingSine(nn.Module):
             (B, 2 * num_pos_feats, H, W) float32.
         """
         not_mask = ~mask
-        y_embed = not_mask.cumsum(1, dtype=torch.float32)
-        x_embed = not_mask.cumsum(2, dtype=torch.float32)
+        y_embed, x_embed = _count_valid(not_mask, 1), _count_valid(not_mask, 2)
         if self.normalize and self.shifted_denominator:
             y_embed = y_embed + self.offset
             x_embed = x_embed + self.offset

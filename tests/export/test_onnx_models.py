@@ -52,6 +52,16 @@ def plain_detr_reparam(model):  # boxes in pixels, as configs/plain_detr_swinv2_
     )
 
 
+def plain_detr_swinv2(model):  # the published rows' backbone (windows, shifts, global blocks), tiny
+    from detectron2.config import LazyCall as L
+    from swin_v2_tiny import TINY_SWINV2
+
+    from sam_detr.modeling import build_swinv2_backbone
+
+    model.backbone = L(build_swinv2_backbone)(**TINY_SWINV2, drop_path_rate=0.0, out_stride=16)
+    model.in_features = ["p4"]
+
+
 # the row families the quickstart configs leave out, as the published rows change their base: (base, change)
 ROW_VARIANTS = {
     "deformable_detr_single_scale": ("deformable_detr", deformable_single_scale),
@@ -59,6 +69,7 @@ ROW_VARIANTS = {
     "deformable_detr_refine": ("deformable_detr", deformable_refine),
     "plain_detr_ape": ("plain_detr", plain_detr_ape),
     "plain_detr_reparam": ("plain_detr", plain_detr_reparam),
+    "plain_detr_swinv2": ("plain_detr", plain_detr_swinv2),
 }
 EXPORT_SIZE = (2, 160, 208)  # the example the graphs are traced with
 # (short edge, longest edge) per image of each case: sizes other than the export example's
