@@ -73,3 +73,28 @@ def test_roi_align_as_onnx_roialign(aligned, sampling_ratio, tmp_path):
     rois[:, 0] = torch.arange(9) % 3
     (got,) = session.run(None, {"x": x.numpy(), "rois": rois.numpy()})
     np.testing.assert_allclose(got, Align(aligned, sampling_ratio)(x, rois).numpy(), rtol=0, atol=1e-6)
+
+
+class LevelMask(torch.nn.Module):
+    """The image mask resized to a feature level's size (the size of `level`)."""
+
+    def forward(self, mask, level):
+        from sam_detr.modeling.transformer.levels import resize_mask
+
+        return resize_mask(mask, level.shape[-2:])
+
+
+def test_level_masks_pick_torchs_pixels(tmp_path):
+    """ONNX Resize picks other pixels than torch's nearest resizing for some sizes (e.g. 60 -> 4 rows)."""
+    Dim = torch.export.Dim
+    dims = {"mask": {1: Dim("H", min=2, max=4096), 2: Dim("W", min=2, max=4096)},
+            "level": {2: Dim("h", min=1, max=4096), 3: Dim("w", min=1, max=4096)}}
+    session = export_and_load(LevelMask(), (torch.zeros(1, 50, 60, dtype=torch.bool), torch.zeros(1, 1, 7, 9)),
+                              dims, tmp_path / "mask.onnx")
+    g = torch.Generator().manual_seed(0)
+    for H, W, stride in [(60, 70, 16), (78, 90, 8), (90, 102, 4), (84, 104, 32), (226, 341, 8), (800, 1199, 64)]:
+        mask = torch.rand(1, H, W, generator=g) > 0.5
+        h, w = -(-H // stride), -(-W // stride)
+        expected = F.interpolate(mask[None].float(), size=(h, w)).to(torch.bool)[0]
+        got = session.run(None, {"mask": mask.numpy(), "level": np.zeros((1, 1, h, w), np.float32)})[0]
+        assert np.array_equal(got, expected.numpy()), (H, W, stride)

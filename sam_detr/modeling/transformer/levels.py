@@ -78,8 +78,22 @@ def padding_mask(image_sizes: torch.Tensor, size: Sequence[int]) -> torch.Tensor
     return (rows >= image_sizes[:, 0, None, None]) | (cols >= image_sizes[:, 1, None, None])
 
 
+def nearest_indices(n_in: int, n_out: int, device=None) -> torch.Tensor:
+    """(n_out,) int64: the source index of each output index of torch's nearest resizing (F.interpolate's
+    "nearest" to a size): floor(i * (n_in / n_out)) in float32, at most n_in - 1."""
+    sizes = torch.tensor([n_in, n_out], dtype=torch.float32, device=device)  # symbolic sizes while exporting
+    i = torch.arange(n_out, dtype=torch.float32, device=device)
+    return (i * (sizes[0] / sizes[1])).floor().long().clamp(max=n_in - 1)
+
+
 def resize_mask(mask: torch.Tensor, size) -> torch.Tensor:
-    """(B, H, W) image mask -> (B, h, w) mask of a feature level, by nearest sampling as the official code."""
+    """(B, H, W) image mask -> (B, h, w) mask of a feature level, by nearest sampling as the official code.
+    While exporting, as gathers of `nearest_indices`: ONNX Resize computes its scale as out / in and picks
+    another pixel than torch for some sizes (a padded image's level masks then differ)."""
+    if torch.compiler.is_exporting():
+        H, W = mask.shape[-2:]
+        rows, cols = nearest_indices(H, size[0], mask.device), nearest_indices(W, size[1], mask.device)
+        return mask.index_select(1, rows).index_select(2, cols)
     return F.interpolate(mask[None].float(), size=size).to(torch.bool)[0]
 
 
