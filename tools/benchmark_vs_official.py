@@ -18,8 +18,9 @@ own PyTorch path, as the official code does without its extension. HuggingFace's
 weights (no download) and is skipped when transformers is not installed (or with `--no-hf`).
 
 All models predict the official 91 COCO logits. The training step is forward, the official losses (the
-auxiliary layers' and two-stage's included; Plain-DETR's engine's one-to-one plus one-to-many), backward, gradient clipping at 0.1 and an AdamW step; inference
-is a forward pass without gradients in eval mode. Each (implementation, row, size, task) runs in a fresh
+auxiliary layers' and two-stage's included; Plain-DETR's engine's one-to-one plus one-to-many; DINO's
+denoising groups', its training forward taking the targets), backward, gradient clipping at 0.1 and an
+AdamW step; inference is a forward pass without gradients in eval mode. Each (implementation, row, size, task) runs in a fresh
 process: after building the model and its input, `--warmup` untimed and `--iters` timed steps; peak
 memory is how far the process's peak resident memory (Linux VmHWM) rose above its resident memory before the
 warm-up (activations, gradients, optimizer state; not the weights).
