@@ -20,10 +20,10 @@ weights (no download) and is skipped when transformers is not installed (or with
 All models predict the official 91 COCO logits. The training step is forward, the official losses (the
 auxiliary layers' and two-stage's included; Plain-DETR's engine's one-to-one plus one-to-many; DINO's
 denoising groups', its training forward taking the targets), backward, gradient clipping at 0.1 and an
-AdamW step; inference is a forward pass without gradients in eval mode. Each (implementation, row, size, task) runs in a fresh
-process: after building the model and its input, `--warmup` untimed and `--iters` timed steps; peak
-memory is how far the process's peak resident memory (Linux VmHWM) rose above its resident memory before the
-warm-up (activations, gradients, optimizer state; not the weights).
+AdamW step; inference is a forward pass without gradients in eval mode. Each (implementation, row, size,
+task) runs in a fresh process: after building the model and its input, `--warmup` untimed and `--iters`
+timed steps; peak memory is how far the process's peak resident memory (Linux VmHWM) rose above its resident
+memory before the warm-up (activations, gradients, optimizer state; not the weights).
 
 To add a method: a `Method` entry with its rows, a function building the official model and criterion from
 the repository and flags (`official_detr_family` serves the DETR-family repositories), and, if
@@ -221,6 +221,8 @@ class _DINOOfficialModel(torch.nn.Module):
 
 
 class _DINOOfficialLosses:
+    """DINO's SetCriterion, whose denoising terms place their indices with `.cuda()`."""
+
     def __init__(self, criterion):
         self.criterion, self.weight_dict = criterion, criterion.weight_dict
 
@@ -231,7 +233,8 @@ class _DINOOfficialLosses:
 
 def official_dino(repository: str, flags: Sequence[str]):
     """IDEA-Research/DINO's model and SetCriterion (its denoising losses included), built by its registered
-    builder from a config file (`flags`: [the file, relative to the repository]), on the CPU, without the pretrained backbone."""
+    builder from a config file (`flags`: [the file, relative to the repository]), on the CPU, without the
+    pretrained backbone."""
     with _official_imports(repository):
         misc = importlib.import_module("util.misc")
         misc.is_main_process = lambda: False  # the backbone downloads ImageNet weights on the main process

@@ -39,7 +39,9 @@ def test_dino_ours_train_step_is_measured(tool):
     assert figures["seconds"] > 0 and figures["cpu_seconds"] > 0 and figures["peak_mib"] > 0, figures
 
 
-@pytest.mark.skipif(not (OFFICIAL_DINO / "models" / "dino").is_dir(), reason=f"no IDEA-Research/DINO clone at {OFFICIAL_DINO}")
+@pytest.mark.skipif(
+    not (OFFICIAL_DINO / "models" / "dino").is_dir(), reason=f"no IDEA-Research/DINO clone at {OFFICIAL_DINO}"
+)
 def test_dino_official_losses_include_denoising_and_it_predicts_91_classes(tool):
     method = tool.METHODS["dino"]
     model, criterion, nested = method.official(str(OFFICIAL_DINO), method.rows["4scale"].official_args)
