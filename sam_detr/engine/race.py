@@ -213,11 +213,27 @@ def _run_method(
                 proc.terminate()
                 proc.wait()
             run.wall_seconds += time.monotonic() - start
+            with open(_wall_seconds_file(run.output_dir), "w") as f:
+                json.dump({"wall_seconds": run.wall_seconds}, f)
     if proc.returncode != 0:
         with open(console) as f:
             tail = "".join(f.readlines()[-30:])
         raise RuntimeError(f"{run.name}: training failed (exit status {proc.returncode}); end of {console}:\n{tail}")
     progress.update(run.name, run, start_iter, time.monotonic() - start, force=True)
+
+
+def _wall_seconds_file(run_dir: str) -> str:
+    return os.path.join(run_dir, "race_wall_seconds.json")
+
+
+def _previous_wall_seconds(output: str, name: str, previous: dict) -> float:
+    """The wall time of the method's earlier sessions: kept in its run folder (so that races run by other
+    processes into the same output add up), else in an older race's race.json."""
+    path = _wall_seconds_file(os.path.join(output, name))
+    if os.path.isfile(path):
+        with open(path) as f:
+            return float(json.load(f)["wall_seconds"])
+    return float(previous.get(name, {}).get("wall_seconds", 0.0))
 
 
 def run_race(
@@ -237,7 +253,7 @@ def run_race(
         with open(os.path.join(output, "race.json")) as f:
             previous = json.load(f)["methods"]
     runs = [
-        MethodRun(name, path, os.path.join(output, name), wall_seconds=previous.get(name, {}).get("wall_seconds", 0.0))
+        MethodRun(name, path, os.path.join(output, name), wall_seconds=_previous_wall_seconds(output, name, previous))
         for name, path in configs.items()
     ]
     progress = _Progress(list(configs), settings["max_iter"], progress_period)

@@ -4,15 +4,17 @@
 ignored by convention), plus the handles of the ops fvcore does not know: the compiled multi-scale
 deformable attention (registered by `sam_detr.layers.ms_deform_attn`), `aten::baddbmm`, which
 `nn.MultiheadAttention` uses for its attention logits whenever it is given a mask, and
-`aten::scaled_dot_product_attention`, which it uses when no attention weights are asked for.
+`aten::scaled_dot_product_attention`, which it uses when no attention weights are asked for, and
+`aten::mkldnn_convolution`, which the fast ResNet (`FrozenBNConv2d`) calls directly on the CPU.
 """
 import math
+from collections import Counter
 from typing import Any, List
 
 import fvcore.nn
 from detectron2.export import TracingAdapter
 from detectron2.utils.analysis import FlopCountAnalysis as _D2FlopCountAnalysis
-from fvcore.nn.jit_handles import bmm_flop_jit, generic_activation_jit, get_shape
+from fvcore.nn.jit_handles import bmm_flop_jit, conv_flop_count, generic_activation_jit, get_shape
 
 from ..layers.ms_deform_attn import FLOP_HANDLES as MS_DEFORM_ATTN_FLOP_HANDLES
 
@@ -31,8 +33,16 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return batch * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
+def mkldnn_conv_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
+    """oneDNN's convolution of x (N, C, H, W) by w (O, C / groups, kh, kw), never transposed: counted as
+    fvcore counts `aten::_convolution`, in the same "conv" row."""
+    x, w = (get_shape(v) for v in inputs[:2])
+    return Counter({"conv": conv_flop_count(x, w, get_shape(outputs[0]), transposed=False)})
+
+
 FLOP_HANDLES = {
     "aten::baddbmm": baddbmm_flop_jit,
+    "aten::mkldnn_convolution": mkldnn_conv_flop_jit,
     "aten::scaled_dot_product_attention": sdpa_flop_jit,
     **MS_DEFORM_ATTN_FLOP_HANDLES,
 }

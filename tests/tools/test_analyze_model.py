@@ -102,3 +102,19 @@ def test_fused_attention_is_counted():
     # q @ k^T and weights @ v: B * H * Q * Q * (C / H) each
     assert flops.by_operator()["scaled_dot_product_attention"] == 2 * B * Q * Q * C
     assert "aten::scaled_dot_product_attention" not in flops.unsupported_ops()
+
+
+def test_fast_resnet_convolutions_are_counted():
+    from sam_detr.modeling.backbone.resnet import build_resnet_backbone
+
+    image = torch.randn(1, 3, 67, 93)
+    counts = {}
+    for fast in (True, False):
+        backbone = build_resnet_backbone(18, out_features=["res4"], fast=fast).eval()
+        flops = FlopCountAnalysis(backbone, (image,))
+        counts[fast] = flops.by_operator()["conv"]
+        # the fast path calls oneDNN's convolution directly (BN folded in): the same multiply-adds as d2's
+        assert not any("convolution" in op for op in flops.unsupported_ops()), flops.unsupported_ops()
+    # (the plain path's frozen BN adds its own count, one per element, as fvcore counts batch_norm in eval;
+    # the fast path folds it into the convolution)
+    assert counts[True] == counts[False] > 0
