@@ -18,11 +18,12 @@ own PyTorch path, as the official code does without its extension. HuggingFace's
 weights (no download) and is skipped when transformers is not installed (or with `--no-hf`).
 
 All models predict the official 91 COCO logits. The training step is forward, the official losses (the
-auxiliary layers' and two-stage's included; Plain-DETR's engine's one-to-one plus one-to-many), backward, gradient clipping at 0.1 and an AdamW step; inference
-is a forward pass without gradients in eval mode. Each (implementation, row, size, task) runs in a fresh
-process: after building the model and its input, `--warmup` untimed and `--iters` timed steps; peak
-memory is how far the process's peak resident memory (Linux VmHWM) rose above its resident memory before the
-warm-up (activations, gradients, optimizer state; not the weights).
+auxiliary layers' and two-stage's included; Plain-DETR's engine's one-to-one plus one-to-many; DINO's
+denoising groups', its training forward taking the targets), backward, gradient clipping at 0.1 and an
+AdamW step; inference is a forward pass without gradients in eval mode. Each (implementation, row, size,
+task) runs in a fresh process: after building the model and its input, `--warmup` untimed and `--iters`
+timed steps; peak memory is how far the process's peak resident memory (Linux VmHWM) rose above its resident
+memory before the warm-up (activations, gradients, optimizer state; not the weights).
 
 To add a method: a `Method` entry with its rows, a function building the official model and criterion from
 the repository and flags (`official_detr_family` serves the DETR-family repositories), and, if
@@ -67,7 +68,8 @@ class Method:
     official: Callable[[str, Sequence[str]], tuple]  # (repository, flags) -> (model, criterion, nested_tensor_fn)
     hf: Optional[Callable[..., torch.nn.Module]] = None  # builds the HuggingFace model from a row's `hf`
     hf_label_key: str = "class_labels"
-    notes: List[str] = field(default_factory=list)
+    official_forward_takes_targets: bool = False  # the official training forward is model(samples, targets)
+    notes: List[str] = field(default_factory=list)  # printed above the tables
 
 
 # ------------------------------------------------------------------------------- the official code
@@ -109,6 +111,17 @@ class _OfficialPyTorchPath:
         return cls.core(value, spatial_shapes, sampling_locations, attention_weights)
 
 
+def _use_official_pytorch_path(package: str) -> None:
+    """The repository's MSDeformAttn (under `package`, e.g. "models.ops") through its own PyTorch path; nothing
+    where the repository has no deformable attention."""
+    try:
+        functions = importlib.import_module(f"{package}.functions.ms_deform_attn_func")
+    except ImportError:
+        return
+    _OfficialPyTorchPath.core = staticmethod(functions.ms_deform_attn_core_pytorch)
+    importlib.import_module(f"{package}.modules.ms_deform_attn").MSDeformAttnFunction = _OfficialPyTorchPath
+
+
 def official_detr_family(repository: str, flags: Sequence[str]):
     """(model, criterion, nested_tensor_from_tensor_list) of a DETR-family repository, built by its own
     `build_model` from its main.py's flags, on the CPU, without downloading pretrained weights."""
@@ -118,13 +131,7 @@ def official_detr_family(repository: str, flags: Sequence[str]):
         importlib.import_module("models.backbone").is_main_process = lambda: False
         main = importlib.import_module("main")
         args = main.get_args_parser().parse_args(list(flags) + ["--device", "cpu"])
-        try:
-            functions = importlib.import_module("models.ops.functions.ms_deform_attn_func")
-        except ImportError:
-            functions = None  # no deformable attention in this repository
-        if functions is not None:
-            _OfficialPyTorchPath.core = staticmethod(functions.ms_deform_attn_core_pytorch)
-            importlib.import_module("models.ops.modules.ms_deform_attn").MSDeformAttnFunction = _OfficialPyTorchPath
+        _use_official_pytorch_path("models.ops")
         if hasattr(args, "pretrained_backbone_path"):
             args.pretrained_backbone_path = None  # Plain-DETR's SwinV2 loads it otherwise
         model, criterion, _ = importlib.import_module("models").build_model(args)
@@ -167,6 +174,78 @@ def official_plain_detr(repository: str, flags: Sequence[str]):
         args = main.get_args_parser().parse_args(list(flags) + ["--device", "cpu"])
         engine = importlib.import_module("engine")
     return _PlainDETROfficialModel(model), _PlainDETROfficialLosses(criterion, engine.train_hybrid, args), nested
+
+
+def _dino_config(path: str) -> Dict:
+    """An IDEA-Research/DINO config file's settings, its `_base_` files' first (what its SLConfig merges;
+    read here without SLConfig, which needs addict and yapf)."""
+    import runpy
+
+    settings = runpy.run_path(path)
+    merged = {}
+    for base in settings.get("_base_", []):
+        merged.update(_dino_config(os.path.join(os.path.dirname(path), base)))
+    merged.update({k: v for k, v in settings.items() if not k.startswith("_") and not isinstance(v, types.ModuleType)})
+    return merged
+
+
+@contextmanager
+def _cuda_calls_on_cpu():
+    """DINO's denoising queries and criterion create tensors with `.cuda()` / `.to("cuda")`; on the CPU those
+    calls leave them where they are."""
+    cuda, to = torch.Tensor.cuda, torch.Tensor.to
+
+    def cpu(where):
+        is_cuda = isinstance(where, (str, torch.device)) and torch.device(where).type == "cuda"
+        return "cpu" if is_cuda else where
+
+    torch.Tensor.cuda = lambda t, *args, **kwargs: t
+    torch.Tensor.to = lambda t, *args, **kwargs: to(t, *map(cpu, args), **{k: cpu(v) for k, v in kwargs.items()})
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, torch.Tensor.to = cuda, to
+
+
+class _DINOOfficialModel(torch.nn.Module):
+    """The official DINO as its engine runs it: the targets go into the training forward (its denoising
+    queries)."""
+
+    def __init__(self, dino):
+        super().__init__()
+        self.dino = dino
+
+    def forward(self, samples, targets=None):
+        with _cuda_calls_on_cpu():
+            return self.dino(samples, targets)
+
+
+class _DINOOfficialLosses:
+    """DINO's SetCriterion, whose denoising terms place their indices with `.cuda()`."""
+
+    def __init__(self, criterion):
+        self.criterion, self.weight_dict = criterion, criterion.weight_dict
+
+    def __call__(self, outputs, targets):
+        with _cuda_calls_on_cpu():
+            return self.criterion(outputs, targets)
+
+
+def official_dino(repository: str, flags: Sequence[str]):
+    """IDEA-Research/DINO's model and SetCriterion (its denoising losses included), built by its registered
+    builder from a config file (`flags`: [the file, relative to the repository]), on the CPU, without the
+    pretrained backbone."""
+    with _official_imports(repository):
+        misc = importlib.import_module("util.misc")
+        misc.is_main_process = lambda: False  # the backbone downloads ImageNet weights on the main process
+        importlib.import_module("models.dino.backbone").is_main_process = lambda: False
+        (config,) = flags
+        settings = _dino_config(os.path.join(repository, config))
+        args = argparse.Namespace(**settings, dataset_file="coco", device="cpu")
+        _use_official_pytorch_path("models.dino.ops")
+        build = importlib.import_module("models.registry").MODULE_BUILD_FUNCS.get(args.modelname)
+        model, criterion, _ = build(args)
+        return _DINOOfficialModel(model), _DINOOfficialLosses(criterion), misc.nested_tensor_from_tensor_list
 
 
 # ------------------------------------------------------------------------------------- HuggingFace
@@ -275,6 +354,16 @@ METHODS = {
         },
         official=official_plain_detr,
     ),
+    "dino": Method(
+        rows={  # the official configs (IDEA-Research/DINO config/DINO)
+            "4scale": Row("dino_r50_4scale_12ep.py", ["config/DINO/DINO_4scale.py"]),
+            "5scale": Row("dino_r50_5scale_12ep.py", ["config/DINO/DINO_5scale.py"]),
+        },
+        official=official_dino,
+        official_forward_takes_targets=True,
+        notes=["HF: transformers (5.23.0) has no DINO detector: its dinov2 / dinov3 are self-supervised ViT "
+               "backbones, grounding_dino and mm_grounding_dino open-vocabulary detectors with a text encoder"],
+    ),
 }
 
 
@@ -370,7 +459,8 @@ def steps_official(method: Method, repository: str, row: Row, height: int, width
     weights = criterion.weight_dict
 
     def loss():
-        losses = criterion(model(samples), targets)
+        outputs = model(samples, targets) if method.official_forward_takes_targets else model(samples)
+        losses = criterion(outputs, targets)
         return sum(losses[k] * weights[k] for k in losses if k in weights)
 
     return _train_step(model, loss)
@@ -485,6 +575,8 @@ def main(argv=None) -> None:
 
     print(f"{args.method} on the CPU, {args.threads} threads, batch 1, {args.warmup} warm-up + {args.iters} timed "
           f"step(s) in a fresh process each; {args.clock} seconds per step, peak memory: rise of the peak RSS (MiB)")
+    for note in method.notes:
+        print(note)
     for size in args.sizes:
         table = []
         for row in rows:

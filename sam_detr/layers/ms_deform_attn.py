@@ -162,6 +162,35 @@ class MSDeformAttnOp(nn.Module):
         return ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 
 
+def _may_pad(mask: torch.Tensor) -> bool:
+    """False for a CPU padding mask that masks nothing (an unpadded batch), where zeroing the values would
+    copy them twice (forward and backward) for nothing; True elsewhere: on an accelerator the test would
+    wait for the device, and a traced or exported graph keeps the zeroing for any input."""
+    if mask.device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return True
+    return bool(mask.any())
+
+
+def _per_point(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """x (L, 2) or (N, Lq, L, 2), per level, broadcast over the offsets (N, Lq, M, L, P, 2).
+
+    Where x takes no gradient it is spread over the points into a contiguous (..., 1, L, P, 2): the
+    elementwise ops with the offsets then run along contiguous L * P * 2 values (a broadcast in the last,
+    2-wide dimension runs element by element, several times slower); the values are the same. A
+    gradient-taking x keeps the plain broadcast, whose backward sums over heads and points in one reduction.
+    """
+    *_, M, L, P, _ = offsets.shape
+    lead = x.shape[:-2]
+    if x.requires_grad and torch.is_grad_enabled():
+        return x.reshape(*lead, 1, L, 1, 2)
+    return x.reshape(*lead, 1, L, 1, 2).expand(*lead, 1, L, P, 2).contiguous()
+
+
+def _points_plus(points: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """points (N, Lq, L, 2) + shifts (N, Lq, M, L, P, 2), broadcast over heads and points (see `_per_point`)."""
+    return _per_point(points, shifts) + shifts
+
+
 class MSDeformAttn(nn.Module):
     """The Deformable DETR attention module, with the official parameter names and initialisation.
 
@@ -226,7 +255,7 @@ class MSDeformAttn(nn.Module):
         N, Lq, _ = query.shape
         _, S, _ = input_flatten.shape
         value = self.value_proj(input_flatten)
-        if input_padding_mask is not None:
+        if input_padding_mask is not None and _may_pad(input_padding_mask):
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
         value = value.view(N, S, self.n_heads, self.d_model // self.n_heads)
         offsets = self.sampling_offsets(query).view(N, Lq, self.n_heads, self.n_levels, self.n_points, 2)
@@ -239,14 +268,10 @@ class MSDeformAttn(nn.Module):
         weights = F.softmax(weights, -1).view(N, Lq, self.n_heads, self.n_levels, self.n_points)
         if reference_points.shape[-1] == 2:
             normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
-            locations = (
-                reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-            )
+            locations = _points_plus(reference_points, offsets / _per_point(normalizer.to(offsets.dtype), offsets))
         elif reference_points.shape[-1] == 4:
-            locations = (
-                reference_points[:, :, None, :, None, :2]
-                + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5
-            )
+            scale = _per_point(reference_points[..., 2:], offsets)
+            locations = _points_plus(reference_points[..., :2], offsets / self.n_points * scale * 0.5)
         else:
             raise ValueError(
                 f"reference_points must end in 2 (points) or 4 (boxes), got shape {tuple(reference_points.shape)}"
