@@ -2,7 +2,11 @@
 ONNX and run by ONNX Runtime gives the PyTorch model's detections on real COCO images, at two image sizes other than the export example's and in a padded batch of two: the same
 detections (matched one to one by class), scores within 1e-4, boxes within 1e-2 px. Random weights (seed 0):
 the graph, not the training, is under test."""
+import contextlib
+import warnings
 from pathlib import Path
+from typing import List, Optional, Tuple
+from unittest import mock
 
 import pytest
 import torch
@@ -16,7 +20,9 @@ from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.data import transforms as T  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 
-from sam_detr.export import OnnxDetector, check_exportable, compare_detections, export_onnx  # noqa: E402
+from sam_detr.export import (  # noqa: E402
+    DetectionDifferences, OnnxDetector, check_exportable, compare_detections, export_onnx,
+)
 from sam_detr.export.verify import BOX_TOLERANCE, SCORE_TOLERANCE  # noqa: E402
 
 QUICKSTART_CONFIGS = sorted(p.stem for p in (REPO_ROOT / "configs" / "quickstart").glob("*.py"))
@@ -130,10 +136,57 @@ PUBLISHED_CONFIGS = [
     "ms_detr_pp_r50_12ep", "plain_detr_swinv2_small_sup_pt_boxrpe", "dino_r50_4scale_12ep",
 ]
 PUBLISHED_CASES = [[(320, 427)], [(288, 512)], [(320, 401), (256, 341)]]
-# open defect: in the padded batch, the padded image's detections differ (Plain-DETR: scores by up to 1e-4 and
-# 13 of 100 detections; DINO: 2 of 300), while Plain-DETR's PyTorch model in float32 and float64 agrees to
-# 4e-8 there; the single images match
-PADDED_BATCH_DIFFERS = {"plain_detr_swinv2_small_sup_pt_boxrpe", "dino_r50_4scale_12ep"}
+# neighbours in the two-stage selection whose scores differ by less than this are ordered by rounding: the
+# graph's selection scores differ from PyTorch's by up to 4e-6 at these sizes (DINO R50, Plain-DETR SwinV2-S)
+NEAR_TIE = 1e-5
+MAX_SWAPS_TRIED = 6
+
+
+def equal_detections(differences: DetectionDifferences) -> bool:
+    return (differences.detections > 0 and differences.unmatched == 0 and differences.max_score <= SCORE_TOLERANCE
+            and differences.max_box <= BOX_TOLERANCE)
+
+
+@contextlib.contextmanager
+def two_stage_selection(selected: Optional[List[torch.Tensor]] = None, swap: Optional[Tuple[int, int]] = None):
+    """The two-stage query selection (`select_top`) recording each call's selected scores (B, Q) in `selected`,
+    or with ranks r and r + 1 of image b swapped (`swap` (b, r))."""
+    from sam_detr.modeling.transformer import proposals
+
+    original = proposals.select_top
+
+    def select_top(scores, k):
+        index = original(scores, k)
+        if selected is not None:
+            selected.append(scores.gather(1, index))
+        if swap is not None:
+            b, r = swap
+            index = index.clone()
+            index[b, [r, r + 1]] = index[b, [r + 1, r]]
+        return index
+
+    with mock.patch.object(proposals, "select_top", select_top):
+        yield
+
+
+def near_tie_swap(model, inputs, onnx_outputs):
+    """Whether ONNX Runtime's detections are the PyTorch model's with two neighbouring selected proposals of
+    near-equal scores (within NEAR_TIE, not equal: exact ties are ordered by position on both sides) in the
+    other order, which rounding decides. Returns (image, rank, score gap, differences) of the swap that
+    explains them, or None."""
+    selected: List[torch.Tensor] = []
+    with torch.no_grad(), two_stage_selection(selected):
+        model(inputs)
+    if len(selected) != 1:  # no two-stage selection
+        return None
+    gaps = selected[0][:, :-1] - selected[0][:, 1:]
+    candidates = ((gaps > 0) & (gaps <= NEAR_TIE)).nonzero().tolist()
+    for b, r in sorted(candidates, key=lambda c: float(gaps[c[0], c[1]]))[:MAX_SWAPS_TRIED]:
+        with torch.no_grad(), two_stage_selection(swap=(b, r)):
+            differences = compare_detections(model(inputs), onnx_outputs)
+        if equal_detections(differences):
+            return b, r, float(gaps[b, r]), differences
+    return None
 
 
 # about 1.5 CPU minutes each: not in the default run (CI's), which exports every method's tiny model
@@ -142,6 +195,10 @@ PADDED_BATCH_DIFFERS = {"plain_detr_swinv2_small_sup_pt_boxrpe", "dino_r50_4scal
 @pytest.mark.coco_mini
 @pytest.mark.parametrize("config", PUBLISHED_CONFIGS)
 def test_published_model_exports(config, coco_mini_dir, tmp_path):
+    """Equal detections, or, where two selected proposals' scores are nearly tied, equal to the PyTorch
+    model's with the two in the other order (said in a warning, with the gap): random weights pack the
+    selected scores densely (DINO's 900 of 2,597 within 0.66, neighbours 7e-4 apart on average), so such a
+    pair is to be expected now and then."""
     torch.manual_seed(0)
     model = instantiate(LazyConfig.load(str(REPO_ROOT / "configs" / f"{config}.py")).model).eval()
     detector = OnnxDetector(export_onnx(model, str(tmp_path / f"{config}.onnx"), example_size=(2, 352, 384)))
@@ -149,12 +206,16 @@ def test_published_model_exports(config, coco_mini_dir, tmp_path):
         inputs = [{"image": coco_image(coco_mini_dir, i + 2, size)} for i, size in enumerate(sizes)]
         with torch.no_grad():
             reference = model(inputs)
-        differences = compare_detections(reference, detector(inputs))
-        equal = differences.detections > 0 and differences.unmatched == 0
-        equal = equal and differences.max_score <= SCORE_TOLERANCE and differences.max_box <= BOX_TOLERANCE
-        if not equal and len(sizes) > 1 and config in PADDED_BATCH_DIFFERS:
-            pytest.xfail(f"the padded image of a batch: {differences}")
-        assert equal, (sizes, differences)
+        outputs = detector(inputs)
+        differences = compare_detections(reference, outputs)
+        if equal_detections(differences):
+            continue
+        swap = near_tie_swap(model, inputs, outputs)
+        assert swap is not None, (sizes, differences)
+        b, r, gap, swapped = swap
+        warnings.warn(f"{config} {sizes}: image {b}'s selected proposals of ranks {r} and {r + 1} (scores "
+                      f"{gap:.1e} apart) are in the other order in the graph ({differences}); with them swapped "
+                      f"in PyTorch: {swapped}")
 
 
 def test_compare_detections_counts_a_swap_at_the_top_k_cutoff_apart():

@@ -98,3 +98,22 @@ def test_level_masks_pick_torchs_pixels(tmp_path):
         expected = F.interpolate(mask[None].float(), size=(h, w)).to(torch.bool)[0]
         got = session.run(None, {"mask": mask.numpy(), "level": np.zeros((1, 1, h, w), np.float32)})[0]
         assert np.array_equal(got, expected.numpy()), (H, W, stride)
+
+
+class SelectTop(torch.nn.Module):
+    def forward(self, scores):
+        from sam_detr.modeling.transformer.proposals import select_top
+
+        return select_top(scores, 50)
+
+
+def test_top_k_selection_orders_ties_as_pytorch(tmp_path):
+    """The two-stage selection exported as ONNX TopK orders exactly tied scores as PyTorch does (the lower
+    index first), at other lengths than the export example's."""
+    g = torch.Generator().manual_seed(0)
+    session = export_and_load(SelectTop(), (torch.zeros(2, 300),), ({1: torch.export.Dim("S", min=50, max=100000)},),
+                              tmp_path / "top.onnx")
+    for length in (51, 300, 2597, 20000):
+        scores = torch.randint(0, 4, (2, length), generator=g).float()  # ties across the cutoff and above it
+        (got,) = session.run(None, {"scores": scores.numpy()})
+        assert np.array_equal(got, SelectTop()(scores).numpy()), length

@@ -120,7 +120,8 @@ def test_dino_selects_by_the_best_class_without_position_queries():
     out = proposals(levels, class_head, box_head, 6, CODER, content=content)
     assert out.query_pos is None and torch.equal(out.tgt, content[None].expand(2, -1, -1))
     best = out.logits.max(-1).values
-    assert torch.equal(out.index, best.topk(6, dim=1).indices)
+    # image 1's padded tokens tie (zeroed memory): in token order
+    assert torch.equal(out.index, best.sort(dim=1, descending=True, stable=True).indices[:, :6])
     assert not torch.equal(out.index, out.logits[..., 0].topk(6, dim=1).indices)  # not by objectness
     selected = out.selected()
     assert torch.equal(selected["pred_logits"].max(-1).values, best.topk(6, dim=1).values)
@@ -130,6 +131,24 @@ def test_dino_selects_by_the_best_class_without_position_queries():
         proposals(levels, class_head, box_head, 6, CODER)
     with pytest.raises(ValueError, match="select_by must be 'objectness' or 'best_class'"):
         TwoStageProposals(16, select_by="max")
+
+
+def test_selection_orders_exact_ties_by_position():
+    """Tokens of one memory but different anchors (Plain-DETR's padding that its masks call valid) tie exactly:
+    they are selected in token order, as ONNX TopK orders them, so that an exported graph pairs the same
+    boxes with the same query slots."""
+    levels = two_levels()
+    levels = levels._replace(src=levels.src.clone())
+    levels.src[:, :30] = levels.src[0, 0]  # the first 30 tokens of both images: one memory
+    proposals, class_head, box_head = make_proposals()
+    with torch.no_grad():  # that memory scores best
+        class_head.weight[0] = proposals.enc_output_norm(proposals.enc_output(levels.src[0, 0]))
+        out = proposals(levels, class_head, box_head, 10, CODER)
+    scores = out.logits[..., 0]
+    for b in range(2):  # image 1's tied tokens: the 12 of its 3x4 window (the memory is zeroed outside it)
+        tied = (scores[b] == scores[b, 0]).nonzero().flatten()
+        assert len(tied) >= 10 and torch.equal(out.index[b], tied[:10])
+        assert len(torch.unique(out.reference[b], dim=0)) == 10  # ten different boxes
 
 
 def test_batch_invariant_selection_orders_exact_ties_by_position():

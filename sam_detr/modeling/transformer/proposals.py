@@ -14,7 +14,18 @@ from ...layers import boxes_sine_embed
 from ..box_coder import BoxCoder
 from .levels import FlattenedLevels
 
-__all__ = ["TwoStageProposals", "Proposals"]
+__all__ = ["TwoStageProposals", "Proposals", "select_top"]
+
+
+def select_top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, S) scores -> (B, k) int64: the indices of the k highest, best first, exactly equal scores in token
+    order (the lower index first). That is the order ONNX TopK defines, which an exported graph follows;
+    torch.topk leaves the order of ties open, and tied tokens can differ: Plain-DETR's tokens in the
+    padding that its nearest-resized masks call valid share one memory but not one anchor, and the order
+    decides which learned content query each gets."""
+    if torch.compiler.is_exporting():
+        return torch.topk(scores, k, dim=1)[1]  # ONNX TopK: ties by the lower index
+    return torch.sort(scores, dim=1, descending=True, stable=True)[1][:, :k]
 
 
 class Proposals(NamedTuple):
@@ -53,8 +64,8 @@ class TwoStageProposals(nn.Module):
     Each token's memory (zeroed at padding and outside the window) goes through `enc_output` + LayerNorm;
     the proposal heads (the model's extra class and box heads) score it and refine its anchor
     (`coder.propose(anchor, box_head(memory))`). The Q tokens of highest class-0 logit (`select_by`
-    "objectness"; DINO: "best_class", their highest logit of any class) are selected (padding included, as
-    the official code, unless `batch_invariant`, which also orders exactly tied tokens by position); their
+    "objectness"; DINO: "best_class", their highest logit of any class) are selected, exactly tied ones in
+    token order (`select_top`; padding included, as the official code, unless `batch_invariant`); their
     boxes, detached, are the decoder's first reference, and `LayerNorm(pos_trans(sine embedding of the
     box))` (2C channels) gives the position queries (first half) and the content queries (second half), or,
     with mixed selection (MS-DETR++, Plain-DETR), the position queries only, the content coming from a
@@ -113,12 +124,8 @@ class TwoStageProposals(nn.Module):
         boxes = coder.propose(anchors, deltas)
         scores = logits[..., 0] if self.select_by == "objectness" else logits.max(-1).values
         if batch_invariant:
-            # exact ties (tokens of equal memory, outside the window) in token order, which the batch's
-            # padding does not change; top-k orders them as it finds them
             scores = scores.masked_fill(memory.mask, float("-inf"))
-            index = torch.sort(scores, dim=1, descending=True, stable=True)[1][:, :num_queries]
-        else:
-            index = torch.topk(scores, num_queries, dim=1)[1]
+        index = select_top(scores, num_queries)
         reference = coder.activate(torch.gather(boxes, 1, index[..., None].expand(-1, -1, 4)).detach())
         query_pos = tgt = None
         if self.pos_trans is not None:
